@@ -1,0 +1,50 @@
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// MaxKeyLen bounds a client-chosen session key.
+const MaxKeyLen = 128
+
+// MaxRoomLen bounds a room id.
+const MaxRoomLen = 256
+
+// Auth is the body of an op-7 frame. Unknown JSON fields are ignored so
+// clients may add their own (a token, say).
+type Auth struct {
+	Mid      int64   `json:"mid"`
+	Key      string  `json:"key"`
+	RoomID   string  `json:"room_id"`
+	Platform string  `json:"platform"`
+	Accepts  []int32 `json:"accepts"`
+}
+
+// ParseAuth decodes and validates an Auth body.
+func ParseAuth(body []byte) (Auth, error) {
+	var a Auth
+	if err := json.Unmarshal(body, &a); err != nil {
+		return Auth{}, fmt.Errorf("%w: %v", ErrBadAuth, err)
+	}
+	if len(a.Key) > MaxKeyLen {
+		return Auth{}, fmt.Errorf("%w: key longer than %d bytes", ErrBadAuth, MaxKeyLen)
+	}
+	if err := ValidRoom(a.RoomID); err != nil {
+		return Auth{}, fmt.Errorf("%w: %v", ErrBadAuth, err)
+	}
+	return a, nil
+}
+
+// ValidRoom checks a room id a client asks for. Rooms are "type://id" by
+// convention (that is what REST room pushes address), but goim accepts any
+// string, so only the length is enforced.
+func ValidRoom(room string) error {
+	if len(room) > MaxRoomLen {
+		return fmt.Errorf("room id longer than %d bytes", MaxRoomLen)
+	}
+	return nil
+}
+
+// RoomID joins a REST type and room into a room id.
+func RoomID(typ, room string) string { return typ + "://" + room }

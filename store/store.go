@@ -1,0 +1,52 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrUnavailable wraps backend failures; logic maps it to 503.
+var ErrUnavailable = errors.New("store: unavailable")
+
+// Session is one bound connection.
+type Session struct {
+	Mid  int64
+	Key  string
+	Node string
+	Room string
+}
+
+// Sessions maps users and keys to the cloud node that holds them. Safe for
+// concurrent use.
+type Sessions interface {
+	// Bind records s (mid -> key -> node, key -> node) with the store's TTL.
+	Bind(ctx context.Context, s Session) error
+	// Refresh extends the TTL of s's bindings (heartbeat); it re-binds if the
+	// bindings expired meanwhile.
+	Refresh(ctx context.Context, s Session) error
+	// Unbind removes s's bindings only where they still point at s.Node
+	// (compare-and-delete). It reports whether the key binding was removed.
+	Unbind(ctx context.Context, s Session) (bool, error)
+	// KeysByMids returns, per mid, its keys and the node each is bound to.
+	// Mids without sessions are absent.
+	KeysByMids(ctx context.Context, mids []int64) (map[int64]map[string]string, error)
+	// NodesByKeys returns the node of each bound key; unknown keys are absent.
+	NodesByKeys(ctx context.Context, keys []string) (map[string]string, error)
+}
+
+// NodeOnline is one cloud node's report of its rooms.
+type NodeOnline struct {
+	Node  string
+	Conns int64
+	IPs   int64
+	Rooms map[string]int32
+}
+
+// Online holds each cloud node's room counts. Safe for concurrent use.
+type Online interface {
+	// ReportOnline replaces node's report; it expires after ttl unless renewed.
+	ReportOnline(ctx context.Context, r NodeOnline, ttl time.Duration) error
+	// AllOnline returns every unexpired report.
+	AllOnline(ctx context.Context) ([]NodeOnline, error)
+}
