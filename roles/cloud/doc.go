@@ -1,0 +1,13 @@
+// Package cloud is the connection hub: it accepts TCP and WebSocket clients,
+// authenticates them, keeps them in a sharded map of sessions and rooms
+// (buckets), answers heartbeats, room changes and sub/unsub, and delivers
+// pushes handed to it by job, in process or over gRPC (a thin adapter).
+//
+// Concurrency: each bucket has its own RWMutex guarding its sessions and
+// rooms; fan-out holds a bucket's read lock only while queueing shared bytes,
+// never while writing to a socket. Each session has one reader goroutine
+// (which alone tears the session down) and at most one writer goroutine,
+// started when something is queued and gone when the queue is empty, so an
+// idle connection holds no writer. A session whose queue overflows is closed
+// as a slow consumer; nobody else waits for it.
+package cloud

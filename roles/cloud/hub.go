@@ -1,0 +1,384 @@
+package cloud
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/maphash"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/store"
+	"github.com/imcloud/imcloud/transport"
+)
+
+// SessionStore is what the hub needs from the session store.
+type SessionStore interface {
+	Bind(ctx context.Context, s store.Session) error
+	Refresh(ctx context.Context, s store.Session) error
+	Unbind(ctx context.Context, s store.Session) (bool, error)
+}
+
+// Config tunes the hub; roles fills it from the cloud section.
+type Config struct {
+	NodeID           string
+	HandshakeTimeout time.Duration
+	HeartbeatTimeout time.Duration
+	WriteTimeout     time.Duration
+	StoreTimeout     time.Duration // bound on each session-store call; default 3s
+	MaxBody          int
+	SendQueue        int
+	Buckets          int
+	WSOrigins        []string
+}
+
+// Hub owns every session of this node.
+type Hub struct {
+	cfg     Config
+	log     *zap.Logger
+	metrics *Metrics
+	store   SessionStore
+	seed    maphash.Seed
+	buckets []*bucket
+
+	// RoomCount, when set, answers heartbeat counts (cluster-wide figures);
+	// otherwise the local count is used.
+	roomCount atomic.Pointer[func(room string) int32]
+
+	conns atomic.Int64
+	ipMu  sync.Mutex
+	ips   map[string]int
+
+	wg       sync.WaitGroup // serveConn goroutines
+	pending  sync.Map       // transport.Conn -> struct{}: connections still in their handshake
+	shutdown atomic.Bool
+}
+
+type bucket struct {
+	mu       sync.RWMutex
+	sessions map[string]*Session
+	rooms    map[string]*room
+}
+
+type room struct {
+	id      string
+	members []*Session
+}
+
+// New creates a hub.
+func New(cfg Config, st SessionStore, log *zap.Logger, m *Metrics) (*Hub, error) {
+	if cfg.Buckets < 1 || cfg.SendQueue < 1 || cfg.MaxBody < 1 {
+		return nil, fmt.Errorf("cloud: buckets, send queue and max body must be positive")
+	}
+	if cfg.StoreTimeout <= 0 {
+		cfg.StoreTimeout = 3 * time.Second
+	}
+	if m == nil {
+		var err error
+		if m, err = NewMetrics(nil); err != nil {
+			return nil, err
+		}
+	}
+	h := &Hub{cfg: cfg, log: log, metrics: m, store: st, seed: maphash.MakeSeed(), ips: map[string]int{}}
+	h.buckets = make([]*bucket, cfg.Buckets)
+	for i := range h.buckets {
+		h.buckets[i] = &bucket{sessions: map[string]*Session{}, rooms: map[string]*room{}}
+	}
+	return h, nil
+}
+
+// SetRoomCounter makes heartbeat replies use fn (cluster-wide counts).
+func (h *Hub) SetRoomCounter(fn func(room string) int32) { h.roomCount.Store(&fn) }
+
+func (h *Hub) bucketFor(key string) *bucket {
+	return h.buckets[maphash.String(h.seed, key)%uint64(len(h.buckets))]
+}
+
+// add makes s the session for its key and puts it in room; it returns the
+// session it replaced, if any, already out of its room.
+func (h *Hub) add(s *Session, roomID string) *Session {
+	b := h.bucketFor(s.key)
+	b.mu.Lock()
+	old := b.sessions[s.key]
+	if old != nil {
+		b.leave(old)
+	}
+	b.sessions[s.key] = s
+	if roomID != "" {
+		b.join(s, roomID)
+	}
+	b.mu.Unlock()
+	if old == nil {
+		h.conns.Add(1)
+	}
+	h.ipMu.Lock()
+	h.ips[s.ip]++
+	h.ipMu.Unlock()
+	return old
+}
+
+// remove takes s out of the hub; it reports whether s was still the
+// session for its key (false once a newer connection replaced it).
+func (h *Hub) remove(s *Session) bool {
+	b := h.bucketFor(s.key)
+	b.mu.Lock()
+	current := b.sessions[s.key] == s
+	if current {
+		delete(b.sessions, s.key)
+		b.leave(s)
+	}
+	b.mu.Unlock()
+	if current {
+		h.conns.Add(-1)
+	}
+	h.ipMu.Lock()
+	if h.ips[s.ip]--; h.ips[s.ip] <= 0 {
+		delete(h.ips, s.ip)
+	}
+	h.ipMu.Unlock()
+	return current
+}
+
+// current returns the session now bound to key, if any.
+func (h *Hub) current(key string) *Session {
+	b := h.bucketFor(key)
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.sessions[key]
+}
+
+func (h *Hub) changeRoom(s *Session, roomID string) {
+	b := h.bucketFor(s.key)
+	b.mu.Lock()
+	if b.sessions[s.key] == s {
+		b.leave(s)
+		if roomID != "" {
+			b.join(s, roomID)
+		}
+	}
+	b.mu.Unlock()
+}
+
+func (b *bucket) join(s *Session, id string) {
+	r := b.rooms[id]
+	if r == nil {
+		r = &room{id: id}
+		b.rooms[id] = r
+	}
+	s.room, s.roomIdx = r, len(r.members)
+	r.members = append(r.members, s)
+}
+
+func (b *bucket) leave(s *Session) {
+	r := s.room
+	if r == nil {
+		return
+	}
+	last := len(r.members) - 1
+	moved := r.members[last]
+	r.members[s.roomIdx], moved.roomIdx = moved, s.roomIdx
+	r.members[last] = nil
+	r.members = r.members[:last]
+	if len(r.members) == 0 {
+		delete(b.rooms, r.id)
+	}
+	s.room = nil
+}
+
+// PushKeys queues frame to the named sessions that accept op and returns
+// how many it reached.
+func (h *Hub) PushKeys(keys []string, op int32, frame []byte) int {
+	out := transport.Out{Data: frame, Push: true}
+	n := 0
+	for _, k := range keys {
+		if s := h.current(k); s != nil && s.Accepts(op) && s.send(out) {
+			n++
+		}
+	}
+	h.metrics.Deliveries.WithLabelValues("keys").Add(float64(n))
+	return n
+}
+
+// PushRoom queues frames (one or more encoded frames back to back) to every
+// member of roomID, unfiltered, and returns how many members it reached.
+func (h *Hub) PushRoom(roomID string, frames []byte) int {
+	out := transport.Out{Data: frames, Push: true}
+	n := 0
+	for _, b := range h.buckets {
+		b.mu.RLock()
+		if r := b.rooms[roomID]; r != nil {
+			for _, s := range r.members {
+				if s.send(out) {
+					n++
+				}
+			}
+		}
+		b.mu.RUnlock()
+	}
+	h.metrics.Deliveries.WithLabelValues("room").Add(float64(n))
+	return n
+}
+
+// Broadcast queues frame to every session that accepts op. With speed > 0
+// it paces itself to that many sessions per second and runs in the
+// background until done or ctx ends; it returns the sessions targeted.
+func (h *Hub) Broadcast(ctx context.Context, op int32, frame []byte, speed int) int {
+	out := transport.Out{Data: frame, Push: true}
+	if speed <= 0 {
+		n := 0
+		for _, b := range h.buckets {
+			b.mu.RLock()
+			for _, s := range b.sessions {
+				if s.Accepts(op) && s.send(out) {
+					n++
+				}
+			}
+			b.mu.RUnlock()
+		}
+		h.metrics.Deliveries.WithLabelValues("broadcast").Add(float64(n))
+		return n
+	}
+	targeted := int(h.conns.Load())
+	go h.pacedBroadcast(ctx, op, out, speed)
+	return targeted
+}
+
+func (h *Hub) pacedBroadcast(ctx context.Context, op int32, out transport.Out, speed int) {
+	interval := time.Second / time.Duration(speed)
+	if interval <= 0 {
+		interval = time.Nanosecond
+	}
+	next := time.Now()
+	var batch []*Session
+	for _, b := range h.buckets {
+		batch = batch[:0]
+		b.mu.RLock()
+		for _, s := range b.sessions {
+			if s.Accepts(op) {
+				batch = append(batch, s)
+			}
+		}
+		b.mu.RUnlock()
+		for _, s := range batch {
+			if d := time.Until(next); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+			}
+			next = next.Add(interval)
+			if s.send(out) {
+				h.metrics.Deliveries.WithLabelValues("broadcast").Inc()
+			}
+		}
+	}
+}
+
+// RoomCount is this node's member count of roomID.
+func (h *Hub) RoomCount(roomID string) int32 {
+	var n int32
+	for _, b := range h.buckets {
+		b.mu.RLock()
+		if r := b.rooms[roomID]; r != nil {
+			n += int32(len(r.members))
+		}
+		b.mu.RUnlock()
+	}
+	return n
+}
+
+// Rooms returns every room on this node with its member count.
+func (h *Hub) Rooms() map[string]int32 {
+	out := map[string]int32{}
+	for _, b := range h.buckets {
+		b.mu.RLock()
+		for id, r := range b.rooms {
+			out[id] += int32(len(r.members))
+		}
+		b.mu.RUnlock()
+	}
+	return out
+}
+
+// Online returns this node's connection and distinct client IP counts.
+func (h *Hub) Online() (conns, ips int64) {
+	h.ipMu.Lock()
+	ips = int64(len(h.ips))
+	h.ipMu.Unlock()
+	return h.conns.Load(), ips
+}
+
+func (h *Hub) heartbeatCount(roomID string) int32 {
+	if roomID == "" {
+		return 0
+	}
+	if fn := h.roomCount.Load(); fn != nil {
+		return (*fn)(roomID)
+	}
+	return h.RoomCount(roomID)
+}
+
+func (h *Hub) slowConsumer(s *Session) {
+	h.metrics.SlowClients.Inc()
+	h.log.Warn("slow client disconnected", zap.String("key", s.key), zap.Int64("mid", s.mid),
+		zap.String("remote", s.conn.RemoteAddr()), zap.Int("send_queue", h.cfg.SendQueue))
+	// Closing may wait on the transport; the fan-out that noticed must not.
+	go func() { _ = s.conn.Close() }()
+}
+
+func heartbeatBody(n int32) []byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(n))
+	return b[:]
+}
+
+func reply(req protocol.Frame, op int32, body []byte) transport.Out {
+	return transport.Out{Data: protocol.Encode(req.Ver, op, req.Seq, body)}
+}
+
+// Shutdown says goodbye to every session and waits, until ctx ends, for
+// their queues to drain and their goroutines to finish; stragglers are cut.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.shutdown.Store(true)
+	h.pending.Range(func(c, _ any) bool { _ = c.(transport.Conn).Close(); return true })
+	h.each(func(s *Session) { s.farewell("server shutting down") })
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		h.each(func(s *Session) { s.kill() })
+		<-done
+		return fmt.Errorf("cloud: shutdown: %w", ctx.Err())
+	}
+}
+
+func (h *Hub) each(fn func(*Session)) {
+	var all []*Session
+	for _, b := range h.buckets {
+		b.mu.RLock()
+		for _, s := range b.sessions {
+			all = append(all, s)
+		}
+		b.mu.RUnlock()
+	}
+	for _, s := range all {
+		fn(s)
+	}
+}
+
+func hostOf(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}

@@ -1,0 +1,60 @@
+package cloud
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the hub's counters and gauges.
+type Metrics struct {
+	Conns        *prometheus.GaugeVec
+	Connects     *prometheus.CounterVec
+	Disconnects  *prometheus.CounterVec
+	SlowClients  prometheus.Counter
+	Deliveries   *prometheus.CounterVec
+	Upstream     prometheus.Counter
+	ProtocolErrs *prometheus.CounterVec
+}
+
+// NewMetrics creates the hub's metrics and registers them with reg (nil: none).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		Conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "imcloud", Subsystem: "cloud", Name: "connections",
+			Help: "Authenticated client connections, by transport.",
+		}, []string{"transport"}),
+		Connects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "cloud", Name: "connects_total",
+			Help: "Successful authentications, by transport.",
+		}, []string{"transport"}),
+		Disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "cloud", Name: "disconnects_total",
+			Help: "Closed authenticated connections, by reason.",
+		}, []string{"reason"}),
+		SlowClients: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "cloud", Name: "slow_clients_total",
+			Help: "Connections closed because their send queue overflowed.",
+		}),
+		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "cloud", Name: "deliveries_total",
+			Help: "Push items queued to sessions, by kind (keys, room, broadcast).",
+		}, []string{"kind"}),
+		Upstream: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "cloud", Name: "upstream_messages_total",
+			Help: "Client SendMsg (op 4) frames received.",
+		}),
+		ProtocolErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "cloud", Name: "protocol_errors_total",
+			Help: "Connections closed for a protocol error, by kind.",
+		}, []string{"kind"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.Conns, m.Connects, m.Disconnects, m.SlowClients, m.Deliveries, m.Upstream, m.ProtocolErrs} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("cloud: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,270 @@
+package cloud
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+
+	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/store"
+	"github.com/imcloud/imcloud/transport"
+	"github.com/imcloud/imcloud/transport/tcp"
+	"github.com/imcloud/imcloud/transport/ws"
+)
+
+// ServeTCP accepts goim TCP clients on ln until ln is closed.
+func (h *Hub) ServeTCP(ln net.Listener) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: wait instead of spinning.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			h.log.Warn("accept failed", zap.Error(err), zap.Duration("retry_in", backoff))
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.serveConn(tcp.New(c, h.cfg.MaxBody))
+		}()
+	}
+}
+
+// WSHandler upgrades requests to goim WebSocket sessions.
+func (h *Hub) WSHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.shutdown.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		c, err := ws.Accept(w, r, ws.AcceptOptions{OriginPatterns: h.cfg.WSOrigins, MaxBody: h.cfg.MaxBody})
+		if err != nil {
+			h.log.Debug("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
+			return
+		}
+		h.wg.Add(1)
+		defer h.wg.Done()
+		h.serveConn(c)
+	})
+}
+
+// serveConn runs one connection from handshake to teardown; it is the
+// connection's reader goroutine.
+func (h *Hub) serveConn(c transport.Conn) {
+	log := h.log.With(zap.String("remote", c.RemoteAddr()), zap.String("transport", c.Network()))
+	h.pending.Store(c, struct{}{})
+	if h.shutdown.Load() {
+		h.pending.Delete(c)
+		_ = c.Close()
+		return
+	}
+	f, err := c.ReadFrame(time.Now().Add(h.cfg.HandshakeTimeout))
+	h.pending.Delete(c)
+	if err != nil {
+		kind := h.readErrorKind(err)
+		log.Debug("handshake failed", zap.String("kind", kind), zap.Error(err))
+		if kind != "eof" && kind != "timeout" {
+			h.metrics.ProtocolErrs.WithLabelValues(kind).Inc()
+			goodbye(c, h.cfg.WriteTimeout, "protocol error: "+kind)
+		}
+		_ = c.Close()
+		return
+	}
+	if f.Op != protocol.OpAuth {
+		h.metrics.ProtocolErrs.WithLabelValues("before_auth").Inc()
+		log.Info("connection closed: frame before auth", zap.Int32("op", f.Op))
+		goodbye(c, h.cfg.WriteTimeout, "auth required")
+		_ = c.Close()
+		return
+	}
+	a, err := protocol.ParseAuth(f.Body)
+	if err != nil {
+		// goim closes without a reply; so do we.
+		h.metrics.ProtocolErrs.WithLabelValues("bad_auth").Inc()
+		log.Info("connection closed: invalid auth", zap.Error(err))
+		_ = c.Close()
+		return
+	}
+	key := a.Key
+	if key == "" {
+		key = rand.Text()
+	}
+	roomID := a.RoomID
+	s := newSession(h, c, key, a, hostOf(c.RemoteAddr()))
+	if err := h.bind(s, roomID); err != nil {
+		log.Warn("connection refused: session store unavailable", zap.Int64("mid", a.Mid), zap.Error(err))
+		goodbye(c, h.cfg.WriteTimeout, "session store unavailable, retry later")
+		_ = c.Close()
+		return
+	}
+	// The reply is queued before the session is reachable, so it is the
+	// first thing the client reads.
+	s.send(reply(f, protocol.OpAuthReply, nil))
+	if old := h.add(s, roomID); old != nil {
+		old.farewell("replaced by a new connection")
+		h.metrics.Disconnects.WithLabelValues("replaced").Inc()
+	}
+	h.metrics.Conns.WithLabelValues(c.Network()).Inc()
+	h.metrics.Connects.WithLabelValues(c.Network()).Inc()
+	log.Debug("session opened", zap.String("key", key), zap.Int64("mid", a.Mid), zap.String("room", roomID))
+
+	reason := h.readLoop(s, log, roomID)
+
+	h.metrics.Conns.WithLabelValues(c.Network()).Dec()
+	h.metrics.Disconnects.WithLabelValues(reason).Inc()
+	h.teardown(s, log)
+	log.Debug("session closed", zap.String("key", key), zap.String("reason", reason))
+}
+
+// readLoop handles frames until the connection ends; it returns why.
+func (h *Hub) readLoop(s *Session, log *zap.Logger, roomID string) string {
+	for {
+		f, err := s.conn.ReadFrame(time.Now().Add(h.cfg.HeartbeatTimeout))
+		if err != nil {
+			kind := h.readErrorKind(err)
+			switch kind {
+			case "eof":
+			case "timeout":
+				s.farewell("heartbeat timeout")
+			default:
+				h.metrics.ProtocolErrs.WithLabelValues(kind).Inc()
+				log.Info("connection closed: protocol error", zap.String("key", s.key), zap.String("kind", kind), zap.Error(err))
+				s.farewell("protocol error: " + kind)
+			}
+			return kind
+		}
+		switch f.Op {
+		case protocol.OpHeartbeat:
+			s.send(reply(f, protocol.OpHeartbeatReply, heartbeatBody(h.heartbeatCount(roomID))))
+			h.refresh(s, roomID, log)
+		case protocol.OpSendMsg:
+			h.metrics.Upstream.Inc()
+			log.Debug("client message", zap.String("key", s.key), zap.Int("bytes", len(f.Body)))
+			s.send(reply(f, protocol.OpSendMsgReply, nil))
+		case protocol.OpChangeRoom:
+			next := string(f.Body)
+			if err := protocol.ValidRoom(next); err != nil {
+				return h.refuse(s, log, "bad_room", err.Error())
+			}
+			h.changeRoom(s, next)
+			roomID = next
+			h.rebind(s, roomID, log)
+			s.send(reply(f, protocol.OpChangeRoomReply, f.Body))
+		case protocol.OpSub, protocol.OpUnsub:
+			ops, err := protocol.ParseOps(f.Body)
+			if err != nil {
+				return h.refuse(s, log, "bad_ops", err.Error())
+			}
+			if f.Op == protocol.OpSub {
+				s.sub(ops)
+				s.send(reply(f, protocol.OpSubReply, f.Body))
+			} else {
+				s.unsub(ops)
+				s.send(reply(f, protocol.OpUnsubReply, f.Body))
+			}
+		case protocol.OpAuth:
+			return h.refuse(s, log, "auth_twice", "already authenticated")
+		default:
+			return h.refuse(s, log, "unknown_op", "unknown op "+strconv.Itoa(int(f.Op)))
+		}
+	}
+}
+
+func (h *Hub) refuse(s *Session, log *zap.Logger, kind, reason string) string {
+	h.metrics.ProtocolErrs.WithLabelValues(kind).Inc()
+	log.Info("connection closed: protocol error", zap.String("key", s.key), zap.String("kind", kind), zap.String("reason", reason))
+	s.farewell(reason)
+	return kind
+}
+
+func (h *Hub) readErrorKind(err error) string {
+	switch {
+	case errors.Is(err, protocol.ErrHeaderLen):
+		return "header_len"
+	case errors.Is(err, protocol.ErrPackLen):
+		return "pack_len"
+	case errors.Is(err, protocol.ErrTooLarge):
+		return "too_large"
+	case errors.Is(err, protocol.ErrLenMismatch):
+		return "len_mismatch"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return "eof"
+	}
+	if cs := websocket.CloseStatus(err); cs == websocket.StatusMessageTooBig {
+		return "too_large"
+	} else if cs != -1 {
+		return "eof"
+	}
+	return "eof"
+}
+
+func (h *Hub) storeSession(s *Session, roomID string) store.Session {
+	return store.Session{Mid: s.mid, Key: s.key, Node: h.cfg.NodeID, Room: roomID}
+}
+
+func (h *Hub) bind(s *Session, roomID string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
+	defer cancel()
+	return h.store.Bind(ctx, h.storeSession(s, roomID))
+}
+
+func (h *Hub) rebind(s *Session, roomID string, log *zap.Logger) {
+	if err := h.bind(s, roomID); err != nil {
+		log.Warn("session store bind failed", zap.String("key", s.key), zap.Error(err))
+	}
+}
+
+func (h *Hub) refresh(s *Session, roomID string, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
+	defer cancel()
+	if err := h.store.Refresh(ctx, h.storeSession(s, roomID)); err != nil {
+		log.Warn("session store refresh failed", zap.String("key", s.key), zap.Error(err))
+	}
+}
+
+// teardown removes s from the hub and, if no newer connection took its key
+// here meanwhile, from the session store.
+func (h *Hub) teardown(s *Session, log *zap.Logger) {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if !closing {
+		s.kill()
+	}
+	if !h.remove(s) {
+		return // replaced: the binding belongs to the new session now
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
+	defer cancel()
+	if _, err := h.store.Unbind(ctx, h.storeSession(s, "")); err != nil {
+		log.Warn("session store unbind failed", zap.String("key", s.key), zap.Error(err))
+	}
+	// A reconnect with the same key may have bound between our removal and
+	// the unbind, which then erased its binding: restore it.
+	if n := h.current(s.key); n != nil {
+		h.rebind(n, n.roomName(), log)
+	}
+}
+
+// goodbye writes a DisconnectReply on a connection that has no session yet.
+func goodbye(c transport.Conn, timeout time.Duration, reason string) {
+	_ = c.Write([]transport.Out{{Data: protocol.Encode(protocol.PushVer, protocol.OpDisconnectReply, 0, []byte(reason))}},
+		time.Now().Add(min(timeout, time.Second)))
+}

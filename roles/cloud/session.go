@@ -1,0 +1,176 @@
+package cloud
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/transport"
+)
+
+// Session is one authenticated connection.
+type Session struct {
+	hub      *Hub
+	conn     transport.Conn
+	key      string
+	mid      int64
+	platform string
+	ip       string
+
+	accepts atomic.Pointer[[]int32] // sorted; copy-on-write
+
+	// Guarded by the bucket's lock.
+	room    *room
+	roomIdx int
+
+	mu      sync.Mutex
+	queue   []transport.Out
+	spare   []transport.Out
+	writing bool // a writer goroutine owns the connection's write side
+	closing bool // a farewell is queued: accept nothing more, close after it
+	closed  bool
+}
+
+func newSession(h *Hub, c transport.Conn, key string, a protocol.Auth, ip string) *Session {
+	s := &Session{hub: h, conn: c, key: key, mid: a.Mid, platform: a.Platform, ip: ip}
+	s.setAccepts(a.Accepts)
+	return s
+}
+
+// Key is the session's key.
+func (s *Session) Key() string { return s.key }
+
+// Mid is the session's user id.
+func (s *Session) Mid() int64 { return s.mid }
+
+func (s *Session) setAccepts(ops []int32) {
+	ops = slices.Clone(ops)
+	slices.Sort(ops)
+	ops = slices.Compact(ops)
+	s.accepts.Store(&ops)
+}
+
+// Accepts reports whether key, mid and broadcast pushes with op reach s.
+func (s *Session) Accepts(op int32) bool {
+	_, ok := slices.BinarySearch(*s.accepts.Load(), op)
+	return ok
+}
+
+func (s *Session) sub(ops []int32) {
+	cur := *s.accepts.Load()
+	s.setAccepts(append(slices.Clone(cur), ops...))
+}
+
+func (s *Session) unsub(ops []int32) {
+	cur := slices.DeleteFunc(slices.Clone(*s.accepts.Load()), func(op int32) bool {
+		return slices.Contains(ops, op)
+	})
+	s.setAccepts(cur)
+}
+
+// send queues o. It never blocks: when the queue is full the session is
+// closed as a slow consumer and send reports false.
+func (s *Session) send(o transport.Out) bool {
+	s.mu.Lock()
+	if s.closed || s.closing {
+		s.mu.Unlock()
+		return false
+	}
+	if len(s.queue) >= s.hub.cfg.SendQueue {
+		s.closed = true
+		s.mu.Unlock()
+		s.hub.slowConsumer(s)
+		return false
+	}
+	s.queue = append(s.queue, o)
+	start := !s.writing
+	s.writing = true
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+	return true
+}
+
+// farewell queues a DisconnectReply with reason and closes the connection
+// once it is written (or the write times out).
+func (s *Session) farewell(reason string) {
+	s.mu.Lock()
+	if s.closed || s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.closing = true
+	s.queue = append(s.queue, transport.Out{Data: protocol.Encode(protocol.PushVer, protocol.OpDisconnectReply, 0, []byte(reason))})
+	start := !s.writing
+	s.writing = true
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+}
+
+// kill closes the connection at once; queued items are dropped. The reader
+// goroutine notices and tears the session down.
+func (s *Session) kill() {
+	s.mu.Lock()
+	s.closed = true
+	s.queue = nil
+	s.mu.Unlock()
+	_ = s.conn.Close()
+}
+
+// writeLoop drains the queue, each pass handing everything queued so far to
+// the transport in one coalesced write.
+func (s *Session) writeLoop() {
+	for {
+		s.mu.Lock()
+		if s.closed || len(s.queue) == 0 {
+			closing := s.closing
+			if closing {
+				s.closed = true
+			}
+			s.writing = false
+			if cap(s.spare) > 64 {
+				s.spare = nil // let a burst's buffer go while idle
+			}
+			s.mu.Unlock()
+			if closing {
+				_ = s.conn.Close()
+			}
+			return
+		}
+		batch := s.queue
+		s.queue = s.spare[:0]
+		s.mu.Unlock()
+
+		err := s.conn.Write(batch, time.Now().Add(s.hub.cfg.WriteTimeout))
+		clear(batch)
+		s.mu.Lock()
+		s.spare = batch[:0]
+		s.mu.Unlock()
+		if err != nil {
+			s.hub.log.Debug("write failed", zap.String("key", s.key), zap.Error(err))
+			s.kill()
+			s.mu.Lock()
+			s.writing = false
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// roomName reads the session's room under its bucket's lock.
+func (s *Session) roomName() string {
+	b := s.hub.bucketFor(s.key)
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if s.room == nil {
+		return ""
+	}
+	return s.room.id
+}

@@ -1,0 +1,320 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/protocol/pb"
+	"github.com/imcloud/imcloud/registry"
+)
+
+// Config tunes delivery; roles fills it from the job section.
+type Config struct {
+	RoomBatchWindow time.Duration // longest a room message waits to be batched; 0 sends at once
+	RoomBatchSize   int           // messages that flush a room batch early
+	RoomBatchBytes  int           // bytes that flush a room batch early; default 16 KiB
+	NodeQueue       int           // deliveries queued per node
+	MaxAge          time.Duration // older pushes are dropped
+	CallTimeout     time.Duration // bound on one call to a node; default 5s
+	Retries         int           // further attempts after a failed call; default 3
+	EnqueueTimeout  time.Duration // how long Handle waits on a full node queue before dropping; default 1s
+}
+
+// Watcher follows the cloud nodes (registry.Watcher).
+type Watcher interface {
+	Watch(ctx context.Context, role string) (<-chan []registry.Node, error)
+}
+
+// Job routes queue messages to cloud nodes.
+type Job struct {
+	cfg     Config
+	log     *zap.Logger
+	metrics *Metrics
+	watch   Watcher
+	dial    Dialer
+	now     func() time.Time
+
+	mu    sync.RWMutex
+	nodes map[string]*node
+
+	roomsMu sync.Mutex
+	rooms   map[string]*roomBatch
+
+	ready chan struct{} // closed once the first node list is in
+	once  sync.Once
+}
+
+// New creates a job. Run must be running for deliveries to happen.
+func New(cfg Config, w Watcher, dial Dialer, log *zap.Logger, m *Metrics) (*Job, error) {
+	if cfg.RoomBatchSize < 1 || cfg.NodeQueue < 1 || cfg.RoomBatchWindow < 0 {
+		return nil, errors.New("job: room batch size and node queue must be positive, the window not negative")
+	}
+	if cfg.RoomBatchBytes <= 0 {
+		cfg.RoomBatchBytes = 16 * 1024
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 5 * time.Second
+	}
+	if cfg.Retries < 0 {
+		cfg.Retries = 0
+	} else if cfg.Retries == 0 {
+		cfg.Retries = 3
+	}
+	if cfg.EnqueueTimeout <= 0 {
+		cfg.EnqueueTimeout = time.Second
+	}
+	if m == nil {
+		var err error
+		if m, err = NewMetrics(nil); err != nil {
+			return nil, err
+		}
+	}
+	return &Job{
+		cfg: cfg, log: log, metrics: m, watch: w, dial: dial, now: time.Now,
+		nodes: map[string]*node{}, rooms: map[string]*roomBatch{}, ready: make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once the job knows the cloud nodes.
+func (j *Job) Ready() <-chan struct{} { return j.ready }
+
+// Run follows the registry until ctx ends, then stops every node worker
+// after it has drained its queue.
+func (j *Job) Run(ctx context.Context) error {
+	ch, err := j.watch.Watch(ctx, registry.RoleCloud)
+	if err != nil {
+		return fmt.Errorf("job: watch cloud nodes: %w", err)
+	}
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			j.flushRooms()
+			j.setNodes(context.Background(), nil)
+			return nil
+		case list, ok := <-ch:
+			if !ok {
+				j.flushRooms()
+				j.setNodes(context.Background(), nil)
+				return nil
+			}
+			j.setNodes(ctx, list)
+			j.once.Do(func() { close(j.ready) })
+		case <-sweep.C:
+			j.sweepRooms()
+		}
+	}
+}
+
+// setNodes starts workers for new nodes and drains and stops gone ones.
+func (j *Job) setNodes(ctx context.Context, list []registry.Node) {
+	want := make(map[string]registry.Node, len(list))
+	for _, n := range list {
+		want[n.ID] = n
+	}
+	j.mu.Lock()
+	var gone []*node
+	for id, n := range j.nodes {
+		if w, ok := want[id]; !ok || w.GRPCAddr != n.info.GRPCAddr {
+			gone = append(gone, n)
+			delete(j.nodes, id)
+		}
+	}
+	for id, info := range want {
+		if n, ok := j.nodes[id]; ok {
+			n.info = info
+			continue
+		}
+		client, closer, err := j.dial(ctx, info)
+		if err != nil {
+			j.log.Error("cannot reach cloud node", zap.String("node", id), zap.Error(err))
+			continue
+		}
+		n := newNode(j, info, client, closer)
+		j.nodes[id] = n
+		go n.run()
+		j.log.Info("cloud node joined", zap.String("node", id), zap.String("grpc", info.GRPCAddr))
+	}
+	j.metrics.Nodes.Set(float64(len(j.nodes)))
+	j.mu.Unlock()
+	for _, n := range gone {
+		j.log.Info("cloud node left", zap.String("node", n.info.ID))
+		n.stop()
+	}
+}
+
+// Handle implements queue.Handler.
+func (j *Job) Handle(ctx context.Context, m *pb.PushMsg) error {
+	if age := j.now().Sub(time.UnixMilli(m.GetCreatedAt())); j.cfg.MaxAge > 0 && m.GetCreatedAt() > 0 && age > j.cfg.MaxAge {
+		j.metrics.Dropped.WithLabelValues("too_old").Inc()
+		j.log.Warn("push dropped: too old", zap.String("id", m.GetId()), zap.Duration("age", age))
+		return nil
+	}
+	if m.GetOperation() < protocol.MinBusinessOp {
+		j.metrics.Dropped.WithLabelValues("bad_op").Inc()
+		j.log.Warn("push dropped: operation below 1000", zap.String("id", m.GetId()), zap.Int32("op", m.GetOperation()))
+		return nil
+	}
+	j.metrics.Consumed.WithLabelValues(m.GetType().String()).Inc()
+	frame := protocol.EncodePush(m.GetOperation(), m.GetMsg())
+	switch m.GetType() {
+	case pb.PushMsg_PUSH:
+		n := j.node(m.GetServer())
+		if n == nil {
+			j.metrics.Dropped.WithLabelValues("node_gone").Inc()
+			j.log.Debug("push skipped: node not registered", zap.String("id", m.GetId()), zap.String("node", m.GetServer()))
+			return nil
+		}
+		req := &pb.PushKeysReq{Id: m.GetId(), Keys: m.GetKeys(), Operation: m.GetOperation(), Frame: frame}
+		return n.enqueue(ctx, func(ctx context.Context, c CloudClient) error {
+			_, err := c.PushKeys(ctx, req)
+			return err
+		})
+	case pb.PushMsg_ROOM:
+		if m.GetRoom() == "" {
+			j.metrics.Dropped.WithLabelValues("no_room").Inc()
+			return nil
+		}
+		return j.addRoom(ctx, m.GetRoom(), m.GetId(), frame)
+	case pb.PushMsg_BROADCAST:
+		req := &pb.BroadcastReq{Id: m.GetId(), Operation: m.GetOperation(), Frame: frame, Speed: m.GetSpeed()}
+		return j.toAll(ctx, func(ctx context.Context, c CloudClient) error {
+			_, err := c.Broadcast(ctx, req)
+			return err
+		})
+	default:
+		j.metrics.Dropped.WithLabelValues("bad_type").Inc()
+		j.log.Warn("push dropped: unknown type", zap.String("id", m.GetId()), zap.Int32("type", int32(m.GetType())))
+		return nil
+	}
+}
+
+func (j *Job) node(id string) *node {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	return j.nodes[id]
+}
+
+// toAll enqueues call on every node.
+func (j *Job) toAll(ctx context.Context, call func(context.Context, CloudClient) error) error {
+	j.mu.RLock()
+	all := make([]*node, 0, len(j.nodes))
+	for _, n := range j.nodes {
+		all = append(all, n)
+	}
+	j.mu.RUnlock()
+	for _, n := range all {
+		if err := n.enqueue(ctx, call); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// node is one cloud node's delivery queue and its worker.
+type node struct {
+	j      *Job
+	info   registry.Node
+	client CloudClient
+	closer io.Closer
+	ch     chan func(context.Context, CloudClient) error
+	quit   chan struct{}
+	done   chan struct{}
+	log    *zap.Logger
+}
+
+func newNode(j *Job, info registry.Node, c CloudClient, closer io.Closer) *node {
+	return &node{
+		j: j, info: info, client: c, closer: closer,
+		ch:   make(chan func(context.Context, CloudClient) error, j.cfg.NodeQueue),
+		quit: make(chan struct{}), done: make(chan struct{}),
+		log: j.log.With(zap.String("node", info.ID)),
+	}
+}
+
+// enqueue hands call to the node's worker. A node whose queue stays full
+// for EnqueueTimeout loses the call (counted) rather than stalling the rest.
+func (n *node) enqueue(ctx context.Context, call func(context.Context, CloudClient) error) error {
+	select {
+	case n.ch <- call:
+		return nil
+	default:
+	}
+	t := time.NewTimer(n.j.cfg.EnqueueTimeout)
+	defer t.Stop()
+	select {
+	case n.ch <- call:
+		return nil
+	case <-n.quit:
+		return nil
+	case <-t.C:
+		n.j.metrics.Dropped.WithLabelValues("node_queue_full").Inc()
+		n.log.Warn("delivery dropped: node queue full", zap.Int("node_queue", cap(n.ch)))
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (n *node) run() {
+	defer close(n.done)
+	for {
+		select {
+		case call := <-n.ch:
+			n.deliver(call)
+		case <-n.quit:
+			for {
+				select {
+				case call := <-n.ch:
+					n.deliver(call)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// deliver makes one call with bounded retries and backoff.
+func (n *node) deliver(call func(context.Context, CloudClient) error) {
+	backoff := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), n.j.cfg.CallTimeout)
+		err := call(ctx, n.client)
+		cancel()
+		if err == nil {
+			n.j.metrics.Calls.WithLabelValues("ok").Inc()
+			return
+		}
+		if attempt >= n.j.cfg.Retries {
+			n.j.metrics.Calls.WithLabelValues("failed").Inc()
+			n.log.Error("delivery failed, skipped", zap.Int("attempts", attempt+1), zap.Error(err))
+			return
+		}
+		n.j.metrics.Calls.WithLabelValues("retry").Inc()
+		select {
+		case <-time.After(backoff):
+		case <-n.quit:
+			// Leaving the registry: one last attempt happens in the drain.
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func (n *node) stop() {
+	close(n.quit)
+	<-n.done
+	if n.closer != nil {
+		if err := n.closer.Close(); err != nil {
+			n.log.Debug("closing node client", zap.Error(err))
+		}
+	}
+}

@@ -1,0 +1,56 @@
+package job
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the job's counters.
+type Metrics struct {
+	Consumed      *prometheus.CounterVec
+	Dropped       *prometheus.CounterVec
+	Calls         *prometheus.CounterVec
+	RoomBatches   *prometheus.CounterVec
+	RoomBatchMsgs prometheus.Histogram
+	Nodes         prometheus.Gauge
+}
+
+// NewMetrics creates the job's metrics and registers them with reg (nil: none).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		Consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "job", Name: "consumed_total",
+			Help: "Queue messages consumed, by type.",
+		}, []string{"type"}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "job", Name: "dropped_total",
+			Help: "Pushes or deliveries not made, by reason.",
+		}, []string{"reason"}),
+		Calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "job", Name: "node_calls_total",
+			Help: "Calls to cloud nodes, by result (ok, retry, failed).",
+		}, []string{"result"}),
+		RoomBatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "job", Name: "room_batches_total",
+			Help: "Room batches sent, by what flushed them (idle, window, full, shutdown).",
+		}, []string{"flush"}),
+		RoomBatchMsgs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "imcloud", Subsystem: "job", Name: "room_batch_messages",
+			Help:    "Messages per room batch.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
+		}),
+		Nodes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "imcloud", Subsystem: "job", Name: "cloud_nodes",
+			Help: "Cloud nodes the job delivers to.",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.Consumed, m.Dropped, m.Calls, m.RoomBatches, m.RoomBatchMsgs, m.Nodes} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("job: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,7 @@
+// Package transport owns the connection abstraction the cloud hub serves:
+// Conn, with one implementation per client transport (tcp/, ws/).
+//
+// A Conn is used by exactly one reader goroutine (ReadFrame) and one writer
+// goroutine (Write) at a time; Close may be called from anywhere, any number
+// of times, and unblocks both.
+package transport

@@ -1,0 +1,72 @@
+package tcp
+
+import (
+	"net"
+	"sync"
+	"time"
+
+	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/transport"
+)
+
+// Conn is a goim connection over plain TCP.
+type Conn struct {
+	c       net.Conn
+	maxBody int
+	hdr     [protocol.HeaderLen]byte
+	bufs    net.Buffers
+	once    sync.Once
+	remote  string
+}
+
+var _ transport.Conn = (*Conn)(nil)
+
+// New wraps c; frames with bodies over maxBody are protocol errors.
+func New(c net.Conn, maxBody int) *Conn {
+	if tc, ok := c.(*net.TCPConn); ok {
+		// Pushes are coalesced by the writer already; Nagle would only delay them.
+		_ = tc.SetNoDelay(true)
+	}
+	return &Conn{c: c, maxBody: maxBody, remote: c.RemoteAddr().String()}
+}
+
+// ReadFrame implements transport.Conn.
+func (c *Conn) ReadFrame(deadline time.Time) (protocol.Frame, error) {
+	if err := c.c.SetReadDeadline(deadline); err != nil {
+		return protocol.Frame{}, err
+	}
+	return protocol.ReadFrame(c.c, &c.hdr, c.maxBody)
+}
+
+// Write implements transport.Conn: every item, in order, in one writev.
+func (c *Conn) Write(items []transport.Out, deadline time.Time) error {
+	if err := c.c.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	if len(items) == 1 {
+		_, err := c.c.Write(items[0].Data)
+		return err
+	}
+	bufs := c.bufs[:0]
+	for _, it := range items {
+		bufs = append(bufs, it.Data)
+	}
+	// WriteTo consumes the slice it is given; keep our backing array.
+	c.bufs = bufs[:0]
+	_, err := bufs.WriteTo(c.c)
+	clear(c.bufs[:cap(c.bufs)])
+	return err
+}
+
+// Close implements transport.Conn.
+func (c *Conn) Close() error {
+	var err error
+	c.once.Do(func() { err = c.c.Close() })
+	return err
+}
+
+// RemoteAddr implements transport.Conn.
+func (c *Conn) RemoteAddr() string { return c.remote }
+
+// Network implements transport.Conn.
+func (c *Conn) Network() string { return "tcp" }

@@ -1,0 +1,33 @@
+package transport
+
+import (
+	"time"
+
+	"github.com/imcloud/imcloud/protocol"
+)
+
+// Out is one queued outbound item: a complete encoded frame (a reply), or,
+// with Push set, one or more complete encoded push frames back to back.
+// Data is shared between receivers and must not be modified.
+type Out struct {
+	Data []byte
+	Push bool
+}
+
+// Conn is one client connection.
+type Conn interface {
+	// ReadFrame returns the next client frame. Protocol violations wrap the
+	// protocol package's sentinel errors. The body stays valid until the next
+	// call.
+	ReadFrame(deadline time.Time) (protocol.Frame, error)
+	// Write sends items in order, coalescing as the transport allows: TCP
+	// writes everything with one writev; WebSocket sends each reply as its own
+	// message and runs of pushes as op-9 messages under protocol.MaxWSBatch.
+	Write(items []Out, deadline time.Time) error
+	// Close closes the connection; safe to call repeatedly and concurrently.
+	Close() error
+	// RemoteAddr is the client's ip:port.
+	RemoteAddr() string
+	// Network is "tcp" or "ws".
+	Network() string
+}
