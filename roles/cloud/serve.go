@@ -113,12 +113,14 @@ func (h *Hub) serveConn(c transport.Conn) {
 		return
 	}
 	// The reply is queued before the session is reachable, so it is the
-	// first thing the client reads.
-	s.send(reply(f, protocol.OpAuthReply, nil))
+	// first thing the client reads, and written only once the session is in
+	// the hub, so a client that has its reply is sure to receive pushes.
+	s.queue = append(s.queue, reply(f, protocol.OpAuthReply, nil))
 	if old := h.add(s, roomID); old != nil {
 		old.farewell("replaced by a new connection")
 		h.metrics.Disconnects.WithLabelValues("replaced").Inc()
 	}
+	s.flush()
 	h.metrics.Conns.WithLabelValues(c.Network()).Inc()
 	h.metrics.Connects.WithLabelValues(c.Network()).Inc()
 	log.Debug("session opened", zap.String("key", key), zap.Int64("mid", a.Mid), zap.String("room", roomID))

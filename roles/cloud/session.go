@@ -96,6 +96,17 @@ func (s *Session) send(o transport.Out) bool {
 	return true
 }
 
+// flush starts the writer if something is queued and none is running.
+func (s *Session) flush() {
+	s.mu.Lock()
+	start := !s.writing && !s.closed && len(s.queue) > 0
+	s.writing = s.writing || start
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+}
+
 // farewell queues a DisconnectReply with reason and closes the connection
 // once it is written (or the write times out).
 func (s *Session) farewell(reason string) {

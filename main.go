@@ -1,0 +1,9 @@
+package main
+
+import (
+	"os"
+
+	"github.com/imcloud/imcloud/cmd"
+)
+
+func main() { os.Exit(cmd.Execute()) }

@@ -1,0 +1,201 @@
+package roles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/imcloud/imcloud/protocol/pb"
+	"github.com/imcloud/imcloud/registry"
+	"github.com/imcloud/imcloud/roles/cloud"
+	"github.com/imcloud/imcloud/store"
+)
+
+// cloudService runs the hub: TCP and WebSocket listeners, the gRPC server,
+// registration in the registry and online reports to the store.
+type cloudService struct {
+	cfg    *Config
+	nodeID string
+	log    *zap.Logger
+	b      *backends
+	hub    *cloud.Hub
+	svc    *cloud.Service
+	admin  http.Handler // mounted on the WebSocket listener when set
+
+	tcpLn, wsLn, grpcLn net.Listener
+	wsSrv               *http.Server
+	grpcSrv             *grpc.Server
+	bgCtx               context.Context
+	bgCancel            context.CancelFunc
+	errs                chan error
+}
+
+func (c *cloudService) Name() string { return "cloud" }
+
+func newCloudService(cfg *Config, nodeID string, log *zap.Logger, b *backends, m *cloud.Metrics, admin http.Handler) (*cloudService, error) {
+	cc := cfg.Cloud
+	hub, err := cloud.New(cloud.Config{
+		NodeID: nodeID, HandshakeTimeout: cc.HandshakeTimeout, HeartbeatTimeout: cc.HeartbeatTimeout,
+		WriteTimeout: cc.WriteTimeout, MaxBody: cc.MaxBody, SendQueue: cc.SendQueue, Buckets: cc.Buckets,
+		WSOrigins: cc.WSOrigins,
+	}, b.sessions, log, m)
+	if err != nil {
+		return nil, err
+	}
+	c := &cloudService{cfg: cfg, nodeID: nodeID, log: log, b: b, hub: hub, admin: admin, errs: make(chan error, 3)}
+	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
+	c.svc = cloud.NewService(c.bgCtx, hub)
+	return c, nil
+}
+
+func (c *cloudService) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			for _, ln := range []net.Listener{c.tcpLn, c.wsLn, c.grpcLn} {
+				if ln != nil {
+					_ = ln.Close()
+				}
+			}
+		}
+	}()
+	cc := c.cfg.Cloud
+	if c.tcpLn, err = listen(ctx, "cloud.tcp_addr", cc.TCPAddr); err != nil {
+		return err
+	}
+	if c.wsLn, err = listen(ctx, "cloud.ws_addr", cc.WSAddr); err != nil {
+		return err
+	}
+	if c.grpcLn, err = listen(ctx, "cloud.grpc_addr", cc.GRPCAddr); err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/sub", c.hub.WSHandler())
+	if c.admin != nil {
+		mux.Handle("/", c.admin)
+	}
+	c.wsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(c.log)}
+	c.grpcSrv = grpc.NewServer()
+	pb.RegisterCloudServer(c.grpcSrv, c.svc)
+
+	go func() { c.errs <- wrapServe("tcp", c.hub.ServeTCP(c.tcpLn)) }()
+	go func() { c.errs <- wrapServe("websocket", c.wsSrv.Serve(c.wsLn)) }()
+	go func() { c.errs <- wrapServe("grpc", c.grpcSrv.Serve(c.grpcLn)) }()
+
+	if err := c.b.registrar.Register(ctx, c.node()); err != nil {
+		c.grpcSrv.Stop()
+		_ = c.wsSrv.Close()
+		return fmt.Errorf("register node %q: %w", c.nodeID, err)
+	}
+	c.log.Info("cloud listening", zap.String("node", c.nodeID), zap.String("tcp", c.tcpLn.Addr().String()),
+		zap.String("ws", c.wsLn.Addr().String()), zap.String("grpc", c.grpcLn.Addr().String()))
+	return nil
+}
+
+func wrapServe(what string, err error) error {
+	if err == nil || errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return fmt.Errorf("%s server: %w", what, err)
+}
+
+// node is what this node publishes in the registry.
+func (c *cloudService) node() registry.Node {
+	conns, ips := c.hub.Online()
+	tcpAddr := c.cfg.Cloud.PublicTCPAddr
+	if tcpAddr == "" {
+		tcpAddr = c.tcpLn.Addr().String()
+	}
+	wsAddr := c.cfg.Cloud.PublicWSAddr
+	if wsAddr == "" {
+		wsAddr = "ws://" + c.wsLn.Addr().String() + "/sub"
+	}
+	grpcAddr := c.cfg.Cloud.AdvertiseAddr
+	if grpcAddr == "" {
+		grpcAddr = c.grpcLn.Addr().String()
+	}
+	return registry.Node{
+		ID: c.nodeID, Role: registry.RoleCloud, Region: c.cfg.Node.Region, GRPCAddr: grpcAddr,
+		Addrs:  []registry.Addr{{TCP: tcpAddr, WS: wsAddr}},
+		Weight: c.cfg.Node.Weight, Conns: conns, IPs: ips,
+	}
+}
+
+func (c *cloudService) Run(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.Cloud.OnlineReportInterval)
+	defer t.Stop()
+	c.report(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-c.errs:
+			if err != nil {
+				return err
+			}
+		case <-t.C:
+			c.report(ctx)
+		}
+	}
+}
+
+// report refreshes the registry record and the store's room counts.
+func (c *cloudService) report(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Cloud.OnlineReportInterval)
+	defer cancel()
+	n := c.node()
+	if err := c.b.registrar.Update(ctx, n); err != nil {
+		c.log.Warn("registry update failed", zap.Error(err))
+	}
+	r := store.NodeOnline{Node: c.nodeID, Conns: n.Conns, IPs: n.IPs, Rooms: c.hub.Rooms()}
+	if err := c.b.online.ReportOnline(ctx, r, 3*c.cfg.Cloud.OnlineReportInterval); err != nil {
+		c.log.Warn("online report failed", zap.Error(err))
+	}
+}
+
+func (c *cloudService) Stop(ctx context.Context) error {
+	var errs []error
+	// Leave the registry first so nothing new is routed here.
+	if err := c.b.registrar.Deregister(ctx, registry.RoleCloud, c.nodeID); err != nil {
+		errs = append(errs, fmt.Errorf("deregister: %w", err))
+	}
+	if c.tcpLn != nil {
+		_ = c.tcpLn.Close()
+	}
+	if c.wsSrv != nil {
+		// Hijacked WebSocket connections are not the server's to wait for.
+		_ = c.wsLn.Close()
+	}
+	if err := c.hub.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if c.wsSrv != nil {
+		_ = c.wsSrv.Shutdown(ctx)
+	}
+	if c.grpcSrv != nil {
+		done := make(chan struct{})
+		go func() { c.grpcSrv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			c.grpcSrv.Stop()
+		}
+	}
+	c.bgCancel()
+	return errors.Join(errs...)
+}
+
+// listen binds addr, naming the config key on failure.
+func listen(ctx context.Context, key, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen on %s: %w", key, addr, err)
+	}
+	return ln, nil
+}

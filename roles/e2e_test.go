@@ -1,0 +1,634 @@
+package roles_test
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/roles"
+	"github.com/imcloud/imcloud/transport/client"
+)
+
+const wait = 10 * time.Second // generous deadline for anything that should happen
+
+type server struct {
+	app   *roles.App
+	addrs roles.Addrs
+	base  string
+}
+
+// startAll runs `imcloud all` in process on random loopback ports.
+func startAll(t testing.TB, mutate func(*roles.Config)) *server {
+	t.Helper()
+	cfg := roles.Default()
+	cfg.Node.ID = "e2e-node"
+	cfg.Cloud.TCPAddr = "127.0.0.1:0"
+	cfg.Cloud.WSAddr = "127.0.0.1:0"
+	cfg.Cloud.GRPCAddr = "127.0.0.1:0"
+	cfg.Logic.HTTPAddr = "127.0.0.1:0"
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.Validate(roles.RoleAll); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	app, err := roles.New(cfg, roles.RoleAll, log)
+	if err != nil {
+		t.Fatalf("new app: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	deadline := time.Now().Add(wait)
+	for !app.Ready() {
+		select {
+		case err := <-done:
+			cancel()
+			t.Fatalf("app stopped during start: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatal("app not ready in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("app stopped with error: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("app did not stop in time")
+		}
+	})
+	a := app.Addrs()
+	return &server{app: app, addrs: a, base: "http://" + a.HTTP}
+}
+
+type envelope struct {
+	Code    int             `json:"code"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data"`
+}
+
+type pushResult struct {
+	ID       string `json:"id"`
+	Sessions int    `json:"sessions"`
+}
+
+// do sends an HTTP request and decodes the JSON envelope.
+func (s *server) do(t testing.TB, method, path string, q url.Values, body string) (int, envelope) {
+	t.Helper()
+	u := s.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("%s %s: Content-Type %q, want application/json", method, path, ct)
+	}
+	var env envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
+		t.Fatalf("%s %s: answer is not the JSON envelope: %q", method, path, raw)
+	}
+	return resp.StatusCode, env
+}
+
+// push posts a push and requires success; it returns the sessions targeted.
+func (s *server) push(t testing.TB, path string, q url.Values, body string) int {
+	t.Helper()
+	code, env := s.do(t, http.MethodPost, path, q, body)
+	if code != http.StatusOK || env.Code != 0 {
+		t.Fatalf("POST %s?%s: status %d, %+v", path, q.Encode(), code, env)
+	}
+	var r pushResult
+	if err := json.Unmarshal(env.Data, &r); err != nil || r.ID == "" {
+		t.Fatalf("POST %s: push answer %s: %v", path, env.Data, err)
+	}
+	return r.Sessions
+}
+
+func qv(kv ...string) url.Values {
+	v := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Add(kv[i], kv[i+1])
+	}
+	return v
+}
+
+func (s *server) addr(network string) string {
+	if network == "ws" {
+		return "ws://" + s.addrs.WS + "/sub"
+	}
+	return s.addrs.TCP
+}
+
+func (s *server) dial(t testing.TB, network string, a protocol.Auth) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Options{Network: network, Addr: s.addr(network), Auth: a})
+	if err != nil {
+		t.Fatalf("dial %s: %v", network, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func (s *server) dialRaw(t testing.TB, network string) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	c, err := client.DialRaw(ctx, client.Options{Network: network, Addr: s.addr(network)})
+	if err != nil {
+		t.Fatalf("dial %s: %v", network, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func next(t testing.TB, c *client.Client) protocol.Frame {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	f, err := c.Next(ctx)
+	if err != nil {
+		t.Fatalf("%s client: waiting for a frame: %v", c.Network(), err)
+	}
+	return f
+}
+
+// expect reads the next frame and checks its op and body.
+func expect(t testing.TB, c *client.Client, op int32, body string) protocol.Frame {
+	t.Helper()
+	f := next(t, c)
+	if f.Op != op || string(f.Body) != body {
+		t.Fatalf("%s client: got %v, want op=%d body=%q", c.Network(), f, op, body)
+	}
+	return f
+}
+
+// expectClosed reads until the server closes the connection; a
+// DisconnectReply on the way is allowed, any push is not.
+func expectClosed(t testing.TB, c *client.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	for {
+		f, err := c.Next(ctx)
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+				t.Fatalf("%s client: connection still open", c.Network())
+			}
+			return
+		}
+		if f.Op != protocol.OpDisconnectReply {
+			t.Fatalf("%s client: got %v before the close, want only a DisconnectReply", c.Network(), f)
+		}
+	}
+}
+
+func heartbeatCount(t testing.TB, f protocol.Frame) int32 {
+	t.Helper()
+	if f.Op != protocol.OpHeartbeatReply || len(f.Body) != 4 {
+		t.Fatalf("not a heartbeat reply: %v", f)
+	}
+	return int32(binary.BigEndian.Uint32(f.Body))
+}
+
+var networks = []string{"tcp", "ws"}
+
+func TestAuthAndHeartbeat(t *testing.T) {
+	s := startAll(t, nil)
+	a := s.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://1000"})
+	b := s.dial(t, "ws", protocol.Auth{Mid: 2, RoomID: "live://1000"})
+	lone := s.dial(t, "tcp", protocol.Auth{Mid: 3})
+
+	for _, c := range []*client.Client{a, b} {
+		if err := c.Send(1, protocol.OpHeartbeat, 7, nil); err != nil {
+			t.Fatal(err)
+		}
+		f := next(t, c)
+		if f.Ver != 1 || f.Seq != 7 {
+			t.Errorf("%s: heartbeat reply ver=%d seq=%d, want the request's 1/7", c.Network(), f.Ver, f.Seq)
+		}
+		if n := heartbeatCount(t, f); n != 2 {
+			t.Errorf("%s: heartbeat count %d, want 2 (both room members)", c.Network(), n)
+		}
+	}
+	// goim's benchmark client heartbeats with ver 0 and seq 0.
+	if err := a.Send(0, protocol.OpHeartbeat, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if f := next(t, a); f.Ver != 0 || f.Seq != 0 || heartbeatCount(t, f) != 2 {
+		t.Errorf("ver-0 heartbeat reply: %v", f)
+	}
+	if err := lone.Heartbeat(3); err != nil {
+		t.Fatal(err)
+	}
+	if n := heartbeatCount(t, next(t, lone)); n != 0 {
+		t.Errorf("heartbeat count outside any room: %d, want 0", n)
+	}
+	// SendMsg is answered with op 5 echoing seq, empty body.
+	if err := a.Send(1, protocol.OpSendMsg, 11, []byte("client-msg")); err != nil {
+		t.Fatal(err)
+	}
+	if f := expect(t, a, protocol.OpSendMsgReply, ""); f.Seq != 11 {
+		t.Errorf("send reply seq %d, want 11", f.Seq)
+	}
+}
+
+func TestPushByMidToTwoDevices(t *testing.T) {
+	s := startAll(t, nil)
+	tcpDev := s.dial(t, "tcp", protocol.Auth{Mid: 42, Key: "dev-tcp", Accepts: []int32{1000, 1001}})
+	wsDev := s.dial(t, "ws", protocol.Auth{Mid: 42, Key: "dev-ws", Accepts: []int32{1000, 1001}})
+	other := s.dial(t, "tcp", protocol.Auth{Mid: 43, Accepts: []int32{1000, 1001}})
+
+	if n := s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "42"), "hello-mid"); n != 2 {
+		t.Errorf("sessions targeted %d, want 2", n)
+	}
+	expect(t, tcpDev, 1000, "hello-mid")
+	// WebSocket: one op-9 message whose body is the inner frame (goim's shape).
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	msg, err := wsDev.NextMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msg) != 1 || msg[0].Op != protocol.OpRaw || msg[0].Ver != 1 || msg[0].Seq != 0 {
+		t.Fatalf("ws push: got %v, want one op-9 frame", msg)
+	}
+	want := protocol.EncodePush(1000, []byte("hello-mid"))
+	if string(msg[0].Body) != string(want) {
+		t.Errorf("ws op-9 body %x, want %x", msg[0].Body, want)
+	}
+	// An offline user is a success with 0 sessions; the other user got nothing.
+	if n := s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "999999"), "nobody"); n != 0 {
+		t.Errorf("offline push targeted %d sessions", n)
+	}
+	s.push(t, "/goim/push/mids", qv("operation", "1001", "mids", "43"), "marker")
+	expect(t, other, 1001, "marker")
+}
+
+func TestAcceptsFiltering(t *testing.T) {
+	s := startAll(t, nil)
+	for _, network := range networks {
+		t.Run(network, func(t *testing.T) {
+			key := "filter-" + network
+			c := s.dial(t, network, protocol.Auth{Mid: 7, Key: key, RoomID: "live://f-" + network, Accepts: []int32{1000}})
+			s.push(t, "/goim/push/keys", qv("operation", "2000", "keys", key), "filtered-key")
+			s.push(t, "/goim/push/all", qv("operation", "2000"), "filtered-all")
+			// Room pushes are not filtered.
+			s.push(t, "/goim/push/room", qv("operation", "2000", "type", "live", "room", "f-"+network), "room-2000")
+			s.push(t, "/goim/push/keys", qv("operation", "1000", "keys", key), "accepted")
+			expect(t, c, 2000, "room-2000")
+			expect(t, c, 1000, "accepted")
+		})
+	}
+}
+
+func TestPushByKey(t *testing.T) {
+	s := startAll(t, nil)
+	a := s.dial(t, "tcp", protocol.Auth{Mid: 1, Key: "tcp-key-1", Accepts: []int32{1001}})
+	b := s.dial(t, "ws", protocol.Auth{Mid: 2, Key: "ws-key-2", Accepts: []int32{1001}})
+	if n := s.push(t, "/goim/push/keys", qv("operation", "1001", "keys", "tcp-key-1", "keys", "ws-key-2"), "hello-key"); n != 2 {
+		t.Errorf("sessions %d, want 2", n)
+	}
+	expect(t, a, 1001, "hello-key")
+	expect(t, b, 1001, "hello-key")
+	// Comma-separated keys on the im-cloud path.
+	s.push(t, "/im/push/keys", qv("keys", "tcp-key-1,ws-key-2", "operation", "1001"), "im-path")
+	expect(t, a, 1001, "im-path")
+	expect(t, b, 1001, "im-path")
+}
+
+func TestRoomPushReachesMembersOnly(t *testing.T) {
+	s := startAll(t, nil)
+	in1 := s.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://1000"})
+	in2 := s.dial(t, "ws", protocol.Auth{Mid: 2, RoomID: "live://1000"})
+	out := s.dial(t, "tcp", protocol.Auth{Mid: 3, RoomID: "live://2000"})
+	if n := s.push(t, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "1000"), "room-msg"); n != 2 {
+		t.Errorf("room push targeted %d, want 2", n)
+	}
+	expect(t, in1, 1000, "room-msg")
+	expect(t, in2, 1000, "room-msg")
+	s.push(t, "/im/push/room", qv("type", "live", "room", "2000"), "other-room")
+	expect(t, out, 1000, "other-room")
+}
+
+func TestBroadcast(t *testing.T) {
+	s := startAll(t, nil)
+	var cs []*client.Client
+	for i, network := range []string{"tcp", "ws", "tcp"} {
+		cs = append(cs, s.dial(t, network, protocol.Auth{Mid: int64(i + 1), Accepts: []int32{1000}}))
+	}
+	if n := s.push(t, "/goim/push/all", qv("operation", "1000"), "bcast-1"); n != 3 {
+		t.Errorf("broadcast targeted %d, want 3", n)
+	}
+	for _, c := range cs {
+		expect(t, c, 1000, "bcast-1")
+	}
+	// With a speed cap it still reaches everyone.
+	s.push(t, "/goim/push/all", qv("operation", "1000", "speed", "100"), "bcast-2")
+	for _, c := range cs {
+		expect(t, c, 1000, "bcast-2")
+	}
+}
+
+func TestChangeRoomSubUnsub(t *testing.T) {
+	s := startAll(t, nil)
+	for _, network := range networks {
+		t.Run(network, func(t *testing.T) {
+			key := "mover-" + network
+			c := s.dial(t, network, protocol.Auth{Mid: 9, Key: key, RoomID: "live://a-" + network, Accepts: []int32{1000}})
+			if err := c.Send(1, protocol.OpChangeRoom, 13, []byte("live://b-"+network)); err != nil {
+				t.Fatal(err)
+			}
+			if f := expect(t, c, protocol.OpChangeRoomReply, "live://b-"+network); f.Seq != 13 {
+				t.Errorf("change room reply seq %d", f.Seq)
+			}
+			s.push(t, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "a-"+network), "old-room")
+			s.push(t, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "b-"+network), "new-room")
+			expect(t, c, 1000, "new-room")
+
+			if err := c.Send(1, protocol.OpSub, 14, []byte("2000,2001")); err != nil {
+				t.Fatal(err)
+			}
+			expect(t, c, protocol.OpSubReply, "2000,2001")
+			s.push(t, "/goim/push/keys", qv("operation", "2000", "keys", key), "subscribed")
+			expect(t, c, 2000, "subscribed")
+			if err := c.Send(1, protocol.OpUnsub, 15, []byte("2000")); err != nil {
+				t.Fatal(err)
+			}
+			expect(t, c, protocol.OpUnsubReply, "2000")
+			s.push(t, "/goim/push/keys", qv("operation", "2000", "keys", key), "unsubscribed")
+			s.push(t, "/goim/push/keys", qv("operation", "2001", "keys", key), "still-sub")
+			expect(t, c, 2001, "still-sub")
+
+			// Leaving every room: an empty ChangeRoom body.
+			if err := c.Send(1, protocol.OpChangeRoom, 16, nil); err != nil {
+				t.Fatal(err)
+			}
+			expect(t, c, protocol.OpChangeRoomReply, "")
+			if err := c.Heartbeat(17); err != nil {
+				t.Fatal(err)
+			}
+			if n := heartbeatCount(t, next(t, c)); n != 0 {
+				t.Errorf("count after leaving the room: %d", n)
+			}
+		})
+	}
+}
+
+func TestRoomBurstInOrderAndBatched(t *testing.T) {
+	// A wide window makes batching certain rather than timing-dependent.
+	s := startAll(t, func(c *roles.Config) { c.Job.RoomBatchWindow = 200 * time.Millisecond })
+	tcpC := s.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://burst"})
+	wsC := s.dial(t, "ws", protocol.Auth{Mid: 2, RoomID: "live://burst"})
+	const n = 50
+	for i := range n {
+		s.push(t, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "burst"), fmt.Sprintf("m-%02d", i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+
+	// TCP: plain inner frames, never op 9.
+	for i := range n {
+		msg, err := tcpC.NextMessage(ctx)
+		if err != nil {
+			t.Fatalf("tcp: after %d messages: %v", i, err)
+		}
+		if len(msg) != 1 || msg[0].Op != 1000 || string(msg[0].Body) != fmt.Sprintf("m-%02d", i) {
+			t.Fatalf("tcp message %d: %v", i, msg)
+		}
+	}
+	// WebSocket: op-9 messages; at least one carries several frames.
+	got, batched := 0, false
+	for got < n {
+		msg, err := wsC.NextMessage(ctx)
+		if err != nil {
+			t.Fatalf("ws: after %d frames: %v", got, err)
+		}
+		if len(msg) != 1 || msg[0].Op != protocol.OpRaw {
+			t.Fatalf("ws: got %v, want one op-9 frame per message", msg)
+		}
+		inner := 0
+		if err := protocol.Split(msg[0].Body, func(f protocol.Frame) error {
+			if want := fmt.Sprintf("m-%02d", got); f.Op != 1000 || string(f.Body) != want {
+				return fmt.Errorf("frame %d: %v, want %s", got, f, want)
+			}
+			got++
+			inner++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		batched = batched || inner > 1
+	}
+	if !batched {
+		t.Error("no WebSocket message carried more than one frame: room pushes were not batched")
+	}
+}
+
+func TestSameKeyReplacesOldConnection(t *testing.T) {
+	s := startAll(t, nil)
+	old := s.dial(t, "tcp", protocol.Auth{Mid: 5, Key: "dup", Accepts: []int32{1000}})
+	fresh := s.dial(t, "ws", protocol.Auth{Mid: 5, Key: "dup", Accepts: []int32{1000}})
+	expectClosed(t, old)
+	if n := s.push(t, "/goim/push/keys", qv("operation", "1000", "keys", "dup"), "to-new"); n != 1 {
+		t.Errorf("sessions %d, want 1", n)
+	}
+	expect(t, fresh, 1000, "to-new")
+}
+
+func TestRESTErrors(t *testing.T) {
+	s := startAll(t, func(c *roles.Config) { c.Logic.MaxMessage = 1024 })
+	cases := []struct {
+		name, method, path string
+		q                  url.Values
+		body               string
+		status             int
+		mention            string
+	}{
+		{"missing operation", "POST", "/goim/push/mids", qv("mids", "1"), "x", 400, "operation"},
+		{"non-numeric operation", "POST", "/goim/push/mids", qv("operation", "abc", "mids", "1"), "x", 400, "operation"},
+		{"operation below 1000", "POST", "/goim/push/mids", qv("operation", "999", "mids", "1"), "x", 400, "operation"},
+		{"missing mids", "POST", "/goim/push/mids", qv("operation", "1000"), "x", 400, "mids"},
+		{"non-numeric mid", "POST", "/goim/push/mids", qv("operation", "1000", "mids", "1,abc"), "x", 400, "mids"},
+		{"missing keys", "POST", "/goim/push/keys", qv("operation", "1000"), "x", 400, "keys"},
+		{"missing type", "POST", "/goim/push/room", qv("operation", "1000", "room", "1000"), "x", 400, "type"},
+		{"missing room", "POST", "/goim/push/room", qv("operation", "1000", "type", "live"), "x", 400, "room"},
+		{"bad speed", "POST", "/goim/push/all", qv("operation", "1000", "speed", "fast"), "x", 400, "speed"},
+		{"missing limit", "GET", "/goim/online/top", qv("type", "live"), "", 400, "limit"},
+		{"missing rooms", "GET", "/goim/online/room", qv("type", "live"), "", 400, "rooms"},
+		{"wrong method", "GET", "/goim/push/mids", qv("operation", "1000", "mids", "1"), "", 405, ""},
+		{"wrong method on online", "POST", "/goim/online/total", nil, "", 405, ""},
+		{"oversized body", "POST", "/goim/push/mids", qv("operation", "1000", "mids", "1"), strings.Repeat("x", 2048), 413, ""},
+		{"unknown path", "GET", "/goim/nothing", nil, "", 404, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, env := s.do(t, tc.method, tc.path, tc.q, tc.body)
+			if code != tc.status || env.Code != -tc.status {
+				t.Fatalf("status %d code %d (%q), want %d", code, env.Code, env.Message, tc.status)
+			}
+			if !strings.Contains(env.Message, tc.mention) || env.Message == "" {
+				t.Errorf("message %q should say what was wrong (%q)", env.Message, tc.mention)
+			}
+		})
+	}
+}
+
+func TestOnlineAndNodes(t *testing.T) {
+	s := startAll(t, nil)
+	for i := range 3 {
+		s.dial(t, "tcp", protocol.Auth{Mid: int64(i), RoomID: "live://1"})
+	}
+	s.dial(t, "ws", protocol.Auth{Mid: 9, RoomID: "live://2"})
+	_, env := s.do(t, "GET", "/goim/online/room", qv("type", "live", "rooms", "1", "rooms", "2", "rooms", "3"), "")
+	var rooms map[string]int
+	if err := json.Unmarshal(env.Data, &rooms); err != nil || rooms["1"] != 3 || rooms["2"] != 1 || rooms["3"] != 0 {
+		t.Errorf("online/room: %s (%v)", env.Data, err)
+	}
+	_, env = s.do(t, "GET", "/goim/online/top", qv("type", "live", "limit", "1"), "")
+	if string(env.Data) != `[{"room_id":"1","count":3}]` {
+		t.Errorf("online/top: %s", env.Data)
+	}
+	_, env = s.do(t, "GET", "/goim/online/total", nil, "")
+	var total struct {
+		Conns int `json:"conn_count"`
+		IPs   int `json:"ip_count"`
+	}
+	if err := json.Unmarshal(env.Data, &total); err != nil || total.Conns != 4 || total.IPs != 1 {
+		t.Errorf("online/total: %s", env.Data)
+	}
+	code, env := s.do(t, "GET", "/goim/nodes/instances", nil, "")
+	if code != 200 || !strings.Contains(string(env.Data), "e2e-node") {
+		t.Errorf("nodes/instances: %d %s", code, env.Data)
+	}
+	code, env = s.do(t, "GET", "/im/nodes/weighted", qv("platform", "web"), "")
+	if code != 200 || !strings.Contains(string(env.Data), s.addrs.TCP) {
+		t.Errorf("nodes/weighted: %d %s", code, env.Data)
+	}
+}
+
+func TestBadFramesCloseOnlyThatConnection(t *testing.T) {
+	s := startAll(t, nil)
+	tcpWatch := s.dial(t, "tcp", protocol.Auth{Mid: 100, RoomID: "live://watch"})
+	wsWatch := s.dial(t, "ws", protocol.Auth{Mid: 101, RoomID: "live://watch"})
+	raw := func(packLen uint32, headerLen uint16, op int32, body string) []byte {
+		b := make([]byte, 16, 16+len(body))
+		binary.BigEndian.PutUint32(b[0:], packLen)
+		binary.BigEndian.PutUint16(b[4:], headerLen)
+		binary.BigEndian.PutUint16(b[6:], 1)
+		binary.BigEndian.PutUint32(b[8:], uint32(op))
+		binary.BigEndian.PutUint32(b[12:], 1)
+		return append(b, body...)
+	}
+	auth := `{"mid":1,"room_id":"live://watch"}`
+	good := raw(uint32(16+len(auth)), 16, protocol.OpAuth, auth)
+	cases := []struct {
+		name      string
+		networks  []string
+		afterAuth bool
+		frame     []byte
+	}{
+		{"headerLen not 16", networks, false, raw(20, 18, protocol.OpAuth, "abcd")},
+		{"headerLen not 16 after auth", networks, true, raw(16, 12, protocol.OpHeartbeat, "")},
+		{"packLen below header", networks, false, raw(8, 16, protocol.OpAuth, "")},
+		{"packLen below header after auth", networks, true, raw(15, 16, protocol.OpHeartbeat, "")},
+		{"packLen over limit", networks, false, raw(5000, 16, protocol.OpAuth, "")},
+		{"packLen over limit after auth", []string{"tcp"}, true, raw(1<<30, 16, protocol.OpSendMsg, "")},
+		{"ws packLen longer than message", []string{"ws"}, false, raw(100, 16, protocol.OpAuth, auth)},
+		{"ws packLen shorter than message", []string{"ws"}, true, raw(16, 16, protocol.OpHeartbeat, "trailing")},
+		{"auth not JSON", networks, false, raw(16+8, 16, protocol.OpAuth, "not-json")},
+		{"data before auth", networks, false, raw(16, 16, protocol.OpHeartbeat, "")},
+		{"unknown op", networks, true, raw(16, 16, 99, "")},
+	}
+	for _, tc := range cases {
+		for _, network := range tc.networks {
+			t.Run(tc.name+"/"+network, func(t *testing.T) {
+				c := s.dialRaw(t, network)
+				if tc.afterAuth {
+					if err := c.SendRaw(good); err != nil {
+						t.Fatal(err)
+					}
+					expect(t, c, protocol.OpAuthReply, "")
+				}
+				if err := c.SendRaw(tc.frame); err != nil {
+					t.Fatal(err)
+				}
+				expectClosed(t, c)
+			})
+		}
+	}
+	// Everyone else still receives.
+	s.push(t, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "watch"), "still-here")
+	expect(t, tcpWatch, 1000, "still-here")
+	expect(t, wsWatch, 1000, "still-here")
+}
+
+func TestShutdownIsPrompt(t *testing.T) {
+	cfg := roles.Default()
+	cfg.Node.ID = "stop-node"
+	cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr, cfg.Logic.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	app, err := roles.New(cfg, roles.RoleAll, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	for deadline := time.Now().Add(wait); !app.Ready(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not ready")
+		}
+	}
+	s := &server{app: app, addrs: app.Addrs(), base: "http://" + app.Addrs().HTTP}
+	c := s.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://1", Accepts: []int32{1000}})
+	s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "1"), "before-stop")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(4 * roles.StopTimeout):
+		t.Fatal("shutdown did not finish")
+	}
+	// The push made before the stop was delivered; then a goodbye and the close.
+	expect(t, c, 1000, "before-stop")
+	expectClosed(t, c)
+	if _, err := net.DialTimeout("tcp", s.addrs.TCP, time.Second); err == nil {
+		t.Error("TCP listener still accepting after shutdown")
+	}
+}

@@ -1,0 +1,78 @@
+package roles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Service is one part of a role with a start/run/stop lifecycle.
+type Service interface {
+	Name() string
+	// Start binds and connects; it returns once the service is ready.
+	Start(ctx context.Context) error
+	// Run blocks until ctx ends (nil) or the service fails (an error).
+	Run(ctx context.Context) error
+	// Stop drains and releases everything before ctx's deadline.
+	Stop(ctx context.Context) error
+}
+
+// runServices starts services in order, runs them until ctx ends or one
+// fails, then stops the started ones in reverse order, each within
+// stopTimeout. onReady is called once every service has started.
+func runServices(ctx context.Context, log *zap.Logger, services []Service, stopTimeout time.Duration, onReady func(bool)) error {
+	var started []Service
+	var startErr error
+	for _, s := range services {
+		if err := s.Start(ctx); err != nil {
+			startErr = fmt.Errorf("%s: start: %w", s.Name(), err)
+			break
+		}
+		log.Info("service started", zap.String("service", s.Name()))
+		started = append(started, s)
+	}
+
+	var runErr error
+	if startErr == nil {
+		onReady(true)
+		runCtx, cancel := context.WithCancel(ctx)
+		errs := make(chan error, len(started))
+		var wg sync.WaitGroup
+		for _, s := range started {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.Run(runCtx); err != nil {
+					errs <- fmt.Errorf("%s: %w", s.Name(), err)
+				}
+				// One service ending makes the others stop too.
+				cancel()
+			}()
+		}
+		<-runCtx.Done()
+		select {
+		case runErr = <-errs:
+		default:
+		}
+		onReady(false)
+		// Run loops return before Stop so a Stop never races its own Run.
+		wg.Wait()
+		cancel()
+	}
+
+	var stopErrs []error
+	for i := len(started) - 1; i >= 0; i-- {
+		s := started[i]
+		sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		if err := s.Stop(sctx); err != nil {
+			stopErrs = append(stopErrs, fmt.Errorf("%s: stop: %w", s.Name(), err))
+		}
+		cancel()
+		log.Info("service stopped", zap.String("service", s.Name()))
+	}
+	return errors.Join(append([]error{startErr, runErr}, stopErrs...)...)
+}
