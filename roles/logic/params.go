@@ -1,0 +1,310 @@
+package logic
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/imcloud/imcloud/protocol"
+)
+
+// params are one request's parameters: the query string and, for a push
+// whose body is a form (see the package documentation), the form body.
+type params struct {
+	query url.Values
+	form  url.Values // nil unless the body is a form
+}
+
+// value returns the first non-empty value of name, the form's first; "" if
+// there is none.
+func (p *params) value(name string) string {
+	for _, vs := range [2][]string{p.form[name], p.query[name]} {
+		for _, v := range vs {
+			if v != "" {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// each calls fn with every element of the list name: the values of name and
+// name[] in the form and the query, each split at commas, spaces around
+// elements trimmed, empty elements skipped.
+func (p *params) each(name string, fn func(string) error) error {
+	for _, src := range [2]url.Values{p.form, p.query} {
+		for _, key := range [2]string{name, name + "[]"} {
+			for _, v := range src[key] {
+				for v != "" {
+					var elem string
+					elem, v, _ = strings.Cut(v, ",")
+					if elem = strings.TrimSpace(elem); elem == "" {
+						continue
+					}
+					if err := fn(elem); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// errTooMany stops a list walk once it holds more than the limit.
+var errTooMany = errors.New("too many")
+
+// strings returns the distinct elements of the list name, in first-seen
+// order: at least one, at most limit (400 otherwise), none longer than
+// maxLen bytes.
+func (p *params) strings(name string, limit, maxLen int) ([]string, error) {
+	var out []string
+	var seen map[string]struct{}
+	err := p.each(name, func(s string) error {
+		if len(s) > maxLen {
+			return badRequest("%s: %s is longer than %d bytes", name, quote(s), maxLen)
+		}
+		if seen == nil {
+			seen = make(map[string]struct{})
+		}
+		if _, dup := seen[s]; dup {
+			return nil
+		}
+		if len(out) == limit {
+			return errTooMany
+		}
+		seen[s] = struct{}{}
+		out = append(out, s)
+		return nil
+	})
+	return out, listErr(name, len(out), limit, err)
+}
+
+// int64s is strings for a list of int64 (mids).
+func (p *params) int64s(name string, limit int) ([]int64, error) {
+	var out []int64
+	var seen map[int64]struct{}
+	err := p.each(name, func(s string) error {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return badRequest("%s: must be 64-bit integers, got %s", name, quote(s))
+		}
+		if seen == nil {
+			seen = make(map[int64]struct{})
+		}
+		if _, dup := seen[n]; dup {
+			return nil
+		}
+		if len(out) == limit {
+			return errTooMany
+		}
+		seen[n] = struct{}{}
+		out = append(out, n)
+		return nil
+	})
+	return out, listErr(name, len(out), limit, err)
+}
+
+// listErr turns the outcome of a list walk into the error to answer.
+func listErr(name string, n, limit int, err error) error {
+	switch {
+	case errors.Is(err, errTooMany):
+		return badRequest("%s: at most %d distinct values allowed per request", name, limit)
+	case err != nil:
+		return err
+	case n == 0:
+		return badRequest("%s: at least one is required", name)
+	}
+	return nil
+}
+
+// required returns the value of name or a 400 saying it is missing.
+func (p *params) required(name string) (string, error) {
+	v := p.value(name)
+	if v == "" {
+		return "", badRequest("%s: required", name)
+	}
+	return v, nil
+}
+
+// operation returns the business op: required under /goim/, 1000 by default
+// under /im/, an int32 >= 1000 either way.
+func (p *params) operation(rt *route) (int32, error) {
+	s := p.value("operation")
+	if s == "" {
+		if rt.im {
+			return protocol.MinBusinessOp, nil
+		}
+		return 0, badRequest("operation: required (an integer >= %d)", protocol.MinBusinessOp)
+	}
+	op, err := strconv.ParseInt(s, 10, 32)
+	if err != nil || int32(op) < protocol.MinBusinessOp {
+		return 0, badRequest("operation: must be an integer >= %d, got %s", protocol.MinBusinessOp, quote(s))
+	}
+	return int32(op), nil
+}
+
+// room returns the room id type://room from the type and room parameters.
+func (p *params) room() (string, error) {
+	typ, err := p.required("type")
+	if err != nil {
+		return "", err
+	}
+	room, err := p.required("room")
+	if err != nil {
+		return "", err
+	}
+	id := protocol.RoomID(typ, room)
+	if err := protocol.ValidRoom(id); err != nil {
+		return "", badRequest("type and room: %v", err)
+	}
+	return id, nil
+}
+
+// intParam parses the integer name within [lo, hi]; want describes that
+// range in messages ("an integer >= 0"). A missing one is a 400 if required,
+// else def.
+func (p *params) intParam(name string, required bool, def, lo, hi int64, want string) (int64, error) {
+	s := p.value(name)
+	if s == "" {
+		if required {
+			return 0, badRequest("%s: required (%s)", name, want)
+		}
+		return def, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < lo || n > hi {
+		return 0, badRequest("%s: must be %s, got %s", name, want, quote(s))
+	}
+	return n, nil
+}
+
+// formType is the Content-Type of a form body.
+const formType = "application/x-www-form-urlencoded"
+
+// isForm reports whether a Content-Type header names a form body.
+func isForm(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), formType)
+}
+
+// formParams are the parameter names whose presence makes a form-typed body
+// a form; see the package documentation.
+var formParams = []string{"msg", "operation", "mids", "keys", "type", "room", "speed"}
+
+// namesParam reports whether form names one of formParams (or its []).
+func namesParam(form url.Values) bool {
+	for _, name := range formParams {
+		if _, ok := form[name]; ok {
+			return true
+		}
+		if _, ok := form[name+"[]"]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// pushInput reads a push request's parameters and message as the package
+// documentation says. Too large a message or body is a 413; an empty
+// message is a 400.
+func (l *Logic) pushInput(w http.ResponseWriter, r *http.Request) (*params, []byte, error) {
+	p, err := queryParams(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	qmsg := p.value("msg")
+	var msg []byte
+	switch {
+	case isForm(r.Header.Get("Content-Type")):
+		body, err := readBody(w, r, l.formLimit())
+		if err != nil {
+			return nil, nil, err
+		}
+		if form, err := url.ParseQuery(string(body)); err == nil && namesParam(form) {
+			p.form = form
+			msg = []byte(p.value("msg"))
+			if len(msg) == 0 {
+				return nil, nil, badRequest("msg: required when the parameters come in a form body")
+			}
+		} else if qmsg != "" {
+			msg = []byte(qmsg)
+		} else {
+			msg = body
+		}
+	case qmsg != "":
+		msg = []byte(qmsg)
+	default:
+		body, err := readBody(w, r, int64(l.cfg.MaxMessage))
+		if err != nil {
+			return nil, nil, err
+		}
+		msg = body
+	}
+	if len(msg) > l.cfg.MaxMessage {
+		return nil, nil, tooLarge("message", int64(l.cfg.MaxMessage))
+	}
+	if len(msg) == 0 {
+		return nil, nil, badRequest("message is empty: send it as the request body or the msg parameter")
+	}
+	return p, msg, nil
+}
+
+// queryParams parses the query string strictly: a malformed one (a bad
+// escape, a semicolon) is a 400 rather than silently losing a pair, which
+// could drop a target from a list.
+func queryParams(r *http.Request) (*params, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, badRequest("query string: %v", err)
+	}
+	return &params{query: q}, nil
+}
+
+// formLimit bounds a form body: a percent-encoded message plus MaxIDs ids.
+func (l *Logic) formLimit() int64 {
+	return 3*int64(l.cfg.MaxMessage) + 64*int64(l.cfg.MaxIDs) + 4096
+}
+
+// tooLarge is a 413 for what exceeded limit bytes.
+func tooLarge(what string, limit int64) *httpError {
+	return &httpError{
+		status: http.StatusRequestEntityTooLarge,
+		msg:    what + " larger than " + strconv.FormatInt(limit, 10) + " bytes",
+	}
+}
+
+// readBody reads the whole body, at most limit bytes: a larger declared
+// Content-Length is refused unread and a larger body is cut off by
+// http.MaxBytesReader (which also makes the server close the connection).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, tooLarge("request body", limit)
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	body := http.MaxBytesReader(w, r.Body, limit)
+	var b []byte
+	var err error
+	if r.ContentLength >= 0 { // known length (net/http enforces it): one exact read
+		b = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(body, b)
+	} else {
+		var buf bytes.Buffer
+		_, err = buf.ReadFrom(body)
+		b = buf.Bytes()
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return nil, tooLarge("request body", limit)
+	case err != nil:
+		return nil, &httpError{status: http.StatusBadRequest, msg: "cannot read the request body", err: err}
+	}
+	return b, nil
+}

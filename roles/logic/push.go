@@ -1,0 +1,192 @@
+package logic
+
+import (
+	"context"
+	"math"
+	"net/http"
+	"slices"
+
+	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/protocol/pb"
+)
+
+// pushAnswer is the data of a successful push.
+type pushAnswer struct {
+	ID       string `json:"id"`
+	Sessions int64  `json:"sessions"` // sessions targeted
+}
+
+// pushKeys pushes to session keys: POST push/keys?operation=&keys=.
+func (l *Logic) pushKeys(w http.ResponseWriter, r *http.Request, rt *route) (any, error) {
+	p, msg, err := l.pushInput(w, r)
+	if err != nil {
+		return nil, err
+	}
+	op, err := p.operation(rt)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := p.strings("keys", l.cfg.MaxIDs, protocol.MaxKeyLen)
+	if err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	bound, err := l.sessions.NodesByKeys(ctx, keys)
+	if err != nil {
+		return nil, unavailable(backendSessions, err)
+	}
+	var byNode map[string][]string
+	if len(bound) > 0 {
+		live, err := l.liveNodes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		byNode = make(map[string][]string)
+		for _, key := range keys {
+			if node, ok := bound[key]; ok && live.has(node) {
+				byNode[node] = append(byNode[node], key)
+			}
+		}
+	}
+	return l.publishKeys(ctx, op, msg, byNode)
+}
+
+// pushMids pushes to every session of users: POST push/mids?operation=&mids=.
+func (l *Logic) pushMids(w http.ResponseWriter, r *http.Request, rt *route) (any, error) {
+	p, msg, err := l.pushInput(w, r)
+	if err != nil {
+		return nil, err
+	}
+	op, err := p.operation(rt)
+	if err != nil {
+		return nil, err
+	}
+	mids, err := p.int64s("mids", l.cfg.MaxIDs)
+	if err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	bound, err := l.sessions.KeysByMids(ctx, mids)
+	if err != nil {
+		return nil, unavailable(backendSessions, err)
+	}
+	var byNode map[string][]string
+	if len(bound) > 0 {
+		live, err := l.liveNodes(ctx)
+		if err != nil {
+			return nil, err
+		}
+		byNode = make(map[string][]string)
+		for _, keys := range bound {
+			for key, node := range keys {
+				if live.has(node) {
+					byNode[node] = append(byNode[node], key)
+				}
+			}
+		}
+	}
+	return l.publishKeys(ctx, op, msg, byNode)
+}
+
+// publishKeys publishes one PUSH message per node, in node order, keys
+// sorted, all with one push id. If a publish fails the earlier ones stand: the caller gets a
+// 503 and may retry, and those nodes may then deliver twice.
+func (l *Logic) publishKeys(ctx context.Context, op int32, msg []byte, byNode map[string][]string) (any, error) {
+	now := l.now()
+	id := l.ids.next(now)
+	nodes := make([]string, 0, len(byNode))
+	var n int64
+	for node, keys := range byNode {
+		nodes = append(nodes, node)
+		n += int64(len(keys))
+		slices.Sort(keys) // one message for one binding, whatever the map order
+	}
+	slices.Sort(nodes)
+	for _, node := range nodes {
+		m := &pb.PushMsg{
+			Version:   1,
+			Id:        id,
+			CreatedAt: now.UnixMilli(),
+			Type:      pb.PushMsg_PUSH,
+			Operation: op,
+			Server:    node,
+			Keys:      byNode[node],
+			Msg:       msg,
+		}
+		if err := l.producer.Publish(ctx, m); err != nil {
+			return nil, unavailable(backendQueue, err)
+		}
+	}
+	return pushAnswer{ID: id, Sessions: n}, nil
+}
+
+// pushRoom pushes to a room: POST push/room?operation=&type=&room=. It
+// answers the room's connection count; the push stands even if the count
+// cannot be had (it is then 0 and the failure logged).
+func (l *Logic) pushRoom(w http.ResponseWriter, r *http.Request, rt *route) (any, error) {
+	p, msg, err := l.pushInput(w, r)
+	if err != nil {
+		return nil, err
+	}
+	op, err := p.operation(rt)
+	if err != nil {
+		return nil, err
+	}
+	room, err := p.room()
+	if err != nil {
+		return nil, err
+	}
+	now := l.now()
+	m := &pb.PushMsg{
+		Version:   1,
+		Id:        l.ids.next(now),
+		CreatedAt: now.UnixMilli(),
+		Type:      pb.PushMsg_ROOM,
+		Operation: op,
+		Room:      room,
+		Msg:       msg,
+	}
+	if err := l.producer.Publish(r.Context(), m); err != nil {
+		return nil, unavailable(backendQueue, err)
+	}
+	a := pushAnswer{ID: m.Id}
+	if snap, ok := l.snapshotAfterPush(r.Context(), "push/room"); ok {
+		a.Sessions = int64(snap.Rooms[room])
+	}
+	return a, nil
+}
+
+// pushAll pushes to every session: POST push/all?operation=&speed=. It
+// answers the cluster's connection count (0 if it cannot be had).
+func (l *Logic) pushAll(w http.ResponseWriter, r *http.Request, rt *route) (any, error) {
+	p, msg, err := l.pushInput(w, r)
+	if err != nil {
+		return nil, err
+	}
+	op, err := p.operation(rt)
+	if err != nil {
+		return nil, err
+	}
+	speed, err := p.intParam("speed", false, 0, 0, math.MaxInt32, "an integer >= 0")
+	if err != nil {
+		return nil, err
+	}
+	now := l.now()
+	m := &pb.PushMsg{
+		Version:   1,
+		Id:        l.ids.next(now),
+		CreatedAt: now.UnixMilli(),
+		Type:      pb.PushMsg_BROADCAST,
+		Operation: op,
+		Speed:     int32(speed),
+		Msg:       msg,
+	}
+	if err := l.producer.Publish(r.Context(), m); err != nil {
+		return nil, unavailable(backendQueue, err)
+	}
+	a := pushAnswer{ID: m.Id}
+	if snap, ok := l.snapshotAfterPush(r.Context(), "push/all"); ok {
+		a.Sessions = snap.Conns
+	}
+	return a, nil
+}

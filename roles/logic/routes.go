@@ -1,0 +1,102 @@
+package logic
+
+import (
+	"net/http"
+	"time"
+)
+
+// route is one REST endpoint under one prefix.
+type route struct {
+	path  string // e.g. /goim/push/mids; also the metrics label
+	kind  string // e.g. push/mids
+	post  bool   // POST only; otherwise GET and HEAD
+	allow string // the Allow header of a 405
+	im    bool   // under /im/: operation defaults to 1000
+	serve func(l *Logic, w http.ResponseWriter, r *http.Request, rt *route) (any, error)
+}
+
+// unmatched is the route label of requests to unknown paths.
+const unmatched = "unmatched"
+
+// buildRoutes lists every endpoint under /goim/ and /im/.
+func (l *Logic) buildRoutes() map[string]*route {
+	type endpoint struct {
+		kind  string
+		post  bool
+		serve func(l *Logic, w http.ResponseWriter, r *http.Request, rt *route) (any, error)
+	}
+	endpoints := []endpoint{
+		{"push/keys", true, (*Logic).pushKeys},
+		{"push/mids", true, (*Logic).pushMids},
+		{"push/room", true, (*Logic).pushRoom},
+		{"push/all", true, (*Logic).pushAll},
+		{"online/top", false, (*Logic).onlineTop},
+		{"online/room", false, (*Logic).onlineRoom},
+		{"online/total", false, (*Logic).onlineTotal},
+		{"nodes/weighted", false, (*Logic).nodesWeighted},
+		{"nodes/instances", false, (*Logic).nodesInstances},
+	}
+	routes := make(map[string]*route, 2*len(endpoints))
+	for _, prefix := range []string{"/goim/", "/im/"} {
+		for _, e := range endpoints {
+			rt := &route{
+				path:  prefix + e.kind,
+				kind:  e.kind,
+				post:  e.post,
+				allow: "GET, HEAD",
+				im:    prefix == "/im/",
+				serve: e.serve,
+			}
+			if e.post {
+				rt.allow = http.MethodPost
+			}
+			routes[rt.path] = rt
+		}
+	}
+	return routes
+}
+
+// allows reports whether rt takes method.
+func (rt *route) allows(method string) bool {
+	if rt.post {
+		return method == http.MethodPost
+	}
+	return method == http.MethodGet || method == http.MethodHead
+}
+
+// router dispatches by exact path, answering 404 and 405 in JSON.
+type router struct{ l *Logic }
+
+func (h router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l := h.l
+	rt := l.routes[r.URL.Path]
+	if rt == nil {
+		status := l.fail(w, r, unmatched, &httpError{
+			status: http.StatusNotFound,
+			msg:    "no such endpoint: " + quote(r.URL.Path),
+		})
+		l.metrics.request(unmatched, status)
+		return
+	}
+	if !rt.allows(r.Method) {
+		w.Header().Set("Allow", rt.allow)
+		status := l.fail(w, r, rt.path, &httpError{
+			status: http.StatusMethodNotAllowed,
+			msg:    "method " + quote(r.Method) + " not allowed on " + rt.path + ", use " + rt.allow,
+		})
+		l.metrics.request(rt.path, status)
+		return
+	}
+	start := time.Now()
+	data, err := rt.serve(l, w, r, rt)
+	status := http.StatusOK
+	if err != nil {
+		status = l.fail(w, r, rt.path, err)
+	} else {
+		write(w, r, status, envelope{Data: data})
+	}
+	l.metrics.request(rt.path, status)
+	if rt.post && status == http.StatusOK {
+		l.metrics.pushed(rt.kind[len("push/"):], time.Since(start))
+	}
+}
