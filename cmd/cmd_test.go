@@ -1,0 +1,177 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/transport/client"
+)
+
+// run executes the command line in process and returns its exit code.
+func run(t *testing.T, env map[string]string, args ...string) (int, string) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		out.WriteString(err.Error())
+		if _, ok := err.(configError); ok {
+			return exitConfig, out.String()
+		}
+		return exitFail, out.String()
+	}
+	return exitOK, out.String()
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("cloud:\n  tcp_adr: 1.2.3.4:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		mention string
+	}{
+		{"unknown key in file", nil, []string{"all", "--config", bad}, "cloud.tcp_adr"},
+		{"missing explicit file", nil, []string{"all", "--config", filepath.Join(dir, "none.yaml")}, "none.yaml"},
+		{"bad env value", map[string]string{"IMCLOUD_CLOUD_HANDSHAKE_TIMEOUT": "soon"}, []string{"all", "--config", filepath.Join("..", "config.yaml")}, "cloud.handshake_timeout"},
+		{"bad log level flag", nil, []string{"all", "--config", filepath.Join("..", "config.yaml"), "--log-level", "loud"}, "log.level"},
+		{"memory backend in a separate role", nil, []string{"cloud", "--config", filepath.Join("..", "config.yaml")}, "registry.backend"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := run(t, tc.env, tc.args...)
+			if code != exitConfig {
+				t.Fatalf("exit %d, want %d; output: %s", code, exitConfig, out)
+			}
+			if !strings.Contains(out, tc.mention) {
+				t.Errorf("output %q does not name %q", out, tc.mention)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out := run(t, nil, "version")
+	if code != exitOK || !strings.HasPrefix(out, "imcloud ") {
+		t.Fatalf("exit %d, output %q", code, out)
+	}
+}
+
+func TestClientFlags(t *testing.T) {
+	code, out := run(t, nil, "client", "--network", "udp")
+	if code != exitConfig || !strings.Contains(out, "--network") {
+		t.Errorf("exit %d, output %q", code, out)
+	}
+	code, out = run(t, nil, "client", "--accepts", "1000,x")
+	if code != exitConfig || !strings.Contains(out, "--accepts") {
+		t.Errorf("exit %d, output %q", code, out)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestBinaryServesAndStopsOnSignal builds imcloud, starts `imcloud all` on
+// config.yaml with ports moved by environment, pushes through it and stops
+// it with SIGTERM.
+func TestBinaryServesAndStopsOnSignal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "imcloud")
+	build := exec.Command("go", "build", "-o", bin, "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	tcpAddr, httpAddr := freePort(t), freePort(t)
+	cmd := exec.Command(bin, "all", "--config", filepath.Join("..", "config.yaml"))
+	cmd.Env = append(os.Environ(),
+		"IMCLOUD_CLOUD_TCP_ADDR="+tcpAddr, "IMCLOUD_CLOUD_WS_ADDR="+freePort(t),
+		"IMCLOUD_CLOUD_GRPC_ADDR="+freePort(t), "IMCLOUD_LOGIC_HTTP_ADDR="+httpAddr,
+		"IMCLOUD_NODE_ID=bin-test")
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+	})
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready; logs:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Options{Network: "tcp", Addr: tcpAddr,
+		Auth: protocol.Auth{Mid: 77, RoomID: "live://bin", Accepts: []int32{1000}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resp, err := http.Post("http://"+httpAddr+"/goim/push/mids?operation=1000&mids=77", "application/octet-stream", strings.NewReader("via-binary"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if f, err := c.Next(ctx); err != nil || f.Op != 1000 || string(f.Body) != "via-binary" {
+		t.Fatalf("got %v, %v", f, err)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit: %v; logs:\n%s", err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("still running 15 s after SIGTERM; logs:\n%s", logs.String())
+	}
+	if f, err := c.Next(ctx); err == nil && f.Op != protocol.OpDisconnectReply {
+		t.Errorf("after shutdown got %v, want a DisconnectReply or the close", f)
+	}
+	if _, err := net.DialTimeout("tcp", tcpAddr, time.Second); err == nil {
+		t.Error("TCP listener still accepting after exit")
+	}
+}
