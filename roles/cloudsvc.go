@@ -43,7 +43,7 @@ func newCloudService(cfg *Config, nodeID string, log *zap.Logger, b *backends, m
 	hub, err := cloud.New(cloud.Config{
 		NodeID: nodeID, HandshakeTimeout: cc.HandshakeTimeout, HeartbeatTimeout: cc.HeartbeatTimeout,
 		WriteTimeout: cc.WriteTimeout, MaxBody: cc.MaxBody, SendQueue: cc.SendQueue, Buckets: cc.Buckets,
-		WSOrigins: cc.WSOrigins,
+		WSOrigins: cc.WSOrigins, DedupWindow: cc.DedupWindow,
 	}, b.sessions, log, m)
 	if err != nil {
 		return nil, err

@@ -460,6 +460,7 @@ func (c *Config) Validate(role string) error {
 		v.intRange("cloud.max_body", cc.MaxBody, 16, 16<<20)
 		v.atLeast("cloud.send_queue", cc.SendQueue, 1)
 		v.intRange("cloud.buckets", cc.Buckets, 1, 4096)
+		v.atLeastDur("cloud.dedup_window", cc.DedupWindow, 0)
 		for _, o := range cc.WSOrigins {
 			if strings.TrimSpace(o) == "" {
 				v.addf("cloud.ws_origins", "empty pattern in the list")

@@ -28,6 +28,9 @@ func (g *Service) PushKeys(_ context.Context, r *pb.PushKeysReq) (*pb.PushKeysRe
 	if err := validFrames(r.GetFrame(), true); err != nil {
 		return nil, err
 	}
+	if g.repeat(r.GetId()) {
+		return &pb.PushKeysReply{}, nil
+	}
 	n := g.hub.PushKeys(r.GetKeys(), r.GetOperation(), r.GetFrame())
 	return &pb.PushKeysReply{Delivered: int32(n)}, nil
 }
@@ -40,7 +43,17 @@ func (g *Service) BroadcastRoom(_ context.Context, r *pb.BroadcastRoomReq) (*pb.
 	if err := validFrames(r.GetFrames(), false); err != nil {
 		return nil, err
 	}
-	n := g.hub.PushRoom(r.GetRoom(), r.GetFrames())
+	frames := r.GetFrames()
+	if ids := r.GetIds(); len(ids) > 0 {
+		var err error
+		if frames, err = g.dropRepeats(ids, frames); err != nil {
+			return nil, err
+		}
+		if len(frames) == 0 {
+			return &pb.BroadcastRoomReply{}, nil
+		}
+	}
+	n := g.hub.PushRoom(r.GetRoom(), frames)
 	return &pb.BroadcastRoomReply{Delivered: int32(n)}, nil
 }
 
@@ -48,6 +61,9 @@ func (g *Service) BroadcastRoom(_ context.Context, r *pb.BroadcastRoomReq) (*pb.
 func (g *Service) Broadcast(_ context.Context, r *pb.BroadcastReq) (*pb.BroadcastReply, error) {
 	if err := validFrames(r.GetFrame(), true); err != nil {
 		return nil, err
+	}
+	if g.repeat(r.GetId()) {
+		return &pb.BroadcastReply{}, nil
 	}
 	n := g.hub.Broadcast(g.ctx, r.GetOperation(), r.GetFrame(), int(r.GetSpeed()))
 	return &pb.BroadcastReply{Delivered: int32(n)}, nil
@@ -79,4 +95,43 @@ func validFrames(b []byte, single bool) error {
 		return status.Errorf(codes.InvalidArgument, "want one frame, got %d", n)
 	}
 	return nil
+}
+
+func (g *Service) repeat(id string) bool {
+	if g.hub.dedup.seen(id) {
+		g.hub.metrics.Repeats.Inc()
+		return true
+	}
+	return false
+}
+
+// dropRepeats removes the frames of already delivered push ids from a room
+// batch; ids[i] names the i-th frame. The common case, no repeat, returns
+// frames untouched.
+func (g *Service) dropRepeats(ids []string, frames []byte) ([]byte, error) {
+	var repeat []bool
+	for i, id := range ids {
+		if g.repeat(id) {
+			if repeat == nil {
+				repeat = make([]bool, len(ids))
+			}
+			repeat[i] = true
+		}
+	}
+	if repeat == nil {
+		return frames, nil
+	}
+	out := make([]byte, 0, len(frames))
+	i := 0
+	err := protocol.Split(frames, func(f protocol.Frame) error {
+		if i >= len(ids) || !repeat[i] {
+			out = f.Append(out)
+		}
+		i++
+		return nil
+	})
+	if err != nil || i != len(ids) {
+		return nil, status.Errorf(codes.InvalidArgument, "room batch: %d ids for its frames (%v)", len(ids), err)
+	}
+	return out, nil
 }

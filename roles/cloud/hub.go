@@ -35,6 +35,7 @@ type Config struct {
 	SendQueue        int
 	Buckets          int
 	WSOrigins        []string
+	DedupWindow      time.Duration // repeats of a push id within it are dropped; 0: off
 }
 
 // Hub owns every session of this node.
@@ -45,6 +46,7 @@ type Hub struct {
 	store   SessionStore
 	seed    maphash.Seed
 	buckets []*bucket
+	dedup   *dedup
 
 	// RoomCount, when set, answers heartbeat counts (cluster-wide figures);
 	// otherwise the local count is used.
@@ -84,7 +86,8 @@ func New(cfg Config, st SessionStore, log *zap.Logger, m *Metrics) (*Hub, error)
 			return nil, err
 		}
 	}
-	h := &Hub{cfg: cfg, log: log, metrics: m, store: st, seed: maphash.MakeSeed(), ips: map[string]int{}}
+	h := &Hub{cfg: cfg, log: log, metrics: m, store: st, seed: maphash.MakeSeed(), ips: map[string]int{},
+		dedup: newDedup(cfg.DedupWindow, time.Now)}
 	h.buckets = make([]*bucket, cfg.Buckets)
 	for i := range h.buckets {
 		h.buckets[i] = &bucket{sessions: map[string]*Session{}, rooms: map[string]*room{}}

@@ -15,6 +15,7 @@ type Metrics struct {
 	Deliveries   *prometheus.CounterVec
 	Upstream     prometheus.Counter
 	ProtocolErrs *prometheus.CounterVec
+	Repeats      prometheus.Counter
 }
 
 // NewMetrics creates the hub's metrics and registers them with reg (nil: none).
@@ -48,9 +49,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "imcloud", Subsystem: "cloud", Name: "protocol_errors_total",
 			Help: "Connections closed for a protocol error, by kind.",
 		}, []string{"kind"}),
+		Repeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "cloud", Name: "repeated_pushes_total",
+			Help: "Pushes dropped because their id was already delivered (job redelivery).",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.Conns, m.Connects, m.Disconnects, m.SlowClients, m.Deliveries, m.Upstream, m.ProtocolErrs} {
+		for _, c := range []prometheus.Collector{m.Conns, m.Connects, m.Disconnects, m.SlowClients, m.Deliveries, m.Upstream, m.ProtocolErrs, m.Repeats} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("cloud: register metrics: %w", err)
 			}
