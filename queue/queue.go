@@ -23,10 +23,15 @@ type Producer interface {
 	Close() error
 }
 
-// Handler processes one message. Returning nil lets the consumer mark the
-// message done; an error means it was not accepted and is retried (the
-// handler owns retry bounds; it returns an error only when ctx ends).
-type Handler func(ctx context.Context, m *pb.PushMsg) error
+// Handler processes one message. An error means m was not taken: it is
+// offered again before any later message of its key (the handler owns retry
+// bounds, so it errs only when ctx ends). On nil the handler owns m and calls
+// done once m is fully handled (at once, or later from any goroutine); a
+// durable backend commits a message only when it and every earlier message
+// of its partition are done, so what was taken but not done when the process
+// died is delivered again. Consumers hand over the next message without
+// waiting for done, up to a bound of messages not yet done (backpressure).
+type Handler func(ctx context.Context, m *pb.PushMsg, done func()) error
 
 // Consumer delivers published messages to a Handler, one at a time per key,
 // in publish order per key.

@@ -156,6 +156,30 @@ func (c *cloudService) report(ctx context.Context) {
 	if err := c.b.online.ReportOnline(ctx, r, 3*c.cfg.Cloud.OnlineReportInterval); err != nil {
 		c.log.Warn("online report failed", zap.Error(err))
 	}
+	if c.b.shared {
+		c.followClusterCounts(ctx)
+	}
+}
+
+// followClusterCounts makes heartbeat replies count room members on every
+// node: this node's live figure plus the other nodes' latest reports.
+func (c *cloudService) followClusterCounts(ctx context.Context) {
+	reports, err := c.b.online.AllOnline(ctx)
+	if err != nil {
+		c.log.Warn("reading other nodes' online reports failed", zap.Error(err))
+		return
+	}
+	others := map[string]int32{}
+	for _, r := range reports {
+		if r.Node == c.nodeID {
+			continue
+		}
+		for room, n := range r.Rooms {
+			others[room] += n
+		}
+	}
+	hub := c.hub
+	hub.SetRoomCounter(func(room string) int32 { return hub.RoomCount(room) + others[room] })
 }
 
 func (c *cloudService) Stop(ctx context.Context) error {

@@ -40,7 +40,7 @@ func (s *jobService) Start(ctx context.Context) error {
 	cctx, ccancel := context.WithCancel(context.Background())
 	s.consumeCancel = ccancel
 	s.consumeDone = make(chan error, 1)
-	go func() { s.consumeDone <- s.b.consumer.Consume(cctx, s.job.Handle) }()
+	go func() { s.consumeDone <- s.b.consumer.Consume(cctx, s.job.HandleAsync) }()
 	return nil
 }
 

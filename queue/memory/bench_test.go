@@ -28,7 +28,7 @@ func BenchmarkPublishConsume(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() {
-				done <- q.Consume(ctx, func(context.Context, *pb.PushMsg) error {
+				done <- q.Consume(ctx, func(context.Context, *pb.PushMsg, func()) error {
 					handled.Add(1)
 					return nil
 				})

@@ -165,7 +165,7 @@ func (q *Queue) serve(ctx context.Context, s *shard, h queue.Handler) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		if err := h(ctx, m); err == nil {
+		if err := h(ctx, m, func() {}); err == nil {
 			q.pop(s)
 			return true
 		}

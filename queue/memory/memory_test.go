@@ -63,7 +63,7 @@ func TestFullFreesAfterConsume(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
-		go func() { done <- q.Consume(ctx, func(context.Context, *pb.PushMsg) error { return nil }) }()
+		go func() { done <- q.Consume(ctx, func(context.Context, *pb.PushMsg, func()) error { return nil }) }()
 		synctest.Wait()
 		if got := q.Len(); got != 0 {
 			t.Fatalf("Len after consuming = %d, want 0", got)
@@ -102,7 +102,7 @@ func TestPublishErrors(t *testing.T) {
 		t.Errorf("Publish after Close: %v, want %v", err, queue.ErrClosed)
 	}
 	// Consume on a closed queue returns at once.
-	if err := q.Consume(t.Context(), func(context.Context, *pb.PushMsg) error { return nil }); err != nil {
+	if err := q.Consume(t.Context(), func(context.Context, *pb.PushMsg, func()) error { return nil }); err != nil {
 		t.Errorf("Consume after Close: %v", err)
 	}
 }
@@ -118,7 +118,7 @@ func TestHandedOverByPointer(t *testing.T) {
 		var got *pb.PushMsg
 		ctx, cancel := context.WithCancel(t.Context())
 		go func() {
-			_ = q.Consume(ctx, func(_ context.Context, r *pb.PushMsg) error { got = r; return nil })
+			_ = q.Consume(ctx, func(_ context.Context, r *pb.PushMsg, _ func()) error { got = r; return nil })
 		}()
 		synctest.Wait()
 		cancel()
@@ -142,7 +142,7 @@ func TestRedeliveryBackoff(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			_ = q.Consume(ctx, func(context.Context, *pb.PushMsg) error {
+			_ = q.Consume(ctx, func(context.Context, *pb.PushMsg, func()) error {
 				attempts = append(attempts, time.Now())
 				return errors.New("refused")
 			})
@@ -165,7 +165,7 @@ func TestRedeliveryBackoff(t *testing.T) {
 		var got *pb.PushMsg
 		ctx, cancel = context.WithCancel(t.Context())
 		go func() {
-			_ = q.Consume(ctx, func(_ context.Context, m *pb.PushMsg) error { got = m; return nil })
+			_ = q.Consume(ctx, func(_ context.Context, m *pb.PushMsg, _ func()) error { got = m; return nil })
 		}()
 		synctest.Wait()
 		cancel()
@@ -184,7 +184,7 @@ func TestConsumersShare(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range 2 {
 			wg.Go(func() {
-				_ = q.Consume(ctx, func(context.Context, *pb.PushMsg) error {
+				_ = q.Consume(ctx, func(context.Context, *pb.PushMsg, func()) error {
 					time.Sleep(time.Millisecond)
 					counts[i].Add(1)
 					return nil
@@ -225,7 +225,7 @@ func TestNoLeakedGoroutines(t *testing.T) {
 				ctx, cancel := context.WithCancel(t.Context())
 				defer cancel()
 				done := make(chan error, 1)
-				refuse := func(context.Context, *pb.PushMsg) error { return errors.New("refused") }
+				refuse := func(context.Context, *pb.PushMsg, func()) error { return errors.New("refused") }
 				for range 2 {
 					go func() { done <- q.Consume(ctx, refuse) }()
 				}

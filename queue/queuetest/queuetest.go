@@ -44,6 +44,7 @@ func Run(t *testing.T, newPair func(t *testing.T) (queue.Producer, queue.Consume
 		{"PerKeyOrder", testPerKeyOrder},
 		{"TwoConsumersShare", testTwoConsumers},
 		{"RedeliverOnError", testRedeliver},
+		{"DoneLater", testDoneLater},
 		{"ConsumeReturnsOnCancel", testConsumeCancel},
 		{"ConsumeReturnsOnClose", testConsumeClose},
 		{"PublishAfterClose", testPublishAfterClose},
@@ -136,8 +137,9 @@ func newRecorder(prefix string) *recorder {
 // handle wraps next (nil: accept) with recording and the per-key overlap
 // check. Messages of other subtests are accepted and not recorded.
 func (r *recorder) handle(next queue.Handler) queue.Handler {
-	return func(ctx context.Context, m *pb.PushMsg) error {
+	return func(ctx context.Context, m *pb.PushMsg, done func()) error {
 		if !strings.HasPrefix(m.GetId(), r.prefix) {
+			done()
 			return nil
 		}
 		key := queue.Key(m)
@@ -150,7 +152,9 @@ func (r *recorder) handle(next queue.Handler) queue.Handler {
 
 		var err error
 		if next != nil {
-			err = next(ctx, m)
+			err = next(ctx, m, done)
+		} else {
+			done()
 		}
 
 		r.mu.Lock()
@@ -328,10 +332,11 @@ func testTwoConsumers(t *testing.T, p queue.Producer, c queue.Consumer) {
 	var mu sync.Mutex
 	count := [2]int{}
 	for i := range 2 {
-		consume(t, c, r.handle(func(context.Context, *pb.PushMsg) error {
+		consume(t, c, r.handle(func(_ context.Context, _ *pb.PushMsg, done func()) error {
 			mu.Lock()
 			count[i]++
 			mu.Unlock()
+			done()
 			return nil
 		}))
 	}
@@ -361,13 +366,14 @@ func testRedeliver(t *testing.T, p queue.Producer, c queue.Consumer) {
 	var mu sync.Mutex
 	failed := false
 	r := newRecorder(pre)
-	consume(t, c, r.handle(func(_ context.Context, m *pb.PushMsg) error {
+	consume(t, c, r.handle(func(_ context.Context, m *pb.PushMsg, done func()) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if m.GetId() == failID && !failed {
 			failed = true
 			return errors.New("queuetest: refused once")
 		}
+		done()
 		return nil
 	}))
 	for i := range 4 {
@@ -386,6 +392,42 @@ func testRedeliver(t *testing.T, p queue.Producer, c queue.Consumer) {
 	if fmt.Sprint(order) != fmt.Sprint(want) {
 		t.Errorf("deliveries of key %q: %v, want %v (the refused message again before later ones)", key, order, want)
 	}
+}
+
+// testDoneLater: the consumer hands over later messages of a key while
+// earlier ones are taken but not yet done, and done may come from another
+// goroutine, in any order.
+func testDoneLater(t *testing.T, p queue.Producer, c queue.Consumer) {
+	const total = 20
+	pre := prefix(t)
+	key := pre + "node"
+	var mu sync.Mutex
+	var pending []func()
+	r := newRecorder(pre)
+	consume(t, c, r.handle(func(_ context.Context, _ *pb.PushMsg, done func()) error {
+		mu.Lock()
+		pending = append(pending, done)
+		mu.Unlock()
+		return nil
+	}))
+	for i := range total {
+		publish(t, p, msgFor(pre, i, pb.PushMsg_PUSH, key))
+	}
+	got := r.wait(t, total) // all taken although none is done yet
+	for i, m := range got {
+		if seq(t, m) != i {
+			t.Fatalf("message %d arrived as number %d", seq(t, m), i)
+		}
+	}
+	mu.Lock()
+	dones := pending
+	mu.Unlock()
+	var wg sync.WaitGroup
+	for i := len(dones) - 1; i >= 0; i-- {
+		wg.Add(1)
+		go func() { defer wg.Done(); dones[i]() }()
+	}
+	wg.Wait()
 }
 
 func testConsumeCancel(t *testing.T, p queue.Producer, c queue.Consumer) {

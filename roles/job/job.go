@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -151,16 +152,28 @@ func (j *Job) setNodes(ctx context.Context, list []registry.Node) {
 	}
 }
 
-// Handle implements queue.Handler.
+// Handle routes m without reporting when it is delivered.
 func (j *Job) Handle(ctx context.Context, m *pb.PushMsg) error {
+	return j.HandleAsync(ctx, m, nil)
+}
+
+// HandleAsync implements queue.Handler: it routes m and calls done (if not
+// nil) once every target node accepted it or was skipped, so the queue
+// commits only what cloud nodes took.
+func (j *Job) HandleAsync(ctx context.Context, m *pb.PushMsg, done func()) error {
+	if done == nil {
+		done = func() {}
+	}
 	if age := j.now().Sub(time.UnixMilli(m.GetCreatedAt())); j.cfg.MaxAge > 0 && m.GetCreatedAt() > 0 && age > j.cfg.MaxAge {
 		j.metrics.Dropped.WithLabelValues("too_old").Inc()
 		j.log.Warn("push dropped: too old", zap.String("id", m.GetId()), zap.Duration("age", age))
+		done()
 		return nil
 	}
 	if m.GetOperation() < protocol.MinBusinessOp {
 		j.metrics.Dropped.WithLabelValues("bad_op").Inc()
 		j.log.Warn("push dropped: operation below 1000", zap.String("id", m.GetId()), zap.Int32("op", m.GetOperation()))
+		done()
 		return nil
 	}
 	j.metrics.Consumed.WithLabelValues(m.GetType().String()).Inc()
@@ -171,28 +184,31 @@ func (j *Job) Handle(ctx context.Context, m *pb.PushMsg) error {
 		if n == nil {
 			j.metrics.Dropped.WithLabelValues("node_gone").Inc()
 			j.log.Debug("push skipped: node not registered", zap.String("id", m.GetId()), zap.String("node", m.GetServer()))
+			done()
 			return nil
 		}
 		req := &pb.PushKeysReq{Id: m.GetId(), Keys: m.GetKeys(), Operation: m.GetOperation(), Frame: frame}
-		return n.enqueue(ctx, func(ctx context.Context, c CloudClient) error {
+		return n.enqueue(ctx, task{done: done, call: func(ctx context.Context, c CloudClient) error {
 			_, err := c.PushKeys(ctx, req)
 			return err
-		})
+		}})
 	case pb.PushMsg_ROOM:
 		if m.GetRoom() == "" {
 			j.metrics.Dropped.WithLabelValues("no_room").Inc()
+			done()
 			return nil
 		}
-		return j.addRoom(ctx, m.GetRoom(), m.GetId(), frame)
+		return j.addRoom(ctx, m.GetRoom(), m.GetId(), frame, done)
 	case pb.PushMsg_BROADCAST:
 		req := &pb.BroadcastReq{Id: m.GetId(), Operation: m.GetOperation(), Frame: frame, Speed: m.GetSpeed()}
-		return j.toAll(ctx, func(ctx context.Context, c CloudClient) error {
+		return j.toAll(ctx, done, func(ctx context.Context, c CloudClient) error {
 			_, err := c.Broadcast(ctx, req)
 			return err
 		})
 	default:
 		j.metrics.Dropped.WithLabelValues("bad_type").Inc()
 		j.log.Warn("push dropped: unknown type", zap.String("id", m.GetId()), zap.Int32("type", int32(m.GetType())))
+		done()
 		return nil
 	}
 }
@@ -203,20 +219,37 @@ func (j *Job) node(id string) *node {
 	return j.nodes[id]
 }
 
-// toAll enqueues call on every node.
-func (j *Job) toAll(ctx context.Context, call func(context.Context, CloudClient) error) error {
+// toAll enqueues call on every node; done runs once every node finished it.
+func (j *Job) toAll(ctx context.Context, done func(), call func(context.Context, CloudClient) error) error {
 	j.mu.RLock()
 	all := make([]*node, 0, len(j.nodes))
 	for _, n := range j.nodes {
 		all = append(all, n)
 	}
 	j.mu.RUnlock()
+	if len(all) == 0 {
+		done()
+		return nil
+	}
+	var left atomic.Int32
+	left.Store(int32(len(all)))
+	each := func() {
+		if left.Add(-1) == 0 {
+			done()
+		}
+	}
 	for _, n := range all {
-		if err := n.enqueue(ctx, call); err != nil {
+		if err := n.enqueue(ctx, task{call: call, done: each}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// task is one call to a node; done runs after it succeeded or was given up.
+type task struct {
+	call func(context.Context, CloudClient) error
+	done func()
 }
 
 // node is one cloud node's delivery queue and its worker.
@@ -225,7 +258,7 @@ type node struct {
 	info   registry.Node
 	client CloudClient
 	closer io.Closer
-	ch     chan func(context.Context, CloudClient) error
+	ch     chan task
 	quit   chan struct{}
 	done   chan struct{}
 	log    *zap.Logger
@@ -234,7 +267,7 @@ type node struct {
 func newNode(j *Job, info registry.Node, c CloudClient, closer io.Closer) *node {
 	return &node{
 		j: j, info: info, client: c, closer: closer,
-		ch:   make(chan func(context.Context, CloudClient) error, j.cfg.NodeQueue),
+		ch:   make(chan task, j.cfg.NodeQueue),
 		quit: make(chan struct{}), done: make(chan struct{}),
 		log: j.log.With(zap.String("node", info.ID)),
 	}
@@ -242,22 +275,24 @@ func newNode(j *Job, info registry.Node, c CloudClient, closer io.Closer) *node 
 
 // enqueue hands call to the node's worker. A node whose queue stays full
 // for EnqueueTimeout loses the call (counted) rather than stalling the rest.
-func (n *node) enqueue(ctx context.Context, call func(context.Context, CloudClient) error) error {
+func (n *node) enqueue(ctx context.Context, t task) error {
 	select {
-	case n.ch <- call:
+	case n.ch <- t:
 		return nil
 	default:
 	}
-	t := time.NewTimer(n.j.cfg.EnqueueTimeout)
-	defer t.Stop()
+	timer := time.NewTimer(n.j.cfg.EnqueueTimeout)
+	defer timer.Stop()
 	select {
-	case n.ch <- call:
+	case n.ch <- t:
 		return nil
 	case <-n.quit:
+		t.done() // the node left: nothing to deliver to
 		return nil
-	case <-t.C:
+	case <-timer.C:
 		n.j.metrics.Dropped.WithLabelValues("node_queue_full").Inc()
 		n.log.Warn("delivery dropped: node queue full", zap.Int("node_queue", cap(n.ch)))
+		t.done()
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -268,13 +303,13 @@ func (n *node) run() {
 	defer close(n.done)
 	for {
 		select {
-		case call := <-n.ch:
-			n.deliver(call)
+		case t := <-n.ch:
+			n.deliver(t)
 		case <-n.quit:
 			for {
 				select {
-				case call := <-n.ch:
-					n.deliver(call)
+				case t := <-n.ch:
+					n.deliver(t)
 				default:
 					return
 				}
@@ -284,11 +319,12 @@ func (n *node) run() {
 }
 
 // deliver makes one call with bounded retries and backoff.
-func (n *node) deliver(call func(context.Context, CloudClient) error) {
+func (n *node) deliver(t task) {
+	defer t.done()
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), n.j.cfg.CallTimeout)
-		err := call(ctx, n.client)
+		err := t.call(ctx, n.client)
 		cancel()
 		if err == nil {
 			n.j.metrics.Calls.WithLabelValues("ok").Inc()

@@ -19,12 +19,13 @@ type roomBatch struct {
 	mu        sync.Mutex
 	frames    []byte
 	ids       []string
+	dones     []func()
 	lastFlush time.Time
 	timer     *time.Timer
 	armed     bool
 }
 
-func (j *Job) addRoom(ctx context.Context, room, id string, frame []byte) error {
+func (j *Job) addRoom(ctx context.Context, room, id string, frame []byte, done func()) error {
 	j.roomsMu.Lock()
 	rb := j.rooms[room]
 	if rb == nil {
@@ -32,14 +33,15 @@ func (j *Job) addRoom(ctx context.Context, room, id string, frame []byte) error 
 		j.rooms[room] = rb
 	}
 	j.roomsMu.Unlock()
-	return rb.add(ctx, id, frame)
+	return rb.add(ctx, id, frame, done)
 }
 
-func (rb *roomBatch) add(ctx context.Context, id string, frame []byte) error {
+func (rb *roomBatch) add(ctx context.Context, id string, frame []byte, done func()) error {
 	rb.mu.Lock()
 	defer rb.mu.Unlock()
 	rb.frames = append(rb.frames, frame...)
 	rb.ids = append(rb.ids, id)
+	rb.dones = append(rb.dones, done)
 	cfg := rb.j.cfg
 	switch {
 	case len(rb.ids) >= cfg.RoomBatchSize || len(rb.frames) >= cfg.RoomBatchBytes:
@@ -82,8 +84,14 @@ func (rb *roomBatch) flushLocked(ctx context.Context, why string) error {
 	req := &pb.BroadcastRoomReq{Ids: rb.ids, Room: rb.room, Frames: rb.frames}
 	rb.j.metrics.RoomBatches.WithLabelValues(why).Inc()
 	rb.j.metrics.RoomBatchMsgs.Observe(float64(len(rb.ids)))
-	rb.frames, rb.ids = nil, nil
-	return rb.j.toAll(ctx, func(ctx context.Context, c CloudClient) error {
+	dones := rb.dones
+	rb.frames, rb.ids, rb.dones = nil, nil, nil
+	allDone := func() {
+		for _, d := range dones {
+			d()
+		}
+	}
+	return rb.j.toAll(ctx, allDone, func(ctx context.Context, c CloudClient) error {
 		_, err := c.BroadcastRoom(ctx, req)
 		return err
 	})
