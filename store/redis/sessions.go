@@ -1,0 +1,169 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/imcloud/imcloud/store"
+)
+
+// pruneLua defines prune, which samples up to 8 fields of a mid hash and
+// deletes those whose key binding is gone or points at another node. The
+// hash has one TTL for all its fields, so while one device keeps refreshing
+// it a field whose key expired would otherwise stay; every Bind and Refresh
+// of the mid cleans a sample, so stale fields do not pile up.
+const pruneLua = `
+local function prune(hash, keep, keyPrefix)
+  local sample = redis.call('HRANDFIELD', hash, 8, 'WITHVALUES')
+  for i = 1, #sample, 2 do
+    local f = sample[i]
+    if f ~= keep and redis.call('GET', keyPrefix .. f) ~= sample[i + 1] then
+      redis.call('HDEL', hash, f)
+    end
+  end
+end
+`
+
+// Scripts take KEYS[1] = <prefix>key:<key>, KEYS[2] = <prefix>mid:<mid> and
+// ARGV = node, key, ttl in ms, <prefix>key:.
+var (
+	// bindScript writes both bindings together.
+	bindScript = goredis.NewScript(pruneLua + `
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+prune(KEYS[2], ARGV[2], ARGV[4])
+return 1
+`)
+
+	// refreshScript renews each binding that points at the node and
+	// re-creates each one that is missing; it never takes a key another node
+	// holds. A mid field whose key binding is gone is stale (the two are
+	// written and deleted together) and is re-bound too.
+	refreshScript = goredis.NewScript(pruneLua + `
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+end
+local owner = redis.call('HGET', KEYS[2], ARGV[2])
+if (not owner) or owner == ARGV[1] or (not cur) then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+prune(KEYS[2], ARGV[2], ARGV[4])
+return 1
+`)
+
+	// unbindScript is compare-and-delete: each binding goes only if it
+	// still holds the node. It returns 1 if the key binding went.
+	unbindScript = goredis.NewScript(`
+local removed = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  removed = 1
+end
+if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+return removed
+`)
+)
+
+// Bind records sess (mid -> key -> node and key -> node) for the store's
+// TTL in one script, replacing whatever the key was bound to.
+func (s *Store) Bind(ctx context.Context, sess store.Session) error {
+	_, err := s.runSession(ctx, "bind", bindScript, sess)
+	return err
+}
+
+// Refresh renews sess's bindings for the store's TTL where they point at
+// sess.Node, and re-binds them where they are missing (expired). A binding
+// another node holds is left alone.
+func (s *Store) Refresh(ctx context.Context, sess store.Session) error {
+	_, err := s.runSession(ctx, "refresh", refreshScript, sess)
+	return err
+}
+
+// Unbind removes sess's bindings where they still point at sess.Node and
+// reports whether the key binding was removed.
+func (s *Store) Unbind(ctx context.Context, sess store.Session) (bool, error) {
+	n, err := s.runSession(ctx, "unbind", unbindScript, sess)
+	return n == 1, err
+}
+
+// runSession validates sess and runs script on its two keys (EVALSHA, EVAL
+// when Redis lost the script cache).
+func (s *Store) runSession(ctx context.Context, op string, script *goredis.Script, sess store.Session) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("store/redis: %s %q: %w", op, sess.Key, err)
+	}
+	if sess.Key == "" || sess.Node == "" {
+		return 0, fmt.Errorf("store/redis: %s: session of mid %d needs a key and a node", op, sess.Mid)
+	}
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	keys := []string{s.keyKey(sess.Key), s.midKey(sess.Mid)}
+	n, err := script.Run(ctx, s.client, keys, sess.Node, sess.Key, s.ttlMillis, s.keyPrefix).Int64()
+	if err != nil {
+		return 0, s.fail(ctx, fmt.Sprintf("%s %q", op, sess.Key), err)
+	}
+	return n, nil
+}
+
+// KeysByMids returns, per mid, its keys and their nodes; mids without any
+// are absent. It reads every mid's hash in one pipelined round trip.
+func (s *Store) KeysByMids(ctx context.Context, mids []int64) (map[int64]map[string]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("store/redis: keys by mids: %w", err)
+	}
+	out := make(map[int64]map[string]string, len(mids))
+	if len(mids) == 0 {
+		return out, nil
+	}
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	pipe := s.client.Pipeline()
+	cmds := make([]*goredis.MapStringStringCmd, len(mids))
+	for i, mid := range mids {
+		cmds[i] = pipe.HGetAll(ctx, s.midKey(mid))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, s.fail(ctx, fmt.Sprintf("keys by mids (%d mids)", len(mids)), err)
+	}
+	for i, cmd := range cmds {
+		if keys := cmd.Val(); len(keys) > 0 {
+			out[mids[i]] = keys
+		}
+	}
+	return out, nil
+}
+
+// NodesByKeys returns the node of each bound key; others are absent. It is
+// one MGET.
+func (s *Store) NodesByKeys(ctx context.Context, keys []string) (map[string]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("store/redis: nodes by keys: %w", err)
+	}
+	out := make(map[string]string, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	rkeys := make([]string, len(keys))
+	for i, k := range keys {
+		rkeys[i] = s.keyKey(k)
+	}
+	vals, err := s.client.MGet(ctx, rkeys...).Result()
+	if err != nil {
+		return nil, s.fail(ctx, fmt.Sprintf("nodes by keys (%d keys)", len(keys)), err)
+	}
+	for i, v := range vals {
+		if node, ok := v.(string); ok && i < len(keys) {
+			out[keys[i]] = node
+		}
+	}
+	return out, nil
+}
