@@ -25,7 +25,7 @@ func NewService(ctx context.Context, h *Hub) *Service { return &Service{hub: h, 
 
 // PushKeys implements pb.CloudServer.
 func (g *Service) PushKeys(_ context.Context, r *pb.PushKeysReq) (*pb.PushKeysReply, error) {
-	if err := validFrames(r.GetFrame(), true); err != nil {
+	if _, err := validFrames(r.GetFrame(), true); err != nil {
 		return nil, err
 	}
 	if g.repeat(r.GetId()) {
@@ -40,26 +40,27 @@ func (g *Service) BroadcastRoom(_ context.Context, r *pb.BroadcastRoomReq) (*pb.
 	if r.GetRoom() == "" {
 		return nil, status.Error(codes.InvalidArgument, "room is required")
 	}
-	if err := validFrames(r.GetFrames(), false); err != nil {
+	n, err := validFrames(r.GetFrames(), false)
+	if err != nil {
 		return nil, err
 	}
 	frames := r.GetFrames()
 	if ids := r.GetIds(); len(ids) > 0 {
-		var err error
-		if frames, err = g.dropRepeats(ids, frames); err != nil {
-			return nil, err
+		if n != len(ids) {
+			return nil, status.Errorf(codes.InvalidArgument, "room batch: %d ids for %d frames", len(ids), n)
 		}
+		frames = g.dropRepeats(ids, frames)
 		if len(frames) == 0 {
 			return &pb.BroadcastRoomReply{}, nil
 		}
 	}
-	n := g.hub.PushRoom(r.GetRoom(), frames)
-	return &pb.BroadcastRoomReply{Delivered: int32(n)}, nil
+	delivered := g.hub.PushRoom(r.GetRoom(), frames)
+	return &pb.BroadcastRoomReply{Delivered: int32(delivered)}, nil
 }
 
 // Broadcast implements pb.CloudServer.
 func (g *Service) Broadcast(_ context.Context, r *pb.BroadcastReq) (*pb.BroadcastReply, error) {
-	if err := validFrames(r.GetFrame(), true); err != nil {
+	if _, err := validFrames(r.GetFrame(), true); err != nil {
 		return nil, err
 	}
 	if g.repeat(r.GetId()) {
@@ -81,20 +82,20 @@ func (g *Service) Online(context.Context, *pb.OnlineReq) (*pb.OnlineReply, error
 }
 
 // validFrames checks that b is one (single) or more complete frames, so a
-// malformed request cannot reach clients.
-func validFrames(b []byte, single bool) error {
+// malformed request cannot reach clients, and returns how many.
+func validFrames(b []byte, single bool) (int, error) {
 	if len(b) == 0 {
-		return status.Error(codes.InvalidArgument, "frame is required")
+		return 0, status.Error(codes.InvalidArgument, "frame is required")
 	}
 	n := 0
 	err := protocol.Split(b, func(protocol.Frame) error { n++; return nil })
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "malformed frame: %v", err)
+		return 0, status.Errorf(codes.InvalidArgument, "malformed frame: %v", err)
 	}
 	if single && n != 1 {
-		return status.Errorf(codes.InvalidArgument, "want one frame, got %d", n)
+		return 0, status.Errorf(codes.InvalidArgument, "want one frame, got %d", n)
 	}
-	return nil
+	return n, nil
 }
 
 func (g *Service) repeat(id string) bool {
@@ -106,9 +107,9 @@ func (g *Service) repeat(id string) bool {
 }
 
 // dropRepeats removes the frames of already delivered push ids from a room
-// batch; ids[i] names the i-th frame. The common case, no repeat, returns
-// frames untouched.
-func (g *Service) dropRepeats(ids []string, frames []byte) ([]byte, error) {
+// batch; ids[i] names the i-th frame, which the caller has checked. The
+// common case, no repeat, returns frames untouched.
+func (g *Service) dropRepeats(ids []string, frames []byte) []byte {
 	var repeat []bool
 	for i, id := range ids {
 		if g.repeat(id) {
@@ -119,19 +120,16 @@ func (g *Service) dropRepeats(ids []string, frames []byte) ([]byte, error) {
 		}
 	}
 	if repeat == nil {
-		return frames, nil
+		return frames
 	}
 	out := make([]byte, 0, len(frames))
 	i := 0
-	err := protocol.Split(frames, func(f protocol.Frame) error {
-		if i >= len(ids) || !repeat[i] {
+	_ = protocol.Split(frames, func(f protocol.Frame) error {
+		if !repeat[i] {
 			out = f.Append(out)
 		}
 		i++
 		return nil
 	})
-	if err != nil || i != len(ids) {
-		return nil, status.Errorf(codes.InvalidArgument, "room batch: %d ids for its frames (%v)", len(ids), err)
-	}
-	return out, nil
+	return out
 }

@@ -56,6 +56,7 @@ type Hub struct {
 	ipMu  sync.Mutex
 	ips   map[string]int
 
+	wgMu     sync.Mutex     // orders wg.Add against Shutdown's Wait
 	wg       sync.WaitGroup // serveConn goroutines
 	pending  sync.Map       // transport.Conn -> struct{}: connections still in their handshake
 	shutdown atomic.Bool
@@ -102,11 +103,28 @@ func (h *Hub) bucketFor(key string) *bucket {
 	return h.buckets[maphash.String(h.seed, key)%uint64(len(h.buckets))]
 }
 
+// track counts a new connection goroutine unless the hub is shutting down.
+func (h *Hub) track() bool {
+	h.wgMu.Lock()
+	defer h.wgMu.Unlock()
+	if h.shutdown.Load() {
+		return false
+	}
+	h.wg.Add(1)
+	return true
+}
+
 // add makes s the session for its key and puts it in room; it returns the
-// session it replaced, if any, already out of its room.
-func (h *Hub) add(s *Session, roomID string) *Session {
+// session it replaced, if any, already out of its room. It refuses (false)
+// once Shutdown has begun: the check is made under the bucket lock that
+// Shutdown's farewell pass also takes, so no session slips past it.
+func (h *Hub) add(s *Session, roomID string) (*Session, bool) {
 	b := h.bucketFor(s.key)
 	b.mu.Lock()
+	if h.shutdown.Load() {
+		b.mu.Unlock()
+		return nil, false
+	}
 	old := b.sessions[s.key]
 	if old != nil {
 		b.leave(old)
@@ -122,7 +140,7 @@ func (h *Hub) add(s *Session, roomID string) *Session {
 	h.ipMu.Lock()
 	h.ips[s.ip]++
 	h.ipMu.Unlock()
-	return old
+	return old, true
 }
 
 // remove takes s out of the hub; it reports whether s was still the
@@ -246,41 +264,37 @@ func (h *Hub) Broadcast(ctx context.Context, op int32, frame []byte, speed int) 
 		h.metrics.Deliveries.WithLabelValues("broadcast").Add(float64(n))
 		return n
 	}
-	targeted := int(h.conns.Load())
-	go h.pacedBroadcast(ctx, op, out, speed)
-	return targeted
-}
-
-func (h *Hub) pacedBroadcast(ctx context.Context, op int32, out transport.Out, speed int) {
-	interval := time.Second / time.Duration(speed)
-	if interval <= 0 {
-		interval = time.Nanosecond
-	}
-	next := time.Now()
-	var batch []*Session
+	var targets []*Session
 	for _, b := range h.buckets {
-		batch = batch[:0]
 		b.mu.RLock()
 		for _, s := range b.sessions {
 			if s.Accepts(op) {
-				batch = append(batch, s)
+				targets = append(targets, s)
 			}
 		}
 		b.mu.RUnlock()
-		for _, s := range batch {
-			if d := time.Until(next); d > 0 {
-				t := time.NewTimer(d)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return
-				case <-t.C:
-				}
+	}
+	go h.pacedBroadcast(ctx, targets, out, speed)
+	return len(targets)
+}
+
+// pacedBroadcast sends out to targets at speed sessions per second.
+func (h *Hub) pacedBroadcast(ctx context.Context, targets []*Session, out transport.Out, speed int) {
+	interval := time.Second / time.Duration(speed)
+	next := time.Now()
+	for _, s := range targets {
+		if d := time.Until(next); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
 			}
-			next = next.Add(interval)
-			if s.send(out) {
-				h.metrics.Deliveries.WithLabelValues("broadcast").Inc()
-			}
+		}
+		next = next.Add(interval)
+		if s.send(out) {
+			h.metrics.Deliveries.WithLabelValues("broadcast").Inc()
 		}
 	}
 }
@@ -350,7 +364,9 @@ func reply(req protocol.Frame, op int32, body []byte) transport.Out {
 // Shutdown says goodbye to every session and waits, until ctx ends, for
 // their queues to drain and their goroutines to finish; stragglers are cut.
 func (h *Hub) Shutdown(ctx context.Context) error {
+	h.wgMu.Lock()
 	h.shutdown.Store(true)
+	h.wgMu.Unlock()
 	h.pending.Range(func(c, _ any) bool { _ = c.(transport.Conn).Close(); return true })
 	h.each(func(s *Session) { s.farewell("server shutting down") })
 	done := make(chan struct{})

@@ -37,7 +37,10 @@ func (h *Hub) ServeTCP(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		h.wg.Add(1)
+		if !h.track() {
+			_ = c.Close()
+			continue
+		}
 		go func() {
 			defer h.wg.Done()
 			h.serveConn(tcp.New(c, h.cfg.MaxBody))
@@ -57,7 +60,10 @@ func (h *Hub) WSHandler() http.Handler {
 			h.log.Debug("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
 			return
 		}
-		h.wg.Add(1)
+		if !h.track() {
+			_ = c.Close()
+			return
+		}
 		defer h.wg.Done()
 		h.serveConn(c)
 	})
@@ -106,17 +112,32 @@ func (h *Hub) serveConn(c transport.Conn) {
 	}
 	roomID := a.RoomID
 	s := newSession(h, c, key, a, hostOf(c.RemoteAddr()))
-	if err := h.bind(s, roomID); err != nil {
-		log.Warn("connection refused: session store unavailable", zap.Int64("mid", a.Mid), zap.Error(err))
-		goodbye(c, h.cfg.WriteTimeout, "session store unavailable, retry later")
-		_ = c.Close()
-		return
-	}
 	// The reply is queued before the session is reachable, so it is the
 	// first thing the client reads, and written only once the session is in
 	// the hub, so a client that has its reply is sure to receive pushes.
 	s.queue = append(s.queue, reply(f, protocol.OpAuthReply, nil))
-	if old := h.add(s, roomID); old != nil {
+	old, ok := h.add(s, roomID)
+	if !ok {
+		goodbye(c, h.cfg.WriteTimeout, "server shutting down")
+		_ = c.Close()
+		return
+	}
+	// Bound after joining the hub: a teardown of an older session with this
+	// key that unbinds meanwhile finds this one in the hub and binds it
+	// again (see teardown), so the binding cannot be lost.
+	if err := h.bind(s, roomID); err != nil {
+		log.Warn("connection refused: session store unavailable", zap.Int64("mid", a.Mid), zap.Error(err))
+		h.remove(s)
+		s.mu.Lock()
+		s.queue = s.queue[:0]
+		s.mu.Unlock()
+		s.farewell("session store unavailable, retry later")
+		if old != nil {
+			old.farewell("replaced by a new connection")
+		}
+		return
+	}
+	if old != nil {
 		old.farewell("replaced by a new connection")
 		h.metrics.Disconnects.WithLabelValues("replaced").Inc()
 	}

@@ -20,6 +20,7 @@ type Session struct {
 	mid      int64
 	platform string
 	ip       string
+	writeFn  func() // s.writeLoop, bound once: starting a writer then allocates nothing
 
 	accepts atomic.Pointer[[]int32] // sorted; copy-on-write
 
@@ -37,6 +38,7 @@ type Session struct {
 
 func newSession(h *Hub, c transport.Conn, key string, a protocol.Auth, ip string) *Session {
 	s := &Session{hub: h, conn: c, key: key, mid: a.Mid, platform: a.Platform, ip: ip}
+	s.writeFn = s.writeLoop
 	s.setAccepts(a.Accepts)
 	return s
 }
@@ -91,7 +93,7 @@ func (s *Session) send(o transport.Out) bool {
 	s.writing = true
 	s.mu.Unlock()
 	if start {
-		go s.writeLoop()
+		go s.writeFn()
 	}
 	return true
 }
@@ -103,7 +105,7 @@ func (s *Session) flush() {
 	s.writing = s.writing || start
 	s.mu.Unlock()
 	if start {
-		go s.writeLoop()
+		go s.writeFn()
 	}
 }
 
@@ -121,7 +123,7 @@ func (s *Session) farewell(reason string) {
 	s.writing = true
 	s.mu.Unlock()
 	if start {
-		go s.writeLoop()
+		go s.writeFn()
 	}
 }
 

@@ -1,0 +1,86 @@
+package cloud
+
+import (
+	"runtime"
+	"strconv"
+	"testing"
+
+	"github.com/imcloud/imcloud/protocol"
+)
+
+// benchHub connects n sessions in room "bench" whose connections discard
+// what is written. The send queue is large so that writers lagging behind
+// the benchmark loop never turn into slow-consumer closes.
+func benchHub(b *testing.B, n int) (*testHub, []string) {
+	b.Helper()
+	th := newTestHub(b, func(c *Config) { c.SendQueue = 1 << 20; c.Buckets = 32 })
+	keys := make([]string, n)
+	for i := range n {
+		keys[i] = "k" + strconv.Itoa(i)
+		c := th.connectFake(b, "", protocol.Auth{Mid: int64(i), Key: keys[i], RoomID: "bench", Accepts: []int32{1000}})
+		c.discard.Store(true)
+	}
+	return th, keys
+}
+
+func checkNoneDropped(b *testing.B, th *testHub, n int) {
+	b.Helper()
+	if v := metricValue(b, th.metrics.SlowClients); v != 0 {
+		b.Fatalf("%v sessions were dropped as slow during the benchmark", v)
+	}
+	if got := th.RoomCount("bench"); got != int32(n) {
+		b.Fatalf("room has %d members after the benchmark, want %d", got, n)
+	}
+}
+
+// reportPerReceiver adds allocs/receiver (all goroutines, writers included).
+func reportPerReceiver(b *testing.B, before *runtime.MemStats, receivers int) {
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N)/float64(receivers), "allocs/receiver")
+}
+
+// BenchmarkPushRoom fans one frame out to a 1000-member room. The goal is
+// no allocation per receiver: the frame bytes are shared and each session's
+// queue reuses its backing array.
+func BenchmarkPushRoom(b *testing.B) {
+	const members = 1000
+	th, _ := benchHub(b, members)
+	frame := protocol.EncodePush(1000, []byte("a room message of a typical size, say sixty-four bytes long...."))
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if n := th.PushRoom("bench", frame); n != members {
+			b.Fatalf("PushRoom reached %d", n)
+		}
+	}
+	b.StopTimer()
+	reportPerReceiver(b, &before, members)
+	checkNoneDropped(b, th, members)
+}
+
+// BenchmarkPushKeys pushes one frame to 1 or 100 keys among 1000 sessions.
+func BenchmarkPushKeys(b *testing.B) {
+	const sessions = 1000
+	for _, n := range []int{1, 100} {
+		b.Run("keys="+strconv.Itoa(n), func(b *testing.B) {
+			th, keys := benchHub(b, sessions)
+			targets := keys[:n]
+			frame := protocol.EncodePush(1000, []byte("a key message"))
+			var before runtime.MemStats
+			runtime.ReadMemStats(&before)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if got := th.PushKeys(targets, 1000, frame); got != n {
+					b.Fatalf("PushKeys reached %d", got)
+				}
+			}
+			b.StopTimer()
+			reportPerReceiver(b, &before, n)
+			checkNoneDropped(b, th, sessions)
+		})
+	}
+}
