@@ -99,12 +99,12 @@ func (j *Job) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			j.flushRooms()
-			j.setNodes(context.Background(), nil)
+			j.stopAll()
 			return nil
 		case list, ok := <-ch:
 			if !ok {
 				j.flushRooms()
-				j.setNodes(context.Background(), nil)
+				j.stopAll()
 				return nil
 			}
 			j.setNodes(ctx, list)
@@ -115,7 +115,9 @@ func (j *Job) Run(ctx context.Context) error {
 	}
 }
 
-// setNodes starts workers for new nodes and drains and stops gone ones.
+// setNodes starts workers for new nodes and stops gone ones in the
+// background: what was queued for a node that left is skipped, as DESIGN
+// says, and a hung node cannot hold up the registry loop.
 func (j *Job) setNodes(ctx context.Context, list []registry.Node) {
 	want := make(map[string]registry.Node, len(list))
 	for _, n := range list {
@@ -148,8 +150,24 @@ func (j *Job) setNodes(ctx context.Context, list []registry.Node) {
 	j.mu.Unlock()
 	for _, n := range gone {
 		j.log.Info("cloud node left", zap.String("node", n.info.ID))
-		n.stop()
+		go n.stop(false)
 	}
+}
+
+// stopAll stops every node worker after it delivered what is queued
+// (shutdown: in-flight pushes finish).
+func (j *Job) stopAll() {
+	j.mu.Lock()
+	all := j.nodes
+	j.nodes = map[string]*node{}
+	j.metrics.Nodes.Set(0)
+	j.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, n := range all {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.stop(true) }()
+	}
+	wg.Wait()
 }
 
 // Handle routes m without reporting when it is delivered.
@@ -259,23 +277,37 @@ type node struct {
 	client CloudClient
 	closer io.Closer
 	ch     chan task
-	quit   chan struct{}
-	done   chan struct{}
+	quit   chan struct{} // closed by stop: the worker exits, blocked enqueuers give up
+	done   chan struct{} // closed when the worker has exited
+	ctx    context.Context
+	cancel context.CancelFunc // cancelled when the node leaves: in-flight calls end
 	log    *zap.Logger
+
+	mu      sync.RWMutex // held shared while enqueueing, exclusively by stop
+	stopped bool
 }
 
 func newNode(j *Job, info registry.Node, c CloudClient, closer io.Closer) *node {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &node{
 		j: j, info: info, client: c, closer: closer,
 		ch:   make(chan task, j.cfg.NodeQueue),
 		quit: make(chan struct{}), done: make(chan struct{}),
+		ctx: ctx, cancel: cancel,
 		log: j.log.With(zap.String("node", info.ID)),
 	}
 }
 
-// enqueue hands call to the node's worker. A node whose queue stays full
-// for EnqueueTimeout loses the call (counted) rather than stalling the rest.
+// enqueue hands t to the node's worker. A node whose queue stays full for
+// EnqueueTimeout loses t (counted) rather than stalling the rest; a node
+// that has left skips it.
 func (n *node) enqueue(ctx context.Context, t task) error {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.stopped {
+		n.skip(t)
+		return nil
+	}
 	select {
 	case n.ch <- t:
 		return nil
@@ -287,7 +319,7 @@ func (n *node) enqueue(ctx context.Context, t task) error {
 	case n.ch <- t:
 		return nil
 	case <-n.quit:
-		t.done() // the node left: nothing to deliver to
+		n.skip(t)
 		return nil
 	case <-timer.C:
 		n.j.metrics.Dropped.WithLabelValues("node_queue_full").Inc()
@@ -299,6 +331,12 @@ func (n *node) enqueue(ctx context.Context, t task) error {
 	}
 }
 
+// skip gives t up because the node left the registry.
+func (n *node) skip(t task) {
+	n.j.metrics.Dropped.WithLabelValues("node_gone").Inc()
+	t.done()
+}
+
 func (n *node) run() {
 	defer close(n.done)
 	for {
@@ -306,28 +344,26 @@ func (n *node) run() {
 		case t := <-n.ch:
 			n.deliver(t)
 		case <-n.quit:
-			for {
-				select {
-				case t := <-n.ch:
-					n.deliver(t)
-				default:
-					return
-				}
-			}
+			return
 		}
 	}
 }
 
-// deliver makes one call with bounded retries and backoff.
+// deliver makes one call with bounded retries and backoff; it gives up at
+// once when the node leaves.
 func (n *node) deliver(t task) {
 	defer t.done()
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), n.j.cfg.CallTimeout)
+		ctx, cancel := context.WithTimeout(n.ctx, n.j.cfg.CallTimeout)
 		err := t.call(ctx, n.client)
 		cancel()
 		if err == nil {
 			n.j.metrics.Calls.WithLabelValues("ok").Inc()
+			return
+		}
+		if n.ctx.Err() != nil {
+			n.j.metrics.Dropped.WithLabelValues("node_gone").Inc()
 			return
 		}
 		if attempt >= n.j.cfg.Retries {
@@ -336,18 +372,44 @@ func (n *node) deliver(t task) {
 			return
 		}
 		n.j.metrics.Calls.WithLabelValues("retry").Inc()
+		timer := time.NewTimer(backoff)
 		select {
-		case <-time.After(backoff):
-		case <-n.quit:
-			// Leaving the registry: one last attempt happens in the drain.
+		case <-timer.C:
+		case <-n.ctx.Done():
+			timer.Stop()
+			n.j.metrics.Dropped.WithLabelValues("node_gone").Inc()
+			return
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 
-func (n *node) stop() {
+// stop ends the worker and closes the client. With deliver (the job is
+// shutting down) what is queued is still delivered; without (the node left
+// the registry) it is skipped and a call in flight is cancelled.
+func (n *node) stop(deliver bool) {
+	if !deliver {
+		n.cancel()
+	}
 	close(n.quit)
+	n.mu.Lock() // waits out enqueuers; none sends after this
+	n.stopped = true
+	n.mu.Unlock()
 	<-n.done
+	for {
+		select {
+		case t := <-n.ch:
+			if deliver {
+				n.deliver(t)
+			} else {
+				n.skip(t)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	n.cancel()
 	if n.closer != nil {
 		if err := n.closer.Close(); err != nil {
 			n.log.Debug("closing node client", zap.Error(err))
