@@ -1,0 +1,786 @@
+package etcd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+
+	"github.com/imcloud/imcloud/registry"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	DefaultPrefix      = "/imcloud"
+	DefaultTTL         = 10 * time.Second
+	DefaultDialTimeout = 3 * time.Second
+)
+
+// requestTimeout bounds every single etcd request, so a call whose ctx has
+// no deadline still fails while etcd is unreachable (the client otherwise
+// waits for a connection forever).
+const requestTimeout = 5 * time.Second
+
+// ErrLeaseLost is returned by Update when the node is registered here but
+// its key is no longer under this registry's lease (the lease expired or was
+// revoked, or another node took the id). The record passed to Update is kept
+// and published by the re-registration already under way.
+var ErrLeaseLost = errors.New("registry/etcd: lease lost, re-registering")
+
+// ErrClosed is returned by every method after Close.
+var ErrClosed = errors.New("registry/etcd: registry closed")
+
+// Config configures a Registry.
+type Config struct {
+	// Endpoints are the etcd client endpoints (host:port or URLs).
+	Endpoints []string
+	// Prefix is the root of every key; default /imcloud.
+	Prefix string
+	// TTL is the lease time to live of a registered node: a node that stops
+	// keeping its lease alive disappears after it; default 10s, at least 1s.
+	TTL time.Duration
+	// DialTimeout bounds establishing a connection; default 3s.
+	DialTimeout time.Duration
+}
+
+// Registry is an etcd-backed registry.Registrar and registry.Watcher; see
+// the package documentation.
+type Registry struct {
+	cli        *clientv3.Client
+	log        *zap.Logger
+	prefix     string // without a trailing slash
+	ttl        time.Duration
+	reqTimeout time.Duration
+	maxBackoff time.Duration
+
+	ctx    context.Context // cancelled by Close; parent of every goroutine
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // keepers and watch followers
+
+	mu     sync.Mutex
+	closed bool
+	regs   map[string]*registration // key -> registration made here
+}
+
+// registration is one node registered through this Registry.
+type registration struct {
+	key, role, id string
+	ctx           context.Context // cancelled by Deregister and Close
+	cancel        context.CancelFunc
+	done          chan struct{}         // closed when the keeper has returned
+	kick          chan clientv3.LeaseID // Update found the key not under this lease
+
+	// op (a 1-slot semaphore, so waiting honours a context) serializes the
+	// writes of this key (Update and re-registration): a record is always
+	// written under the current lease.
+	op chan struct{}
+
+	mu    sync.Mutex
+	node  registry.Node    // latest record, published on re-registration
+	lease clientv3.LeaseID // lease the key was last written under
+}
+
+var (
+	_ registry.Registrar = (*Registry)(nil)
+	_ registry.Watcher   = (*Registry)(nil)
+)
+
+// New connects to etcd. It does not wait for the connection: an unreachable
+// etcd shows as errors from the methods. log may be nil.
+func New(cfg Config, log *zap.Logger) (*Registry, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	var eps []string
+	for _, ep := range cfg.Endpoints {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			eps = append(eps, ep)
+		}
+	}
+	if len(eps) == 0 {
+		return nil, errors.New("registry/etcd: no endpoints")
+	}
+	prefix := strings.TrimRight(cfg.Prefix, "/")
+	if cfg.Prefix == "" {
+		prefix = DefaultPrefix
+	}
+	ttl := cfg.TTL
+	switch {
+	case ttl == 0:
+		ttl = DefaultTTL
+	case ttl < time.Second:
+		return nil, fmt.Errorf("registry/etcd: ttl %v is below 1s", ttl)
+	}
+	dialTimeout := cfg.DialTimeout
+	switch {
+	case dialTimeout == 0:
+		dialTimeout = DefaultDialTimeout
+	case dialTimeout < 0:
+		return nil, fmt.Errorf("registry/etcd: negative dial timeout %v", dialTimeout)
+	}
+	// Reconnect quickly after an etcd restart: a node must be back well
+	// within its TTL. The grpc default backs off up to two minutes.
+	maxBackoff := min(max(ttl/2, 500*time.Millisecond), 5*time.Second)
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   eps,
+		DialTimeout: dialTimeout,
+		// Detect a dead connection (a host gone without a RST) in time.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  100 * time.Millisecond,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   maxBackoff,
+			},
+			MinConnectTimeout: dialTimeout,
+		})},
+		// The client warns on every retry while etcd is down; this package
+		// logs each step of its own recovery instead.
+		Logger: log.Named("etcd-client").WithOptions(zap.IncreaseLevel(zapcore.ErrorLevel)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry/etcd: connect %v: %w", eps, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Registry{
+		cli:        cli,
+		log:        log,
+		prefix:     prefix,
+		ttl:        ttl,
+		reqTimeout: requestTimeout,
+		maxBackoff: maxBackoff,
+		ctx:        ctx,
+		cancel:     cancel,
+		regs:       make(map[string]*registration),
+	}, nil
+}
+
+// Close stops every keepalive and watch (closing the watch channels) and
+// closes the connection. It does not deregister: nodes still registered
+// disappear when their leases expire, within TTL. Call Deregister first for
+// a prompt removal.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+	if err := r.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("registry/etcd: close: %w", err)
+	}
+	return nil
+}
+
+// Register publishes n under a new lease kept alive in the background,
+// stamping n.Updated. It returns an error wrapping registry.ErrDuplicateID if
+// the key exists, whoever holds it.
+func (r *Registry) Register(ctx context.Context, n registry.Node) error {
+	if err := check(ctx, "register", n.Role, n.ID); err != nil {
+		return err
+	}
+	key := r.nodeKey(n.Role, n.ID)
+	r.mu.Lock()
+	closed, held := r.closed, r.regs[key] != nil
+	r.mu.Unlock()
+	switch {
+	case closed:
+		return fmt.Errorf("registry/etcd: register %s/%s: %w", n.Role, n.ID, ErrClosed)
+	case held:
+		return fmt.Errorf("registry/etcd: register %s/%s: held by this process: %w", n.Role, n.ID, registry.ErrDuplicateID)
+	}
+	n = stamp(n)
+	lease, err := r.claim(ctx, key, n, 0)
+	if err != nil {
+		return fmt.Errorf("registry/etcd: register %s/%s: %w", n.Role, n.ID, err)
+	}
+	reg := &registration{
+		key: key, role: n.Role, id: n.ID,
+		done:  make(chan struct{}),
+		kick:  make(chan clientv3.LeaseID, 1),
+		op:    make(chan struct{}, 1),
+		node:  n,
+		lease: lease,
+	}
+	reg.ctx, reg.cancel = context.WithCancel(r.ctx)
+	r.mu.Lock()
+	if r.closed || r.regs[key] != nil {
+		closed := r.closed
+		r.mu.Unlock()
+		reg.cancel()
+		r.revoke(lease)
+		if closed {
+			return fmt.Errorf("registry/etcd: register %s/%s: %w", n.Role, n.ID, ErrClosed)
+		}
+		return fmt.Errorf("registry/etcd: register %s/%s: held by this process: %w", n.Role, n.ID, registry.ErrDuplicateID)
+	}
+	r.regs[key] = reg
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go r.keep(reg)
+	r.log.Info("registry/etcd: node registered",
+		zap.String("key", key), zap.String("lease", leaseHex(lease)), zap.Duration("ttl", r.ttl))
+	return nil
+}
+
+// Update writes n under this registry's lease, stamping n.Updated, if the
+// key is still under it. It returns an error wrapping
+// registry.ErrNotRegistered if n was not registered here, and one wrapping
+// ErrLeaseLost if the key is not under the lease (n is then published by the
+// re-registration). n is kept as the latest record even when the write
+// fails, so a re-registration publishes it.
+func (r *Registry) Update(ctx context.Context, n registry.Node) error {
+	if err := check(ctx, "update", n.Role, n.ID); err != nil {
+		return err
+	}
+	key := r.nodeKey(n.Role, n.ID)
+	r.mu.Lock()
+	reg, closed := r.regs[key], r.closed
+	r.mu.Unlock()
+	if closed {
+		return fmt.Errorf("registry/etcd: update %s/%s: %w", n.Role, n.ID, ErrClosed)
+	}
+	if reg == nil {
+		return fmt.Errorf("registry/etcd: update %s/%s: %w", n.Role, n.ID, registry.ErrNotRegistered)
+	}
+	n = stamp(n)
+	val, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("registry/etcd: update %s/%s: %w", n.Role, n.ID, err)
+	}
+	if err := reg.lock(ctx); err != nil {
+		return fmt.Errorf("registry/etcd: update %s/%s: %w", n.Role, n.ID, err)
+	}
+	defer reg.unlock()
+	if reg.ctx.Err() != nil { // deregistered meanwhile
+		return fmt.Errorf("registry/etcd: update %s/%s: %w", n.Role, n.ID, registry.ErrNotRegistered)
+	}
+	reg.mu.Lock()
+	reg.node = n
+	lease := reg.lease
+	reg.mu.Unlock()
+	actx, cancel := context.WithTimeout(ctx, r.reqTimeout)
+	defer cancel()
+	resp, err := r.cli.Txn(actx).
+		If(clientv3.Compare(clientv3.LeaseValue(key), "=", lease)).
+		Then(clientv3.OpPut(key, string(val), clientv3.WithLease(lease))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("registry/etcd: update %s/%s: %w", n.Role, n.ID, err)
+	}
+	if !resp.Succeeded {
+		select { // wake the keeper; a pending kick says the same
+		case reg.kick <- lease:
+		default:
+		}
+		return fmt.Errorf("registry/etcd: update %s/%s (lease %s): %w", n.Role, n.ID, leaseHex(lease), ErrLeaseLost)
+	}
+	return nil
+}
+
+// Deregister stops keeping the node's lease alive and revokes it, so its key
+// disappears at once. A node not registered here is not an error (its key,
+// if any, is left alone). If the revoke fails the key still disappears when
+// the lease expires, within TTL, and the error is returned.
+func (r *Registry) Deregister(ctx context.Context, role, id string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("registry/etcd: deregister %s/%s: %w", role, id, err)
+	}
+	key := r.nodeKey(role, id)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return fmt.Errorf("registry/etcd: deregister %s/%s: %w", role, id, ErrClosed)
+	}
+	reg := r.regs[key]
+	delete(r.regs, key)
+	r.mu.Unlock()
+	if reg == nil {
+		return nil
+	}
+	reg.cancel()
+	<-reg.done // only the keeper changes the lease; an Update in flight fails once it is revoked
+	reg.mu.Lock()
+	lease := reg.lease
+	reg.mu.Unlock()
+	actx, cancel := context.WithTimeout(ctx, r.reqTimeout)
+	defer cancel()
+	if _, err := r.cli.Revoke(actx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		r.log.Warn("registry/etcd: revoke failed, key expires with its lease",
+			zap.String("key", key), zap.String("lease", leaseHex(lease)), zap.Duration("ttl", r.ttl), zap.Error(err))
+		return fmt.Errorf("registry/etcd: deregister %s/%s: revoke lease %s: %w", role, id, leaseHex(lease), err)
+	}
+	r.log.Info("registry/etcd: node deregistered", zap.String("key", key), zap.String("lease", leaseHex(lease)))
+	return nil
+}
+
+// Nodes returns the nodes of role sorted by ID.
+func (r *Registry) Nodes(ctx context.Context, role string) ([]registry.Node, error) {
+	if err := checkRole(ctx, "nodes", role); err != nil {
+		return nil, err
+	}
+	if r.isClosed() {
+		return nil, fmt.Errorf("registry/etcd: nodes %s: %w", role, ErrClosed)
+	}
+	m, _, err := r.load(ctx, role)
+	if err != nil {
+		return nil, fmt.Errorf("registry/etcd: nodes %s: %w", role, err)
+	}
+	return sorted(m), nil
+}
+
+// Watch sends the nodes of role at once and after every change until ctx
+// ends or the registry is closed; then the channel is closed. While etcd is
+// unreachable the last list stands; the watch resumes by itself.
+func (r *Registry) Watch(ctx context.Context, role string) (<-chan []registry.Node, error) {
+	if err := checkRole(ctx, "watch", role); err != nil {
+		return nil, err
+	}
+	m, rev, err := r.load(ctx, role)
+	if err != nil {
+		return nil, fmt.Errorf("registry/etcd: watch %s: %w", role, err)
+	}
+	ch, err := r.follow(ctx, role, m, rev)
+	if err != nil {
+		return nil, fmt.Errorf("registry/etcd: watch %s: %w", role, err)
+	}
+	return ch, nil
+}
+
+// follow starts the goroutine of a watch whose state is m as of rev, and
+// returns its channel holding m.
+func (r *Registry) follow(ctx context.Context, role string, m map[string]registry.Node, rev int64) (<-chan []registry.Node, error) {
+	ch := make(chan []registry.Node, 1)
+	ch <- sorted(m)
+	wctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(r.ctx, cancel)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		stop()
+		cancel()
+		return nil, ErrClosed
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.wg.Done()
+		defer close(ch)
+		defer cancel()
+		defer stop()
+		r.followLoop(wctx, role, m, rev, ch)
+	}()
+	return ch, nil
+}
+
+// followLoop keeps m in step with etcd from rev on, sending ch the sorted
+// list after each change, until ctx ends. When the etcd watch fails (etcd
+// down without a leader, compaction, a closed stream) it reloads the role
+// with backoff and watches again from there; m stands meanwhile.
+func (r *Registry) followLoop(ctx context.Context, role string, m map[string]registry.Node, rev int64, ch chan []registry.Node) {
+	prefix := r.rolePrefix(role)
+	for {
+		err := r.watchFrom(ctx, prefix, m, &rev, ch)
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("registry/etcd: watch interrupted, reloading",
+			zap.String("prefix", prefix), zap.Int64("revision", rev), zap.Error(err))
+		wait := backoffStart
+		for attempt := 1; ; attempt++ {
+			fresh, frev, err := r.load(ctx, role)
+			if err == nil {
+				if !reflect.DeepEqual(fresh, m) {
+					m = fresh
+					send(ch, sorted(m))
+				}
+				rev = frev
+				r.log.Info("registry/etcd: watch resumed",
+					zap.String("prefix", prefix), zap.Int64("revision", rev), zap.Int("nodes", len(m)), zap.Int("attempt", attempt))
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("registry/etcd: watch reload failed, keeping the last node list",
+				zap.String("prefix", prefix), zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
+			if !sleep(ctx, wait) {
+				return
+			}
+			wait = r.nextBackoff(wait)
+		}
+	}
+}
+
+// watchFrom watches prefix from *rev+1, applying events to m and sending
+// the list after each response with changes. It returns when ctx ends or the
+// watch fails; *rev is the last revision m reflects.
+func (r *Registry) watchFrom(ctx context.Context, prefix string, m map[string]registry.Node, rev *int64, ch chan []registry.Node) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the etcd watch when we stop reading it
+	wch := r.cli.Watch(clientv3.WithRequireLeader(wctx), prefix,
+		clientv3.WithPrefix(), clientv3.WithRev(*rev+1))
+	for resp := range wch {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		changed := false
+		for _, ev := range resp.Events {
+			key := string(ev.Kv.Key)
+			switch ev.Type {
+			case clientv3.EventTypePut:
+				if n, ok := r.decode(ev.Kv.Key, ev.Kv.Value); ok {
+					m[key] = n
+				} else {
+					delete(m, key)
+				}
+			case clientv3.EventTypeDelete:
+				delete(m, key)
+			}
+			changed = true
+			*rev = max(*rev, ev.Kv.ModRevision)
+		}
+		*rev = max(*rev, resp.Header.Revision)
+		if changed {
+			send(ch, sorted(m))
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.New("watch channel closed")
+}
+
+// send replaces any unread list in ch with list. Only the watch's goroutine
+// sends, so the send after draining cannot block.
+func send(ch chan []registry.Node, list []registry.Node) {
+	select {
+	case <-ch:
+	default:
+	}
+	ch <- list
+}
+
+// load reads the nodes of role and the revision they are current at.
+func (r *Registry) load(ctx context.Context, role string) (map[string]registry.Node, int64, error) {
+	actx, cancel := context.WithTimeout(ctx, r.reqTimeout)
+	defer cancel()
+	resp, err := r.cli.Get(actx, r.rolePrefix(role), clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, err
+	}
+	m := make(map[string]registry.Node, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		if n, ok := r.decode(kv.Key, kv.Value); ok {
+			m[string(kv.Key)] = n
+		}
+	}
+	return m, resp.Header.Revision, nil
+}
+
+// decode parses a node record, logging and skipping one that does not parse.
+func (r *Registry) decode(key, val []byte) (registry.Node, bool) {
+	var n registry.Node
+	if err := json.Unmarshal(val, &n); err != nil {
+		r.log.Warn("registry/etcd: skipping a record that is not a node",
+			zap.ByteString("key", key), zap.Int("bytes", len(val)), zap.Error(err))
+		return registry.Node{}, false
+	}
+	return n, true
+}
+
+// heldError says the key is held by a lease that is not ours; it wraps
+// registry.ErrDuplicateID.
+type heldError struct{ holder clientv3.LeaseID }
+
+func (e heldError) Error() string {
+	return fmt.Sprintf("key held by lease %s: %v", leaseHex(e.holder), registry.ErrDuplicateID)
+}
+
+func (e heldError) Unwrap() error { return registry.ErrDuplicateID }
+
+// claim writes n at key under a new lease if the key is absent, or if it is
+// held by old (our previous lease, when old != 0). It returns the new lease,
+// or a heldError if another lease holds the key. The new lease is revoked on
+// every failure.
+func (r *Registry) claim(ctx context.Context, key string, n registry.Node, old clientv3.LeaseID) (lease clientv3.LeaseID, err error) {
+	val, err := json.Marshal(n)
+	if err != nil {
+		return 0, err
+	}
+	actx, cancel := context.WithTimeout(ctx, r.reqTimeout)
+	defer cancel()
+	g, err := r.cli.Grant(actx, int64(math.Ceil(r.ttl.Seconds())))
+	if err != nil {
+		return 0, fmt.Errorf("grant lease: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			r.revoke(g.ID)
+		}
+	}()
+	put := clientv3.OpPut(key, string(val), clientv3.WithLease(g.ID))
+	resp, err := r.cli.Txn(actx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(put).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return 0, err
+	}
+	if resp.Succeeded {
+		return g.ID, nil
+	}
+	var holder clientv3.LeaseID
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		holder = clientv3.LeaseID(kvs[0].Lease)
+	}
+	if old == 0 || holder != old {
+		return 0, heldError{holder}
+	}
+	// Our previous lease still holds the key (etcd kept it while we could not
+	// reach it): move the key to the new lease.
+	resp, err = r.cli.Txn(actx).
+		If(clientv3.Compare(clientv3.LeaseValue(key), "=", old)).
+		Then(put).
+		Commit()
+	if err != nil {
+		return 0, err
+	}
+	if !resp.Succeeded {
+		return 0, errors.New("key changed while moving it to a new lease")
+	}
+	return g.ID, nil
+}
+
+// revoke revokes lease on a context of its own (the caller's may be over),
+// logging a failure other than an unknown lease: the lease then expires.
+func (r *Registry) revoke(lease clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.reqTimeout)
+	defer cancel()
+	if _, err := r.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		r.log.Warn("registry/etcd: revoke failed, lease expires by itself",
+			zap.String("lease", leaseHex(lease)), zap.Duration("ttl", r.ttl), zap.Error(err))
+	}
+}
+
+// keep keeps reg's lease alive until reg.ctx ends, re-registering under a
+// new lease whenever the lease is lost.
+func (r *Registry) keep(reg *registration) {
+	defer r.wg.Done()
+	defer close(reg.done)
+	wait := backoffStart
+	for {
+		reg.mu.Lock()
+		lease := reg.lease
+		reg.mu.Unlock()
+		reason, alive := r.keepAlive(reg, lease)
+		if reg.ctx.Err() != nil {
+			return
+		}
+		if alive {
+			wait = backoffStart
+		} else if !sleep(reg.ctx, wait) { // lost at once: do not spin
+			return
+		} else {
+			wait = r.nextBackoff(wait)
+		}
+		r.log.Warn("registry/etcd: lease lost, re-registering",
+			zap.String("key", reg.key), zap.String("lease", leaseHex(lease)), zap.String("reason", reason))
+		if !r.reregister(reg, lease) {
+			return
+		}
+	}
+}
+
+// keepAlive keeps lease alive until it is lost or reg.ctx ends. It returns
+// why it stopped and whether etcd answered at least once.
+func (r *Registry) keepAlive(reg *registration, lease clientv3.LeaseID) (reason string, alive bool) {
+	kctx, cancel := context.WithCancel(reg.ctx)
+	defer cancel()
+	kch, err := r.cli.KeepAlive(kctx, lease)
+	if err != nil {
+		return "keepalive refused: " + err.Error(), false
+	}
+	for {
+		select {
+		case _, ok := <-kch:
+			if !ok {
+				return "keepalive ended: lease expired, revoked or not renewed within its ttl", alive
+			}
+			alive = true
+		case id := <-reg.kick:
+			if id == lease {
+				return "update found the key not under the lease", alive
+			}
+		case <-reg.ctx.Done():
+			return "stopped", alive
+		}
+	}
+}
+
+// reregister claims reg's key with its latest record under a new lease,
+// retrying with backoff until it succeeds (true) or reg.ctx ends (false). It
+// never overwrites a key held by another lease than old.
+func (r *Registry) reregister(reg *registration, old clientv3.LeaseID) bool {
+	wait := backoffStart
+	for attempt := 1; ; attempt++ {
+		lease, err := r.reclaim(reg, old)
+		if err == nil {
+			r.log.Info("registry/etcd: node re-registered",
+				zap.String("key", reg.key), zap.String("lease", leaseHex(lease)),
+				zap.String("old_lease", leaseHex(old)), zap.Int("attempt", attempt))
+			r.revoke(old) // a no-op unless etcd still had it
+			return true
+		}
+		if reg.ctx.Err() != nil {
+			return false
+		}
+		var held heldError
+		if errors.As(err, &held) {
+			r.log.Error("registry/etcd: node id taken by another lease, not overwriting; retrying",
+				zap.String("key", reg.key), zap.String("holder_lease", leaseHex(held.holder)),
+				zap.String("old_lease", leaseHex(old)), zap.Int("attempt", attempt), zap.Duration("retry_in", wait))
+		} else {
+			r.log.Warn("registry/etcd: re-register failed, retrying",
+				zap.String("key", reg.key), zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
+		}
+		if !sleep(reg.ctx, wait) {
+			return false
+		}
+		wait = r.nextBackoff(wait)
+	}
+}
+
+// reclaim is one re-registration attempt, with the latest record stamped
+// anew; writes of the key wait meanwhile.
+func (r *Registry) reclaim(reg *registration, old clientv3.LeaseID) (clientv3.LeaseID, error) {
+	if err := reg.lock(reg.ctx); err != nil {
+		return 0, err
+	}
+	defer reg.unlock()
+	reg.mu.Lock()
+	n := stamp(reg.node)
+	reg.mu.Unlock()
+	lease, err := r.claim(reg.ctx, reg.key, n, old)
+	if err != nil {
+		return 0, err
+	}
+	reg.mu.Lock()
+	reg.node, reg.lease = n, lease
+	reg.mu.Unlock()
+	return lease, nil
+}
+
+// lock takes reg.op, unless ctx ends first.
+func (reg *registration) lock(ctx context.Context) error {
+	select {
+	case reg.op <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (reg *registration) unlock() { <-reg.op }
+
+// backoffStart is the first wait between retries; waits double up to
+// r.maxBackoff (half the TTL, between 0.5s and 5s), with jitter.
+const backoffStart = 200 * time.Millisecond
+
+func (r *Registry) nextBackoff(d time.Duration) time.Duration {
+	d = min(2*d, r.maxBackoff)
+	return d - time.Duration(rand.Int64N(int64(d)/5+1)) // up to 20% less
+}
+
+// sleep waits d or until ctx ends, reporting whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (r *Registry) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+// rolePrefix is the key prefix of role's nodes, with a trailing slash so
+// role "a" does not match role "ab".
+func (r *Registry) rolePrefix(role string) string {
+	return r.prefix + "/nodes/" + role + "/"
+}
+
+func (r *Registry) nodeKey(role, id string) string {
+	return r.rolePrefix(role) + id
+}
+
+// stamp returns n with Updated set to now and Addrs copied.
+func stamp(n registry.Node) registry.Node {
+	n.Updated = time.Now().UnixMilli()
+	n.Addrs = slices.Clone(n.Addrs)
+	return n
+}
+
+// sorted returns m's nodes sorted by ID, deep-copied for the receiver.
+func sorted(m map[string]registry.Node) []registry.Node {
+	list := make([]registry.Node, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		n := m[k]
+		n.Addrs = slices.Clone(n.Addrs)
+		list = append(list, n)
+	}
+	slices.SortStableFunc(list, func(a, b registry.Node) int { return strings.Compare(a.ID, b.ID) })
+	return list
+}
+
+func leaseHex(id clientv3.LeaseID) string { return fmt.Sprintf("%x", int64(id)) }
+
+// check validates ctx and a node's identity before a write.
+func check(ctx context.Context, op, role, id string) error {
+	if err := checkRole(ctx, op, role); err != nil {
+		return err
+	}
+	if id == "" {
+		return fmt.Errorf("registry/etcd: %s %q/%q: node needs an id", op, role, id)
+	}
+	return nil
+}
+
+// checkRole validates ctx and a role: not empty and without a slash, which
+// would make one role's prefix cover another's.
+func checkRole(ctx context.Context, op, role string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("registry/etcd: %s %s: %w", op, role, err)
+	}
+	if role == "" || strings.Contains(role, "/") {
+		return fmt.Errorf("registry/etcd: %s: invalid role %q (needs a name without slashes)", op, role)
+	}
+	return nil
+}
