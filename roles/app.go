@@ -52,7 +52,13 @@ type Addrs struct {
 }
 
 // New assembles role from cfg; cfg must have passed Validate(role).
-func New(cfg Config, role string, log *zap.Logger) (*App, error) {
+func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
+	hasCloud := role == RoleAll || role == RoleCloud
+	hasJob := role == RoleAll || role == RoleJob
+	hasLogic := role == RoleAll || role == RoleLogic
+	if !hasCloud && !hasJob && !hasLogic {
+		return nil, fmt.Errorf("unknown role %q", role)
+	}
 	a := &App{role: role, cfg: cfg, log: log}
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collectors.NewGoCollector()); err != nil {
@@ -63,20 +69,18 @@ func New(cfg Config, role string, log *zap.Logger) (*App, error) {
 	}
 	admin := adminHandler(reg, &a.ready)
 
-	var err error
-	if a.b, err = openBackends(&a.cfg); err != nil {
-		return nil, err
-	}
 	nodeID, err := a.cfg.NodeID()
 	if err != nil {
 		return nil, fmt.Errorf("node.id: %w", err)
 	}
-	hasCloud := role == RoleAll || role == RoleCloud
-	hasJob := role == RoleAll || role == RoleJob
-	hasLogic := role == RoleAll || role == RoleLogic
-	if !hasCloud && !hasJob && !hasLogic {
-		return nil, fmt.Errorf("unknown role %q", role)
+	if a.b, err = openBackends(context.Background(), &a.cfg, role, log); err != nil {
+		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			_ = a.b.close()
+		}
+	}()
 
 	// Admin endpoints ride on the role's own HTTP listener unless
 	// node.admin_addr names one; a lone job has none, so it gets a default.

@@ -1,15 +1,21 @@
 package roles
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
+
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/imcloud/imcloud/queue"
-	qmemory "github.com/imcloud/imcloud/queue/memory"
 	"github.com/imcloud/imcloud/registry"
+	"github.com/imcloud/imcloud/registry/etcd"
 	rmemory "github.com/imcloud/imcloud/registry/memory"
 	"github.com/imcloud/imcloud/store"
 	smemory "github.com/imcloud/imcloud/store/memory"
+	sredis "github.com/imcloud/imcloud/store/redis"
 )
 
 // backends are the queue, registry and store a process uses, picked by config.
@@ -26,29 +32,57 @@ type backends struct {
 	closers []func() error
 }
 
-func openBackends(cfg *Config) (*backends, error) {
+// openBackends builds the backends role needs. Nothing here waits for a
+// server: clients connect lazily and report unavailability per call.
+func openBackends(ctx context.Context, cfg *Config, role string, log *zap.Logger) (_ *backends, err error) {
 	b := &backends{}
+	defer func() {
+		if err != nil {
+			_ = b.close()
+		}
+	}()
+	needQueue := role != RoleCloud
+	needStore := role != RoleJob
+
 	switch cfg.Registry.Backend {
 	case "memory":
 		r := rmemory.New()
 		b.registrar, b.watcher = r, r
+	case "etcd":
+		e := cfg.Registry.Etcd
+		r, err := etcd.New(etcd.Config{Endpoints: e.Endpoints, Prefix: e.Prefix, TTL: e.TTL}, log.Named("etcd"))
+		if err != nil {
+			return nil, fmt.Errorf("registry.etcd: %w", err)
+		}
+		b.registrar, b.watcher = r, r
+		b.closers = append(b.closers, r.Close)
 	default:
-		return nil, fmt.Errorf("registry.backend: %q is not available in this build", cfg.Registry.Backend)
+		return nil, fmt.Errorf("registry.backend: unknown backend %q", cfg.Registry.Backend)
 	}
-	switch cfg.Queue.Backend {
-	case "memory":
-		q := qmemory.New(cfg.Queue.Memory.Size)
-		b.producer, b.consumer = q, q
-		b.closers = append(b.closers, q.Close)
-	default:
-		return nil, fmt.Errorf("queue.backend: %q is not available in this build", cfg.Queue.Backend)
+
+	if needQueue {
+		if err := openQueue(ctx, b, cfg, role, log); err != nil {
+			return nil, err
+		}
 	}
-	switch cfg.Store.Backend {
-	case "memory":
-		s := smemory.New(cfg.Store.TTL)
-		b.sessions, b.online = s, s
-	default:
-		return nil, fmt.Errorf("store.backend: %q is not available in this build", cfg.Store.Backend)
+
+	if needStore {
+		switch cfg.Store.Backend {
+		case "memory":
+			s := smemory.New(cfg.Store.TTL)
+			b.sessions, b.online = s, s
+		case "redis":
+			redisLogger(log)
+			rc := cfg.Store.Redis
+			s, err := sredis.New(sredis.Config{Addr: rc.Addr, Password: rc.Password, Prefix: rc.Prefix, DB: rc.DB, TTL: cfg.Store.TTL})
+			if err != nil {
+				return nil, fmt.Errorf("store.redis: %w", err)
+			}
+			b.sessions, b.online, b.shared = s, s, true
+			b.closers = append(b.closers, s.Close)
+		default:
+			return nil, fmt.Errorf("store.backend: unknown backend %q", cfg.Store.Backend)
+		}
 	}
 	return b, nil
 }
@@ -58,5 +92,21 @@ func (b *backends) close() error {
 	for i := len(b.closers) - 1; i >= 0; i-- {
 		errs = append(errs, b.closers[i]())
 	}
+	b.closers = nil
 	return errors.Join(errs...)
+}
+
+// zapRedisLogger routes go-redis's own messages (dial failures while Redis
+// is down) into zap at debug level; the store reports outages itself.
+type zapRedisLogger struct{ log *zap.SugaredLogger }
+
+func (l zapRedisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debugf(format, v...)
+}
+
+var redisLoggerOnce sync.Once
+
+// redisLogger installs zapRedisLogger; go-redis has one process-wide logger.
+func redisLogger(log *zap.Logger) {
+	redisLoggerOnce.Do(func() { goredis.SetLogger(zapRedisLogger{log.Named("redis").Sugar()}) })
 }

@@ -87,7 +87,12 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 	go func() { c.errs <- wrapServe("websocket", c.wsSrv.Serve(c.wsLn)) }()
 	go func() { c.errs <- wrapServe("grpc", c.grpcSrv.Serve(c.grpcLn)) }()
 
-	if err := c.b.registrar.Register(ctx, c.node()); err != nil {
+	// A restart inside the lease TTL finds its id still held by its former
+	// self: wait for that lease to lapse, but not for a live twin forever.
+	rctx, cancel := context.WithTimeout(ctx, 3*c.cfg.Registry.Etcd.TTL)
+	err = registry.RegisterWait(rctx, c.b.registrar, c.node(), c.log)
+	cancel()
+	if err != nil {
 		c.grpcSrv.Stop()
 		_ = c.wsSrv.Close()
 		return fmt.Errorf("register node %q: %w", c.nodeID, err)
