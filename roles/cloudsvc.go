@@ -83,20 +83,21 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 	c.grpcSrv = grpc.NewServer()
 	pb.RegisterCloudServer(c.grpcSrv, c.svc)
 
-	go func() { c.errs <- wrapServe("tcp", c.hub.ServeTCP(c.tcpLn)) }()
-	go func() { c.errs <- wrapServe("websocket", c.wsSrv.Serve(c.wsLn)) }()
 	go func() { c.errs <- wrapServe("grpc", c.grpcSrv.Serve(c.grpcLn)) }()
 
 	// A restart inside the lease TTL finds its id still held by its former
 	// self: wait for that lease to lapse, but not for a live twin forever.
+	// Clients are served only once the node is registered, so every session
+	// bound in the store points at a node that job and logic know.
 	rctx, cancel := context.WithTimeout(ctx, 3*c.cfg.Registry.Etcd.TTL)
 	err = registry.RegisterWait(rctx, c.b.registrar, c.node(), c.log)
 	cancel()
 	if err != nil {
 		c.grpcSrv.Stop()
-		_ = c.wsSrv.Close()
 		return fmt.Errorf("register node %q: %w", c.nodeID, err)
 	}
+	go func() { c.errs <- wrapServe("tcp", c.hub.ServeTCP(c.tcpLn)) }()
+	go func() { c.errs <- wrapServe("websocket", c.wsSrv.Serve(c.wsLn)) }()
 	c.log.Info("cloud listening", zap.String("node", c.nodeID), zap.String("tcp", c.tcpLn.Addr().String()),
 		zap.String("ws", c.wsLn.Addr().String()), zap.String("grpc", c.grpcLn.Addr().String()))
 	return nil
