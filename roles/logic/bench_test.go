@@ -18,7 +18,7 @@ func benchPush(b *testing.B, target string) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = e.q.Consume(ctx, func(context.Context, *pb.PushMsg) error { return nil })
+		_ = e.q.Consume(ctx, func(context.Context, *pb.PushMsg, func()) error { return nil })
 	}()
 	b.Cleanup(func() { cancel(); <-done })
 	body := strings.Repeat("x", 256)

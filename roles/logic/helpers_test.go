@@ -231,7 +231,7 @@ func (e *env) drain() []*pb.PushMsg {
 	)
 	consumed := make(chan error, 1)
 	go func() {
-		consumed <- e.q.Consume(ctx, func(_ context.Context, m *pb.PushMsg) error {
+		consumed <- e.q.Consume(ctx, func(_ context.Context, m *pb.PushMsg, _ func()) error {
 			mu.Lock()
 			defer mu.Unlock()
 			got = append(got, m)
