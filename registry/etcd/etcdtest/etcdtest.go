@@ -4,7 +4,7 @@
 // same ports and data directory, so its keys and leases survive.
 //
 // It runs the etcd binary found on PATH (or /usr/bin/etcd). Without one the
-// test is skipped, unless IMCLOUD_REQUIRE_SERVERS is set (as in CI), when it
+// test is skipped, unless IMCLOUDTEST_REQUIRE_SERVERS is set (as in CI), when it
 // fails.
 //
 // A Server's methods are meant for the test goroutine: Start fails the test
@@ -56,10 +56,10 @@ func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := findBinary()
 	if bin == "" {
-		if os.Getenv("IMCLOUD_REQUIRE_SERVERS") != "" {
-			t.Fatal("etcdtest: no etcd binary on PATH or at /usr/bin/etcd, and IMCLOUD_REQUIRE_SERVERS is set")
+		if os.Getenv("IMCLOUDTEST_REQUIRE_SERVERS") != "" {
+			t.Fatal("etcdtest: no etcd binary on PATH or at /usr/bin/etcd, and IMCLOUDTEST_REQUIRE_SERVERS is set")
 		}
-		t.Skip("etcdtest: no etcd binary on PATH or at /usr/bin/etcd; set IMCLOUD_REQUIRE_SERVERS to make this a failure")
+		t.Skip("etcdtest: no etcd binary on PATH or at /usr/bin/etcd; set IMCLOUDTEST_REQUIRE_SERVERS to make this a failure")
 	}
 	dir := t.TempDir()
 	s := &Server{t: t, bin: bin, dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "etcd.log")}

@@ -3,8 +3,8 @@
 // Each server listens on a free loopback port with persistence off and its
 // working directory in t.TempDir(), and is killed when the test ends. If
 // redis-server is not installed the test is skipped, unless the environment
-// variable IMCLOUD_REQUIRE_SERVERS is set (CI sets it), in which case it
-// fails, so a missing server can never pass silently. IMCLOUD_REDIS_SERVER
+// variable IMCLOUDTEST_REQUIRE_SERVERS is set (CI sets it), in which case it
+// fails, so a missing server can never pass silently. IMCLOUDTEST_REDIS_SERVER
 // names the binary if it is not on PATH.
 //
 // A Server is safe for concurrent use; Stop and Start let an outage test take
@@ -217,11 +217,11 @@ func freePort() (int, error) {
 // fallbacks are where redis-server is looked for if it is not on PATH.
 var fallbacks = []string{"/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server"}
 
-// binary finds redis-server, or skips (fails with IMCLOUD_REQUIRE_SERVERS
+// binary finds redis-server, or skips (fails with IMCLOUDTEST_REQUIRE_SERVERS
 // set) the test.
 func binary(t testing.TB) string {
 	t.Helper()
-	if bin := os.Getenv("IMCLOUD_REDIS_SERVER"); bin != "" {
+	if bin := os.Getenv("IMCLOUDTEST_REDIS_SERVER"); bin != "" {
 		return bin
 	}
 	if bin, err := exec.LookPath("redis-server"); err == nil {
@@ -232,9 +232,9 @@ func binary(t testing.TB) string {
 			return bin
 		}
 	}
-	const msg = "redistest: redis-server not found (install it, or set IMCLOUD_REDIS_SERVER)"
-	if os.Getenv("IMCLOUD_REQUIRE_SERVERS") != "" {
-		t.Fatal(msg + "; IMCLOUD_REQUIRE_SERVERS is set, so this is a failure")
+	const msg = "redistest: redis-server not found (install it, or set IMCLOUDTEST_REDIS_SERVER)"
+	if os.Getenv("IMCLOUDTEST_REQUIRE_SERVERS") != "" {
+		t.Fatal(msg + "; IMCLOUDTEST_REQUIRE_SERVERS is set, so this is a failure")
 	} else {
 		t.Skip(msg)
 	}

@@ -65,7 +65,7 @@ func (f *fakeTB) Fatal(...any) {
 
 func TestMissingBinary(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	t.Setenv("IMCLOUD_REDIS_SERVER", "")
+	t.Setenv("IMCLOUDTEST_REDIS_SERVER", "")
 	old := fallbacks
 	fallbacks = nil
 	t.Cleanup(func() { fallbacks = old })
@@ -74,9 +74,9 @@ func TestMissingBinary(t *testing.T) {
 		require     string
 		skip, fatal bool
 	}{{"", true, false}, {"1", false, true}} {
-		t.Setenv("IMCLOUD_REQUIRE_SERVERS", tt.require)
+		t.Setenv("IMCLOUDTEST_REQUIRE_SERVERS", tt.require)
 		if tt.require == "" {
-			os.Unsetenv("IMCLOUD_REQUIRE_SERVERS")
+			os.Unsetenv("IMCLOUDTEST_REQUIRE_SERVERS")
 		}
 		f := &fakeTB{TB: t}
 		if addr := Start(f); addr != "" {
