@@ -272,6 +272,19 @@ cloud: {tcp_addr: %s, ws_addr: %s, grpc_addr: %s, online_report_interval: 1s}
 	}
 	expectPush(t, phone, 1000, "after-expiry")
 	expectPush(t, devB, 1000, "after-expiry")
+
+	// etcd down: every process keeps its last view and keeps delivering;
+	// when etcd is back the node is registered again by itself.
+	etcdSrv.Stop()
+	if n := s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "1"), "etcd-down"); n != 2 {
+		t.Errorf("push by mid with etcd down targeted %d sessions, want 2", n)
+	}
+	expectPush(t, phone, 1000, "etcd-down")
+	expectPush(t, devB, 1000, "etcd-down")
+	etcdSrv.Start()
+	waitNodes(1)
+	s.push(t, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "r"), "etcd-back")
+	expectPush(t, devB, 1000, "etcd-back")
 }
 
 // heartbeats sends a heartbeat on each client every 500 ms until stopped.
