@@ -35,7 +35,7 @@ func (s *logicService) Start(ctx context.Context) error {
 	h := s.logic.Handler()
 	if s.admin != nil {
 		mux := http.NewServeMux()
-		for _, p := range []string{"/metrics", "/healthz", "/readyz"} {
+		for _, p := range []string{"/metrics", "/healthz", "/readyz", "/debug/pprof/"} {
 			mux.Handle(p, s.admin)
 		}
 		mux.Handle("/", h)
