@@ -7,11 +7,24 @@ import (
 )
 
 // Out is one queued outbound item: a complete encoded frame (a reply), or,
-// with Push set, one or more complete encoded push frames back to back.
+// with Push set, one or more complete encoded push frames back to back, or,
+// with Raw set, bytes already framed for the transport (the unwritten rest
+// of a TryWrite, a WebSocket control frame), written as they are.
 // Data is shared between receivers and must not be modified.
 type Out struct {
 	Data []byte
 	Push bool
+	Raw  bool
+}
+
+// TryWriter is implemented by connections that can write without blocking,
+// so a fan-out can write to an idle connection in place instead of waking a
+// writer goroutine for it.
+type TryWriter interface {
+	// TryWrite frames o and writes what the socket takes at once. It returns
+	// the framed bytes it could not write (nil when all went out), to be
+	// written later as a Raw item before anything else.
+	TryWrite(o Out) (rest []byte, err error)
 }
 
 // Conn is one client connection.

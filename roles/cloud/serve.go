@@ -173,8 +173,10 @@ func (h *Hub) readLoop(s *Session, log *zap.Logger, roomID string) string {
 		}
 		switch f.Op {
 		case protocol.OpHeartbeat:
-			s.send(reply(f, protocol.OpHeartbeatReply, heartbeatBody(h.heartbeatCount(roomID))))
+			// Refreshed before the reply, so a client holding the reply knows
+			// its binding is in place.
 			h.refresh(s, roomID, log)
+			s.send(reply(f, protocol.OpHeartbeatReply, heartbeatBody(h.heartbeatCount(roomID))))
 		case protocol.OpSendMsg:
 			h.metrics.Upstream.Inc()
 			log.Debug("client message", zap.String("key", s.key), zap.Int("bytes", len(f.Body)))

@@ -21,6 +21,7 @@ type Session struct {
 	platform string
 	ip       string
 	writeFn  func() // s.writeLoop, bound once: starting a writer then allocates nothing
+	try      transport.TryWriter // nil when the transport cannot write without blocking
 
 	accepts atomic.Pointer[[]int32] // sorted; copy-on-write
 
@@ -39,6 +40,7 @@ type Session struct {
 func newSession(h *Hub, c transport.Conn, key string, a protocol.Auth, ip string) *Session {
 	s := &Session{hub: h, conn: c, key: key, mid: a.Mid, platform: a.Platform, ip: ip}
 	s.writeFn = s.writeLoop
+	s.try, _ = c.(transport.TryWriter)
 	s.setAccepts(a.Accepts)
 	return s
 }
@@ -88,9 +90,43 @@ func (s *Session) send(o transport.Out) bool {
 		s.hub.slowConsumer(s)
 		return false
 	}
+	if !s.writing && len(s.queue) == 0 && s.try != nil {
+		// Idle: write in place, as a plain loop over sockets would, and wake
+		// a writer only for what the socket does not take at once.
+		s.writing = true
+		s.mu.Unlock()
+		return s.tryWrite(o)
+	}
 	s.queue = append(s.queue, o)
 	start := !s.writing
 	s.writing = true
+	s.mu.Unlock()
+	if start {
+		go s.writeFn()
+	}
+	return true
+}
+
+// tryWrite writes o without blocking while this goroutine owns the write
+// side (s.writing set by the caller); items queued meanwhile, and the rest
+// of o, go to a writer goroutine.
+func (s *Session) tryWrite(o transport.Out) bool {
+	rest, err := s.try.TryWrite(o)
+	s.mu.Lock()
+	if err != nil {
+		s.writing = false
+		s.mu.Unlock()
+		s.hub.log.Debug("write failed", zap.String("key", s.key), zap.Error(err))
+		s.kill()
+		return false
+	}
+	if len(rest) > 0 {
+		s.queue = append(s.queue, transport.Out{})
+		copy(s.queue[1:], s.queue)
+		s.queue[0] = transport.Out{Data: rest, Raw: true}
+	}
+	start := len(s.queue) > 0 && !s.closed
+	s.writing = start
 	s.mu.Unlock()
 	if start {
 		go s.writeFn()

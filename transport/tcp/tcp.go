@@ -3,6 +3,7 @@ package tcp
 import (
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
@@ -17,17 +18,22 @@ type Conn struct {
 	bufs    net.Buffers
 	once    sync.Once
 	remote  string
+	raw     syscall.RawConn // for TryWrite; nil when c has no descriptor
 }
 
 var _ transport.Conn = (*Conn)(nil)
 
 // New wraps c; frames with bodies over maxBody are protocol errors.
 func New(c net.Conn, maxBody int) *Conn {
+	conn := &Conn{c: c, maxBody: maxBody, remote: c.RemoteAddr().String()}
 	if tc, ok := c.(*net.TCPConn); ok {
 		// Pushes are coalesced by the writer already; Nagle would only delay them.
 		_ = tc.SetNoDelay(true)
+		if raw, err := tc.SyscallConn(); err == nil {
+			conn.raw = raw
+		}
 	}
-	return &Conn{c: c, maxBody: maxBody, remote: c.RemoteAddr().String()}
+	return conn
 }
 
 // ReadFrame implements transport.Conn.
@@ -43,6 +49,8 @@ func (c *Conn) Write(items []transport.Out, deadline time.Time) error {
 	if err := c.c.SetWriteDeadline(deadline); err != nil {
 		return err
 	}
+	// The deadline would outlive this write and fail a later TryWrite.
+	defer func() { _ = c.c.SetWriteDeadline(time.Time{}) }()
 	if len(items) == 1 {
 		_, err := c.c.Write(items[0].Data)
 		return err

@@ -1,0 +1,478 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/imcloud/imcloud/protocol"
+)
+
+// Read buffers: every connection owns one buffer of readBufSize bytes and
+// parses frames in place; it grows (and stays grown) only for a single frame
+// larger than the buffer, up to maxReadBuf.
+const (
+	readBufSize = 4096
+	maxReadBuf  = 2<<20 + 64
+	// maxPackLen bounds a frame's packLen (op-9 batches included).
+	maxPackLen = 2 << 20
+)
+
+// WebSocket opcodes (RFC 6455).
+const (
+	wsContinuation = 0x0
+	wsText         = 0x1
+	wsBinary       = 0x2
+	wsClose        = 0x8
+	wsPing         = 0x9
+	wsPong         = 0xa
+)
+
+var (
+	errWSClosed    = errors.New("websocket close frame from server")
+	errDisconnect  = errors.New("server sent DisconnectReply")
+	errAuthRefused = errors.New("auth not accepted")
+)
+
+// conn is one client connection. Its goroutine runs open and then readLoop
+// for the connection's whole life; the heartbeat goroutine of the pool writes
+// to it too, under wmu (so do pong replies from the reader).
+//
+// The receive path parses frames in place in buf without allocating:
+// [r, g) holds goim bytes not yet parsed (at most one partial frame once a
+// read is processed), [g, w) raw bytes not yet admitted (over WebSocket:
+// frame headers and payload still to come; over TCP g == w). Op-9 batches
+// are flattened: their header is skipped and the inner frames, which fill
+// its body exactly, are parsed as if they came one by one.
+type conn struct {
+	p      *pool
+	idx    int // client index over the whole run
+	target uint32
+	stripe *stripe
+	ws     bool
+
+	nc      net.Conn
+	buf     []byte
+	r, g, w int
+	payLeft int64 // WebSocket: payload bytes of the current data frame not yet admitted
+	authed  bool
+
+	// Duplicate/order window over the stream sequence (see stamp.go): hi is
+	// the highest seen, bit k of win marks hi-k as seen.
+	hi  uint32
+	win uint64
+
+	wmu   sync.Mutex
+	wbuf  [32]byte
+	hbSeq int32
+
+	// Handshake bookkeeping, used until the AuthReply.
+	t0             time.Time
+	pendingRelease func()
+
+	// onFrame, when set (tests), sees every frame instead of the handlers.
+	onFrame func(op, seq int32, body []byte)
+}
+
+// open dials, upgrades (WebSocket) and sends the Auth frame. The caller then
+// runs readLoop, which waits for the reply.
+func (c *conn) open(ctx context.Context, cfg *Config, wsu *wsTarget, local *net.TCPAddr, auth []byte) error {
+	d := net.Dialer{Timeout: cfg.Timeout}
+	if local != nil {
+		d.LocalAddr = local
+		d.Control = bindNoPort
+	}
+	addr := cfg.TCPAddr
+	if c.ws {
+		addr = wsu.hostPort
+	}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	c.nc = nc
+	c.buf = make([]byte, readBufSize)
+	deadline := time.Now().Add(cfg.Timeout)
+	_ = nc.SetDeadline(deadline)
+	if c.ws {
+		if err := c.upgrade(wsu); err != nil {
+			return err
+		}
+	}
+	var frame []byte
+	if c.ws {
+		frame = appendWSHeader(nil, len(auth)+protocol.HeaderLen)
+		mark := len(frame)
+		frame = protocol.AppendHeader(frame, len(auth), 1, protocol.OpAuth, 1)
+		frame = append(frame, auth...)
+		maskWS(frame[mark-4:mark], frame[mark:])
+	} else {
+		frame = protocol.AppendHeader(nil, len(auth), 1, protocol.OpAuth, 1)
+		frame = append(frame, auth...)
+	}
+	if _, err := nc.Write(frame); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	_ = nc.SetWriteDeadline(time.Time{})
+	return nil
+}
+
+// wsTarget is the parsed --ws-url, shared by all connections.
+type wsTarget struct {
+	hostPort string
+	host     string // Host header
+	path     string // request target
+}
+
+// upgrade performs the client side of the WebSocket handshake on c.nc. Bytes
+// the server sent after the response stay in buf as raw WebSocket data.
+func (c *conn) upgrade(t *wsTarget) error {
+	var kb [16]byte
+	for i := range kb {
+		kb[i] = byte(rand.Uint32())
+	}
+	key := base64.StdEncoding.EncodeToString(kb[:])
+	req := "GET " + t.path + " HTTP/1.1\r\nHost: " + t.host +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key +
+		"\r\nSec-WebSocket-Version: 13\r\nUser-Agent: imcloud-bench\r\n\r\n"
+	if _, err := io.WriteString(c.nc, req); err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	for {
+		if c.w == len(c.buf) {
+			return errors.New("upgrade: response headers over 4 KiB")
+		}
+		n, err := c.nc.Read(c.buf[c.w:])
+		c.w += n
+		if end := bytes.Index(c.buf[:c.w], []byte("\r\n\r\n")); end >= 0 {
+			return c.checkUpgrade(c.buf[:end+2], key, end+4)
+		}
+		if err != nil {
+			return fmt.Errorf("upgrade: %w", err)
+		}
+	}
+}
+
+func (c *conn) checkUpgrade(head []byte, key string, end int) error {
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	if !bytes.HasPrefix(line, []byte("HTTP/1.1 101")) {
+		return fmt.Errorf("upgrade refused: %q", line)
+	}
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	want := base64.StdEncoding.EncodeToString(h[:])
+	ok := false
+	for l := range bytes.SplitSeq(rest, []byte("\r\n")) {
+		name, val, found := bytes.Cut(l, []byte(":"))
+		if found && bytes.EqualFold(bytes.TrimSpace(name), []byte("Sec-WebSocket-Accept")) {
+			ok = string(bytes.TrimSpace(val)) == want
+		}
+		if found && bytes.EqualFold(bytes.TrimSpace(name), []byte("Sec-WebSocket-Extensions")) && len(bytes.TrimSpace(val)) > 0 {
+			return fmt.Errorf("upgrade: server chose extensions %q that were not offered", val)
+		}
+	}
+	if !ok {
+		return errors.New("upgrade: missing or wrong Sec-WebSocket-Accept")
+	}
+	c.r, c.g = end, end
+	return nil
+}
+
+// readLoop reads until the connection ends. The first frame must be the
+// AuthReply; then pool.established is called and the auth deadline lifted.
+func (c *conn) readLoop() error {
+	for {
+		switch {
+		case c.r == c.w:
+			c.r, c.g, c.w = 0, 0, 0
+		case c.r > 0 && len(c.buf)-c.w < 1024:
+			n := copy(c.buf, c.buf[c.r:c.w])
+			c.g -= c.r
+			c.w, c.r = n, 0
+		case c.r == 0 && c.w == len(c.buf):
+			if len(c.buf) >= maxReadBuf {
+				return errors.New("frame larger than the read buffer limit")
+			}
+			nb := make([]byte, min(2*len(c.buf), maxReadBuf))
+			copy(nb, c.buf[:c.w])
+			c.buf = nb
+		}
+		n, err := c.nc.Read(c.buf[c.w:])
+		if n > 0 {
+			c.w += n
+			if perr := c.process(time.Now().UnixNano()); perr != nil {
+				return perr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// process admits and parses everything complete in the buffer.
+func (c *conn) process(now int64) error {
+	if !c.ws {
+		c.g = c.w
+		return c.parse(now)
+	}
+	for {
+		if c.payLeft > 0 {
+			n := min(c.payLeft, int64(c.w-c.g))
+			c.g += int(n)
+			c.payLeft -= n
+			if err := c.parse(now); err != nil {
+				return err
+			}
+		}
+		if c.g == c.w || c.payLeft > 0 {
+			return nil
+		}
+		// A WebSocket frame header starts at g.
+		raw := c.buf[c.g:c.w]
+		if len(raw) < 2 {
+			return nil
+		}
+		b0, b1 := raw[0], raw[1]
+		if b1&0x80 != 0 {
+			return errors.New("websocket: masked frame from server")
+		}
+		if b0&0x70 != 0 {
+			return errors.New("websocket: RSV bits set (no extension was negotiated)")
+		}
+		hl, pl := 2, int64(b1&0x7f)
+		switch pl {
+		case 126:
+			if hl = 4; len(raw) < hl {
+				return nil
+			}
+			pl = int64(binary.BigEndian.Uint16(raw[2:]))
+		case 127:
+			if hl = 10; len(raw) < hl {
+				return nil
+			}
+			pl = int64(binary.BigEndian.Uint64(raw[2:]))
+			if pl < 0 || pl > maxPackLen {
+				return fmt.Errorf("websocket: frame of %d bytes", pl)
+			}
+		}
+		switch op := b0 & 0x0f; op {
+		case wsContinuation, wsBinary, wsText:
+			if len(raw) < hl {
+				return nil
+			}
+			c.cut(hl)
+			c.payLeft = pl
+		case wsClose:
+			return errWSClosed
+		case wsPing, wsPong:
+			if pl > 125 {
+				return errors.New("websocket: control frame over 125 bytes")
+			}
+			if int64(len(raw)) < int64(hl)+pl {
+				return nil
+			}
+			if op == wsPing {
+				c.pong(raw[hl : hl+int(pl)])
+			}
+			c.cut(hl + int(pl))
+		default:
+			return fmt.Errorf("websocket: unknown opcode %d", op)
+		}
+	}
+}
+
+// cut drops n raw bytes at g: the partial goim bytes in [r, g), if any, move
+// up by n so the goim stream stays contiguous.
+func (c *conn) cut(n int) {
+	if c.r < c.g {
+		copy(c.buf[c.r+n:], c.buf[c.r:c.g])
+	}
+	c.r += n
+	c.g += n
+}
+
+// parse handles every complete goim frame in [r, g).
+func (c *conn) parse(now int64) error {
+	for c.g-c.r >= protocol.HeaderLen {
+		h := c.buf[c.r:c.g]
+		packLen := binary.BigEndian.Uint32(h)
+		if hl := binary.BigEndian.Uint16(h[4:]); hl != protocol.HeaderLen {
+			return fmt.Errorf("bad frame from server: headerLen %d", hl)
+		}
+		if packLen < protocol.HeaderLen || packLen > maxPackLen {
+			return fmt.Errorf("bad frame from server: packLen %d", packLen)
+		}
+		op := int32(binary.BigEndian.Uint32(h[8:]))
+		if op == protocol.OpRaw {
+			c.r += protocol.HeaderLen // flatten: the inner frames follow
+			continue
+		}
+		if int(packLen) > len(h) {
+			return nil
+		}
+		seq := int32(binary.BigEndian.Uint32(h[12:]))
+		if err := c.frame(op, seq, h[protocol.HeaderLen:packLen], now); err != nil {
+			return err
+		}
+		c.r += int(packLen)
+	}
+	return nil
+}
+
+// frame handles one frame.
+func (c *conn) frame(op, seq int32, body []byte, now int64) error {
+	if c.onFrame != nil {
+		c.onFrame(op, seq, body)
+		return nil
+	}
+	if !c.authed {
+		if op != protocol.OpAuthReply {
+			if op == protocol.OpDisconnectReply {
+				return fmt.Errorf("%w: server said %q", errAuthRefused, body)
+			}
+			return fmt.Errorf("%w: got op %d first", errAuthRefused, op)
+		}
+		c.authed = true
+		_ = c.nc.SetReadDeadline(time.Time{})
+		c.p.established(c, now)
+		return nil
+	}
+	switch op {
+	case c.p.op:
+		c.delivery(body, now)
+	case protocol.OpHeartbeatReply:
+		c.stripe.hbReplies.Add(1)
+	case protocol.OpDisconnectReply:
+		c.p.noteError("server disconnected a client: " + strconv.Quote(string(body)))
+		return errDisconnect
+	default:
+		c.stripe.other.Add(1)
+	}
+	return nil
+}
+
+// delivery accounts one push: latency, per-push count, duplicates and order.
+func (c *conn) delivery(body []byte, now int64) {
+	s, err := parseStamp(body)
+	st := c.stripe
+	if err != nil {
+		st.foreign.Add(1)
+		return
+	}
+	if s.Target != c.target {
+		st.misrouted.Add(1)
+		return
+	}
+	switch q := s.StreamSeq; {
+	case q > c.hi:
+		if d := q - c.hi; d >= 64 {
+			c.win = 1
+		} else {
+			c.win = c.win<<d | 1
+		}
+		c.hi = q
+	case c.hi-q >= 64:
+		st.stale.Add(1) // too far behind to tell a duplicate from a late one
+		st.outOfOrder.Add(1)
+	default:
+		bit := uint64(1) << (c.hi - q)
+		if c.win&bit != 0 {
+			st.dups.Add(1)
+			return
+		}
+		c.win |= bit
+		st.outOfOrder.Add(1)
+	}
+	c.p.countPush(s.PushID)
+	st.lat.record(now-s.SentNanos, now)
+}
+
+// heartbeat sends an op-2 frame; errors surface in the reader.
+func (c *conn) heartbeat(timeout time.Duration) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.hbSeq++
+	b := c.wbuf[:0]
+	if c.ws {
+		b = appendWSHeader(b, protocol.HeaderLen)
+	}
+	mark := len(b)
+	b = protocol.AppendHeader(b, 0, 1, protocol.OpHeartbeat, c.hbSeq)
+	if c.ws {
+		maskWS(b[mark-4:mark], b[mark:])
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.nc.Write(b); err == nil {
+		c.stripe.hbSent.Add(1)
+	}
+}
+
+// pong answers a WebSocket ping (from the reader goroutine).
+func (c *conn) pong(payload []byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := make([]byte, 0, 6+len(payload))
+	b = append(b, 0x80|wsPong, 0x80|byte(len(payload)))
+	var m [4]byte
+	binary.LittleEndian.PutUint32(m[:], rand.Uint32())
+	b = append(b, m[:]...)
+	mark := len(b)
+	b = append(b, payload...)
+	maskWS(m[:], b[mark:])
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.Timeout))
+	_, _ = c.nc.Write(b)
+}
+
+// appendWSHeader appends a masked binary frame header for n payload bytes,
+// mask key included (its last 4 bytes).
+func appendWSHeader(b []byte, n int) []byte {
+	b = append(b, 0x80|wsBinary)
+	switch {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x80|126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return binary.LittleEndian.AppendUint32(b, rand.Uint32())
+}
+
+// maskWS XORs payload with the 4-byte key (RFC 6455 section 5.3).
+func maskWS(key, payload []byte) {
+	for i := range payload {
+		payload[i] ^= key[i&3]
+	}
+}
+
+// authBody is the op-7 JSON of client i.
+func authBody(cfg *Config, i int) []byte {
+	b := make([]byte, 0, 128)
+	b = append(b, `{"mid":`...)
+	b = strconv.AppendInt(b, cfg.midOf(i), 10)
+	b = append(b, `,"key":"","room_id":`...)
+	room := ""
+	if cfg.Mode == ModeRoom {
+		room = roomID(cfg.roomOf(i))
+	}
+	b = strconv.AppendQuote(b, room)
+	b = append(b, `,"platform":"bench","accepts":[`...)
+	for j, op := range cfg.Accepts {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(op), 10)
+	}
+	return append(b, "]}"...)
+}

@@ -1,0 +1,89 @@
+package tcp
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/transport"
+)
+
+func pair(t *testing.T) (*Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close(); srv.Close() })
+	return New(srv, protocol.DefaultMaxBody), peer
+}
+
+func TestWriteAndTryWrite(t *testing.T) {
+	c, peer := pair(t)
+	a := protocol.EncodePush(1000, []byte("a"))
+	b := protocol.EncodePush(1001, []byte("b"))
+	if err := c.Write([]transport.Out{{Data: a, Push: true}, {Data: b, Push: true}}, time.Now().Add(50*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	// The blocking write's deadline must not outlive it.
+	time.Sleep(100 * time.Millisecond)
+	rest, err := c.TryWrite(transport.Out{Data: a, Push: true})
+	if err != nil || rest != nil {
+		t.Fatalf("TryWrite after an expired write deadline: rest %d bytes, err %v", len(rest), err)
+	}
+	got := make([]byte, 2*len(a)+len(b))
+	if _, err := io.ReadFull(peer, got); err != nil {
+		t.Fatal(err)
+	}
+	if want := append(append(append([]byte(nil), a...), b...), a...); !bytes.Equal(got, want) {
+		t.Fatalf("peer read %x, want %x", got, want)
+	}
+}
+
+func TestTryWriteReturnsWhatDoesNotFit(t *testing.T) {
+	c, peer := pair(t)
+	big := make([]byte, 64<<20) // far more than the socket buffers hold
+	rest, err := c.TryWrite(transport.Out{Data: big, Raw: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) == 0 || len(rest) >= len(big) {
+		t.Fatalf("rest %d of %d bytes: want a partial write", len(rest), len(big))
+	}
+	// The rest, written later, completes the stream.
+	go func() { _ = c.Write([]transport.Out{{Data: rest, Raw: true}}, time.Now().Add(time.Minute)) }()
+	n, err := io.CopyN(io.Discard, peer, int64(len(big)))
+	if err != nil || n != int64(len(big)) {
+		t.Fatalf("peer read %d bytes: %v", n, err)
+	}
+}
+
+func TestReadFrameLimits(t *testing.T) {
+	c, peer := pair(t)
+	if _, err := peer.Write(protocol.Encode(1, protocol.OpAuth, 1, []byte("{}"))); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.ReadFrame(time.Now().Add(5 * time.Second))
+	if err != nil || f.Op != protocol.OpAuth || string(f.Body) != "{}" {
+		t.Fatalf("got %v, %v", f, err)
+	}
+	hdr := protocol.AppendHeader(nil, protocol.DefaultMaxBody+1, 1, protocol.OpSendMsg, 2)
+	if _, err := peer.Write(hdr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReadFrame(time.Now().Add(5 * time.Second)); err == nil {
+		t.Fatal("a frame over the limit was accepted")
+	}
+}
