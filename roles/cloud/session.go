@@ -20,7 +20,7 @@ type Session struct {
 	mid      int64
 	platform string
 	ip       string
-	writeFn  func() // s.writeLoop, bound once: starting a writer then allocates nothing
+	writeFn  func()              // s.writeLoop, bound once: starting a writer then allocates nothing
 	try      transport.TryWriter // nil when the transport cannot write without blocking
 
 	accepts atomic.Pointer[[]int32] // sorted; copy-on-write
