@@ -143,8 +143,8 @@ func (c *Config) Validate() error {
 	default:
 		bad("mode", "want room or mid, got %q", c.Mode)
 	}
-	if c.MidOffset < 0 {
-		bad("mid-offset", "must not be negative")
+	if c.MidOffset < 0 || c.MidOffset+int64(c.Conns) > 1<<32 {
+		bad("mid-offset", "mids (offset + client index) must be in [0, 2^32)")
 	}
 	if c.Op < protocol.MinBusinessOp {
 		bad("op", "must be >= %d (a business op)", protocol.MinBusinessOp)

@@ -43,6 +43,7 @@ type pusher struct {
 	consecErr                                 atomic.Int64
 	expectedOK                                atomic.Int64 // sum of expected over answered pushes
 	lagMax                                    atomic.Int64 // worst send time behind schedule, ns
+	lastSend                                  atomic.Int64 // unix nanos
 
 	mu       sync.Mutex
 	rest     Histogram // REST round trip
@@ -191,6 +192,9 @@ func (p *pusher) worker(q <-chan int) {
 			p.lagMax.Store(int64(lag))
 		}
 		setSent(body, now.UnixNano())
+		if now.UnixNano() > p.lastSend.Load() {
+			p.lastSend.Store(now.UnixNano())
+		}
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		req.ContentLength = int64(len(body))
 		p.sent.Add(1)

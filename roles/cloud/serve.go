@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/coder/websocket"
 	"go.uber.org/zap"
 
 	"github.com/imcloud/imcloud/protocol"
@@ -64,8 +63,12 @@ func (h *Hub) WSHandler() http.Handler {
 			_ = c.Close()
 			return
 		}
-		defer h.wg.Done()
-		h.serveConn(c)
+		// A goroutine of our own, so net/http's (with its deeper stack)
+		// ends here rather than living as long as the connection.
+		go func() {
+			defer h.wg.Done()
+			h.serveConn(c)
+		}()
 	})
 }
 
@@ -112,6 +115,9 @@ func (h *Hub) serveConn(c transport.Conn) {
 	}
 	roomID := a.RoomID
 	s := newSession(h, c, key, a, hostOf(c.RemoteAddr()))
+	if cc, ok := c.(controlConn); ok {
+		cc.SetControl(s.send) // pongs and close replies, in order with the rest
+	}
 	// The reply is queued before the session is reachable, so it is the
 	// first thing the client reads, and written only once the session is in
 	// the hub, so a client that has its reply is sure to receive pushes.
@@ -152,6 +158,11 @@ func (h *Hub) serveConn(c transport.Conn) {
 	h.metrics.Disconnects.WithLabelValues(reason).Inc()
 	h.teardown(s, log)
 	log.Debug("session closed", zap.String("key", key), zap.String("reason", reason))
+}
+
+// controlConn is a transport that has control frames of its own to send.
+type controlConn interface {
+	SetControl(func(transport.Out) bool)
 }
 
 // readLoop handles frames until the connection ends; it returns why.
@@ -232,10 +243,8 @@ func (h *Hub) readErrorKind(err error) string {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
 		return "eof"
 	}
-	if cs := websocket.CloseStatus(err); cs == websocket.StatusMessageTooBig {
-		return "too_large"
-	} else if cs != -1 {
-		return "eof"
+	if errors.Is(err, ws.ErrProtocol) {
+		return "ws_protocol"
 	}
 	return "eof"
 }

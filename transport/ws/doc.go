@@ -1,6 +1,20 @@
-// Package ws is the WebSocket client transport (github.com/coder/websocket):
-// one goim frame per inbound binary message; pushes go out as op-9 messages
-// holding one or more inner frames, batched under protocol.MaxWSBatch.
+// Package ws is the WebSocket client transport: a small RFC 6455 server
+// side (handshake, framing, ping/pong, close) written for the push path.
 //
-// Concurrency as in package transport.
+// One goim frame arrives per inbound message (binary or text, possibly
+// fragmented); pushes go out as op-9 messages holding one or more inner
+// frames, batched under protocol.MaxWSBatch, written with writev straight
+// from the shared push bytes (no copy), and, for an idle connection, with one
+// non-blocking write from the fan-out itself (TryWrite). After the upgrade
+// the connection keeps no read or write buffer of its own while idle.
+//
+// It is its own implementation rather than github.com/coder/websocket
+// (which the client library and the tests use, proving interoperability)
+// because the push path needs what a general library does not offer: writes
+// without a context, timer and lock per message, non-blocking writes, writev
+// of shared bytes, and no per-connection buffers.
+//
+// Concurrency as in package transport; in addition the reader answers pings
+// through the function set with SetControl, so control frames are ordered
+// with everything else the session writes.
 package ws

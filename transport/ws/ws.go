@@ -1,134 +1,380 @@
 package ws
 
 import (
-	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
-	"net/http"
+	"io"
+	"net"
 	"sync"
+	"syscall"
 	"time"
 
-	"github.com/coder/websocket"
+	"golang.org/x/sys/unix"
 
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/transport"
 )
 
+// WebSocket opcodes (RFC 6455 section 5.2).
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opBinary       = 0x2
+	opClose        = 0x8
+	opPing         = 0x9
+	opPong         = 0xa
+)
+
+// maxHeader is the longest frame header a server writes (no mask) plus the
+// op-9 header that may follow it.
+const maxHeader = 10 + protocol.HeaderLen
+
+// Errors ReadFrame returns for frames that break RFC 6455.
+var (
+	ErrProtocol = errors.New("ws: protocol violation")
+	// ErrClosedByPeer is returned after the client's close frame.
+	ErrClosedByPeer = fmt.Errorf("ws: closed by peer: %w", io.EOF)
+)
+
 // Conn is a goim connection over WebSocket.
 type Conn struct {
-	ws      *websocket.Conn
+	c       net.Conn
+	raw     syscall.RawConn // nil without a descriptor: TryWrite defers all
 	maxBody int
 	remote  string
+	pending []byte // bytes that arrived with the handshake
+
+	control func(transport.Out) bool // queues pongs and close replies
+
+	// Read side, used by the reader goroutine only.
+	hdr [14]byte
+
+	// Write side.
+	wmu     sync.Mutex
+	partial bool // a TryWrite left bytes to finish: nothing may go in between
+	bufs    net.Buffers
+	hdrs    []byte
 	once    sync.Once
-	buf     []byte // op-9 assembly, reused between writes
 }
 
-var _ transport.Conn = (*Conn)(nil)
+var (
+	_ transport.Conn      = (*Conn)(nil)
+	_ transport.TryWriter = (*Conn)(nil)
+)
 
-// AcceptOptions configures the upgrade.
-type AcceptOptions struct {
-	// OriginPatterns are allowed Origin hosts (path.Match patterns); empty
-	// allows any Origin, since auth is by the first frame, not by cookies.
-	OriginPatterns []string
-	MaxBody        int
-}
-
-// Accept upgrades an HTTP request. On failure the response is already written.
-func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, error) {
-	opts := &websocket.AcceptOptions{OriginPatterns: o.OriginPatterns}
-	if len(o.OriginPatterns) == 0 {
-		opts.InsecureSkipVerify = true
+func newConn(nc net.Conn, maxBody int, remote string, pending []byte) *Conn {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
 	}
-	c, err := websocket.Accept(w, r, opts)
-	if err != nil {
-		return nil, fmt.Errorf("ws: upgrade: %w", err)
-	}
-	// A message larger than one frame can be is a protocol error; the
-	// library closes the connection with 1009 when the limit is passed.
-	c.SetReadLimit(int64(o.MaxBody) + protocol.HeaderLen)
-	return &Conn{ws: c, maxBody: o.MaxBody, remote: r.RemoteAddr}, nil
+	return &Conn{c: nc, raw: rawConn(nc), maxBody: maxBody, remote: remote, pending: pending}
 }
 
-// ReadFrame implements transport.Conn. Text and binary messages are both
-// accepted; each must hold exactly one frame.
+// SetControl sets how the reader sends control frames (pong, close reply):
+// through the session's queue, so they never cut into other writes.
+func (c *Conn) SetControl(fn func(transport.Out) bool) { c.control = fn }
+
+// ReadFrame implements transport.Conn.
 func (c *Conn) ReadFrame(deadline time.Time) (protocol.Frame, error) {
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	_, msg, err := c.ws.Read(ctx)
-	if err != nil {
+	if err := c.c.SetReadDeadline(deadline); err != nil {
 		return protocol.Frame{}, err
 	}
-	return protocol.DecodeMessage(msg, c.maxBody)
+	limit := c.maxBody + protocol.HeaderLen
+	var msg []byte
+	inMessage := false
+	for {
+		if err := c.readFull(c.hdr[:2]); err != nil {
+			return protocol.Frame{}, err
+		}
+		fin := c.hdr[0]&0x80 != 0
+		if c.hdr[0]&0x70 != 0 {
+			return protocol.Frame{}, fmt.Errorf("%w: reserved bits set", ErrProtocol)
+		}
+		opcode := c.hdr[0] & 0x0f
+		if c.hdr[1]&0x80 == 0 {
+			return protocol.Frame{}, fmt.Errorf("%w: unmasked client frame", ErrProtocol)
+		}
+		n := uint64(c.hdr[1] & 0x7f)
+		switch n {
+		case 126:
+			if err := c.readFull(c.hdr[2:4]); err != nil {
+				return protocol.Frame{}, err
+			}
+			n = uint64(binary.BigEndian.Uint16(c.hdr[2:4]))
+		case 127:
+			if err := c.readFull(c.hdr[2:10]); err != nil {
+				return protocol.Frame{}, err
+			}
+			n = binary.BigEndian.Uint64(c.hdr[2:10])
+		}
+		var mask [4]byte
+		if err := c.readFull(mask[:]); err != nil {
+			return protocol.Frame{}, err
+		}
+		if opcode >= opClose {
+			if !fin || n > 125 {
+				return protocol.Frame{}, fmt.Errorf("%w: bad control frame", ErrProtocol)
+			}
+			payload := make([]byte, n)
+			if err := c.readFull(payload); err != nil {
+				return protocol.Frame{}, err
+			}
+			unmask(payload, mask)
+			switch opcode {
+			case opPing:
+				c.sendControl(opPong, payload)
+				continue
+			case opPong:
+				continue
+			case opClose:
+				code := payload
+				if len(code) > 2 {
+					code = code[:2]
+				}
+				c.sendControl(opClose, code)
+				return protocol.Frame{}, ErrClosedByPeer
+			default:
+				return protocol.Frame{}, fmt.Errorf("%w: unknown opcode %d", ErrProtocol, opcode)
+			}
+		}
+		switch opcode {
+		case opText, opBinary:
+			if inMessage {
+				return protocol.Frame{}, fmt.Errorf("%w: new message inside a fragmented one", ErrProtocol)
+			}
+			inMessage = true
+		case opContinuation:
+			if !inMessage {
+				return protocol.Frame{}, fmt.Errorf("%w: continuation without a message", ErrProtocol)
+			}
+		default:
+			return protocol.Frame{}, fmt.Errorf("%w: unknown opcode %d", ErrProtocol, opcode)
+		}
+		if n > uint64(limit-len(msg)) {
+			return protocol.Frame{}, fmt.Errorf("%w: message over %d bytes", protocol.ErrTooLarge, limit)
+		}
+		start := len(msg)
+		msg = append(msg, make([]byte, n)...)
+		if err := c.readFull(msg[start:]); err != nil {
+			return protocol.Frame{}, err
+		}
+		unmask(msg[start:], mask)
+		if fin {
+			return protocol.DecodeMessage(msg, c.maxBody)
+		}
+	}
 }
 
-// Write implements transport.Conn.
-func (c *Conn) Write(items []transport.Out, deadline time.Time) error {
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	buf := c.buf[:0]
-	flush := func() error {
-		if len(buf) == 0 {
-			return nil
+// readFull reads len(p) bytes, first from what came with the handshake.
+func (c *Conn) readFull(p []byte) error {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		if len(c.pending) == 0 {
+			c.pending = nil
 		}
-		protocol.PutHeader(buf, len(buf)-protocol.HeaderLen, protocol.PushVer, protocol.OpRaw, 0)
-		err := c.ws.Write(ctx, websocket.MessageBinary, buf)
-		buf = buf[:0]
-		return err
+		p = p[n:]
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	_, err := io.ReadFull(c.c, p)
+	return err
+}
+
+func unmask(b []byte, key [4]byte) {
+	for i := range b {
+		b[i] ^= key[i&3]
+	}
+}
+
+func (c *Conn) sendControl(opcode byte, payload []byte) {
+	if c.control == nil {
+		return
+	}
+	var h [maxHeader]byte
+	n := putFrameHeader(h[:], opcode, len(payload))
+	frame := append(h[:n:n], payload...)
+	c.control(transport.Out{Data: frame, Raw: true})
+}
+
+// putFrameHeader writes a final, unmasked frame header for a payload of n
+// bytes and returns its length.
+func putFrameHeader(b []byte, opcode byte, n int) int {
+	b[0] = 0x80 | opcode
+	switch {
+	case n <= 125:
+		b[1] = byte(n)
+		return 2
+	case n <= 0xffff:
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+		return 4
+	default:
+		b[1] = 127
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+		return 10
+	}
+}
+
+// frame appends to c.bufs the iovecs that send items: replies as binary
+// messages, runs of pushes as op-9 messages under protocol.MaxWSBatch, raw
+// items as they are. Headers go to c.hdrs, whose capacity is reserved up
+// front so the iovecs pointing into it stay valid.
+func (c *Conn) frame(items []transport.Out) {
+	need := maxHeader
+	for _, it := range items {
+		need += maxHeader
+		if it.Push && len(it.Data)+protocol.HeaderLen > protocol.MaxWSBatch {
+			need += maxHeader * (len(it.Data)/protocol.HeaderLen + 1)
+		}
+	}
+	if cap(c.hdrs) < need {
+		c.hdrs = make([]byte, 0, need)
+	}
+	c.hdrs = c.hdrs[:0]
+	c.bufs = c.bufs[:0]
+	runStart, runLen := -1, 0 // iovec index of the open run's header, its body length
+	closeRun := func() {
+		if runStart < 0 {
+			return
+		}
+		// The run's header was reserved at maxHeader bytes; fill it now that
+		// the body length is known and trim it to its real size.
+		h := c.bufs[runStart][:maxHeader]
+		wn := putFrameHeader(h, opBinary, protocol.HeaderLen+runLen)
+		protocol.PutHeader(h[wn:], runLen, protocol.PushVer, protocol.OpRaw, 0)
+		c.bufs[runStart] = h[:wn+protocol.HeaderLen]
+		runStart, runLen = -1, 0
+	}
+	addPush := func(frames []byte) {
+		if runStart >= 0 && protocol.HeaderLen+runLen+len(frames) > protocol.MaxWSBatch {
+			closeRun()
+		}
+		if runStart < 0 {
+			off := len(c.hdrs)
+			c.hdrs = c.hdrs[:off+maxHeader]
+			runStart = len(c.bufs)
+			c.bufs = append(c.bufs, c.hdrs[off:off+maxHeader])
+		}
+		c.bufs = append(c.bufs, frames)
+		runLen += len(frames)
 	}
 	for _, it := range items {
-		if !it.Push {
-			if err := flush(); err != nil {
-				return err
-			}
-			if err := c.ws.Write(ctx, websocket.MessageBinary, it.Data); err != nil {
-				return err
-			}
-			continue
-		}
-		if len(buf)+len(it.Data) > protocol.MaxWSBatch && len(buf) > 0 {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		if len(buf) == 0 {
-			buf = append(buf, make([]byte, protocol.HeaderLen)...)
-		}
-		if protocol.HeaderLen+len(it.Data) <= protocol.MaxWSBatch {
-			buf = append(buf, it.Data...)
-			continue
-		}
-		// One item over the limit (a large room batch): split it at frame
-		// boundaries; a single frame over the limit goes alone.
-		var err error
-		splitErr := protocol.Split(it.Data, func(f protocol.Frame) error {
-			if len(buf) > protocol.HeaderLen && len(buf)+f.Size() > protocol.MaxWSBatch {
-				if err = flush(); err != nil {
-					return err
+		switch {
+		case it.Raw:
+			closeRun()
+			c.bufs = append(c.bufs, it.Data)
+		case !it.Push:
+			closeRun()
+			off := len(c.hdrs)
+			n := putFrameHeader(c.hdrs[off:off+maxHeader], opBinary, len(it.Data))
+			c.hdrs = c.hdrs[:off+n]
+			c.bufs = append(c.bufs, c.hdrs[off:off+n], it.Data)
+		case protocol.HeaderLen+len(it.Data) <= protocol.MaxWSBatch:
+			addPush(it.Data)
+		default:
+			// A batch too large for one message: split it at frame
+			// boundaries (a single frame over the limit goes alone).
+			rest := it.Data
+			for len(rest) > 0 {
+				_, n, err := protocol.Decode(rest, len(rest))
+				if err != nil {
+					n = len(rest) // not frames: send the remainder as one run
 				}
-				buf = append(buf, make([]byte, protocol.HeaderLen)...)
+				addPush(rest[:n])
+				rest = rest[n:]
 			}
-			buf = f.Append(buf)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if splitErr != nil {
-			return fmt.Errorf("ws: malformed push batch: %w", splitErr)
 		}
 	}
-	err := flush()
-	if cap(buf) <= 2*protocol.MaxWSBatch {
-		c.buf = buf[:0]
-	} else {
-		c.buf = nil
+	closeRun()
+}
+
+// Write implements transport.Conn: everything in one writev.
+func (c *Conn) Write(items []transport.Out, deadline time.Time) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.c.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	defer func() { _ = c.c.SetWriteDeadline(time.Time{}) }()
+	c.frame(items)
+	bufs := c.bufs // WriteTo consumes its receiver
+	_, err := bufs.WriteTo(c.c)
+	clear(c.bufs[:cap(c.bufs)])
+	if err == nil {
+		c.partial = false
 	}
 	return err
 }
 
-// Close implements transport.Conn.
+// TryWrite implements transport.TryWriter with one non-blocking writev.
+func (c *Conn) TryWrite(o transport.Out) ([]byte, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.frame([]transport.Out{o})
+	defer clear(c.bufs[:cap(c.bufs)])
+	if c.raw == nil {
+		return c.flatten(0), nil
+	}
+	var n int
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		n, werr = unix.Writev(int(fd), c.bufs)
+		return true // never wait: what does not fit goes to the writer
+	})
+	if err != nil {
+		return nil, err
+	}
+	if werr != nil {
+		if !errors.Is(werr, unix.EAGAIN) && !errors.Is(werr, unix.EINTR) {
+			return nil, werr
+		}
+		n = 0
+	}
+	rest := c.flatten(n)
+	c.partial = len(rest) > 0
+	return rest, nil
+}
+
+// flatten returns the bytes of c.bufs after the first skip: a sub-slice of
+// one shared buffer when possible, a copy otherwise.
+func (c *Conn) flatten(skip int) []byte {
+	for i, b := range c.bufs {
+		if skip >= len(b) {
+			skip -= len(b)
+			continue
+		}
+		if i == len(c.bufs)-1 {
+			return b[skip:] // shared bytes, no copy
+		}
+		var out []byte
+		out = append(out, b[skip:]...)
+		for _, r := range c.bufs[i+1:] {
+			out = append(out, r...)
+		}
+		return out
+	}
+	return nil
+}
+
+// Close implements transport.Conn: a close frame if one can go out at once
+// without cutting into a write, then the socket.
 func (c *Conn) Close() error {
 	var err error
-	c.once.Do(func() { err = c.ws.CloseNow() })
+	c.once.Do(func() {
+		if c.wmu.TryLock() {
+			if !c.partial && c.raw != nil {
+				frame := [4]byte{0x80 | opClose, 2, 0x03, 0xe8} // 1000: normal closure
+				_ = c.raw.Write(func(fd uintptr) bool {
+					_, _ = unix.Write(int(fd), frame[:])
+					return true
+				})
+			}
+			c.wmu.Unlock()
+		}
+		err = c.c.Close()
+	})
 	return err
 }
 

@@ -1,0 +1,139 @@
+package ws
+
+import (
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// AcceptOptions configures the upgrade.
+type AcceptOptions struct {
+	// OriginPatterns are allowed Origin hosts (path.Match patterns); empty
+	// allows any Origin, since auth is by the first frame, not by cookies.
+	// The request's own host is always allowed.
+	OriginPatterns []string
+	MaxBody        int
+}
+
+// ErrHandshake is wrapped by every refused upgrade.
+var ErrHandshake = errors.New("ws: bad handshake")
+
+const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// Accept upgrades an HTTP request to a WebSocket connection. On failure the
+// HTTP answer is already written.
+func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, error) {
+	key, status, err := checkRequest(r, o.OriginPatterns)
+	if err != nil {
+		if status == http.StatusUpgradeRequired {
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		}
+		http.Error(w, err.Error(), status)
+		return nil, err
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "websocket: connection cannot be upgraded", http.StatusInternalServerError)
+		return nil, fmt.Errorf("%w: response writer cannot hijack", ErrHandshake)
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, fmt.Errorf("ws: hijack: %w", err)
+	}
+	var pending []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		// A client may send its first frame right behind the handshake.
+		b, _ := brw.Reader.Peek(n)
+		pending = append([]byte(nil), b...)
+	}
+	// The server's read deadline may still be set from the HTTP request.
+	_ = nc.SetDeadline(time.Time{})
+	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		acceptKey(key) + "\r\n\r\n"
+	_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := nc.Write([]byte(resp)); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("ws: write handshake: %w", err)
+	}
+	_ = nc.SetWriteDeadline(time.Time{})
+	return newConn(nc, o.MaxBody, r.RemoteAddr, pending), nil
+}
+
+// checkRequest validates an upgrade request and returns its key, or the
+// status to refuse it with.
+func checkRequest(r *http.Request, origins []string) (string, int, error) {
+	if r.Method != http.MethodGet {
+		return "", http.StatusMethodNotAllowed, fmt.Errorf("%w: method %s, want GET", ErrHandshake, r.Method)
+	}
+	if !headerHas(r.Header, "Connection", "upgrade") || !headerHas(r.Header, "Upgrade", "websocket") {
+		return "", http.StatusUpgradeRequired, fmt.Errorf("%w: not a websocket upgrade", ErrHandshake)
+	}
+	if v := r.Header.Get("Sec-WebSocket-Version"); v != "13" {
+		return "", http.StatusUpgradeRequired, fmt.Errorf("%w: Sec-WebSocket-Version %q, want 13", ErrHandshake, v)
+	}
+	key := strings.TrimSpace(r.Header.Get("Sec-WebSocket-Key"))
+	if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) != 16 {
+		return "", http.StatusBadRequest, fmt.Errorf("%w: invalid Sec-WebSocket-Key", ErrHandshake)
+	}
+	if err := checkOrigin(r, origins); err != nil {
+		return "", http.StatusForbidden, err
+	}
+	return key, 0, nil
+}
+
+func checkOrigin(r *http.Request, patterns []string) error {
+	origin := r.Header.Get("Origin")
+	if len(patterns) == 0 || origin == "" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return fmt.Errorf("%w: bad Origin %q", ErrHandshake, origin)
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return nil
+	}
+	for _, p := range patterns {
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(u.Host)); ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: Origin %q not allowed", ErrHandshake, origin)
+}
+
+// headerHas reports whether a comma-separated header holds token.
+func headerHas(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func acceptKey(key string) string {
+	s := sha1.Sum([]byte(key + acceptGUID))
+	return base64.StdEncoding.EncodeToString(s[:])
+}
+
+func rawConn(nc net.Conn) syscall.RawConn {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
