@@ -44,11 +44,15 @@ var (
 	errAuthRefused = errors.New("auth not accepted")
 )
 
-// conn is one client connection. Its goroutine runs open and then readLoop
-// for the connection's whole life; the heartbeat goroutine of the pool writes
-// to it too, under wmu (so do pong replies from the reader).
+// conn is one client connection. A goroutine of its own dials, upgrades and
+// authenticates it with a 4 KiB buffer of its own; then (on Linux) the socket
+// is handed to one of the pool's epoll read loops and the goroutine ends, so
+// an established connection costs no goroutine and no buffer: the loop reads
+// into its shared buffer and only a partial frame left at the end of a read
+// is kept, in rem. The pool's heartbeat goroutine writes to the socket too,
+// under wmu (so do pong replies from the reader).
 //
-// The receive path parses frames in place in buf without allocating:
+// The receive path parses frames in place without allocating:
 // [r, g) holds goim bytes not yet parsed (at most one partial frame once a
 // read is processed), [g, w) raw bytes not yet admitted (over WebSocket:
 // frame headers and payload still to come; over TCP g == w). Op-9 batches
@@ -61,11 +65,15 @@ type conn struct {
 	stripe *stripe
 	ws     bool
 
-	nc      net.Conn
+	nc      net.Conn // during the handshake (and for good where there is no epoll)
+	fd      int      // after the handoff to a read loop: the socket; -1 once closed
 	buf     []byte
 	r, g, w int
-	payLeft int64 // WebSocket: payload bytes of the current data frame not yet admitted
+	payLeft int64  // WebSocket: payload bytes of the current data frame not yet admitted
+	rem     []byte // between reads: the unprocessed bytes ([r, w) of the last buffer)
+	gOff    int    // g - r of the last buffer
 	authed  bool
+	authAt  int64 // unix nanos of the AuthReply
 
 	// Duplicate/order window over the stream sequence (see stamp.go): hi is
 	// the highest seen, bit k of win marks hi-k as seen.
@@ -76,9 +84,7 @@ type conn struct {
 	wbuf  [32]byte
 	hbSeq int32
 
-	// Handshake bookkeeping, used until the AuthReply.
-	t0             time.Time
-	pendingRelease func()
+	t0 time.Time // dial start
 
 	// onFrame, when set (tests), sees every frame instead of the handlers.
 	onFrame func(op, seq int32, body []byte)
@@ -187,24 +193,12 @@ func (c *conn) checkUpgrade(head []byte, key string, end int) error {
 	return nil
 }
 
-// readLoop reads until the connection ends. The first frame must be the
-// AuthReply; then pool.established is called and the auth deadline lifted.
-func (c *conn) readLoop() error {
+// readNet reads c.nc into c.buf and processes what arrives, until the
+// connection ends or, with untilAuthed, the AuthReply was handled.
+func (c *conn) readNet(untilAuthed bool) error {
 	for {
-		switch {
-		case c.r == c.w:
-			c.r, c.g, c.w = 0, 0, 0
-		case c.r > 0 && len(c.buf)-c.w < 1024:
-			n := copy(c.buf, c.buf[c.r:c.w])
-			c.g -= c.r
-			c.w, c.r = n, 0
-		case c.r == 0 && c.w == len(c.buf):
-			if len(c.buf) >= maxReadBuf {
-				return errors.New("frame larger than the read buffer limit")
-			}
-			nb := make([]byte, min(2*len(c.buf), maxReadBuf))
-			copy(nb, c.buf[:c.w])
-			c.buf = nb
+		if err := c.makeRoom(); err != nil {
+			return err
 		}
 		n, err := c.nc.Read(c.buf[c.w:])
 		if n > 0 {
@@ -216,7 +210,53 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			return err
 		}
+		if untilAuthed && c.authed {
+			return nil
+		}
 	}
+}
+
+// makeRoom makes space at the end of c.buf: it drops what was consumed,
+// moves a partial frame to the front, or grows the buffer for a frame larger
+// than it.
+func (c *conn) makeRoom() error {
+	switch {
+	case c.r == c.w:
+		c.r, c.g, c.w = 0, 0, 0
+	case c.r > 0 && len(c.buf)-c.w < 1024:
+		n := copy(c.buf, c.buf[c.r:c.w])
+		c.g -= c.r
+		c.w, c.r = n, 0
+	case c.r == 0 && c.w == len(c.buf):
+		if len(c.buf) >= maxReadBuf {
+			return errors.New("frame larger than the read buffer limit")
+		}
+		nb := make([]byte, min(2*len(c.buf), maxReadBuf))
+		copy(nb, c.buf[:c.w])
+		c.buf = nb
+	}
+	return nil
+}
+
+// keepRest moves the unprocessed bytes of c.buf to c.rem and lets go of
+// c.buf (the handshake buffer, or a read loop's shared one).
+func (c *conn) keepRest() {
+	if n := c.w - c.r; n == 0 {
+		if cap(c.rem) > 1024 {
+			c.rem = nil
+		}
+		c.rem = c.rem[:0]
+	} else {
+		c.rem = append(c.rem[:0], c.buf[c.r:c.w]...)
+	}
+	c.gOff = c.g - c.r
+	c.buf, c.r, c.g, c.w = nil, 0, 0, 0
+}
+
+// takeRest puts c.rem at the start of buf and makes buf the parse buffer.
+func (c *conn) takeRest(buf []byte) {
+	n := copy(buf, c.rem)
+	c.buf, c.r, c.g, c.w = buf, 0, c.gOff, n
 }
 
 // process admits and parses everything complete in the buffer.
@@ -342,9 +382,7 @@ func (c *conn) frame(op, seq int32, body []byte, now int64) error {
 			}
 			return fmt.Errorf("%w: got op %d first", errAuthRefused, op)
 		}
-		c.authed = true
-		_ = c.nc.SetReadDeadline(time.Time{})
-		c.p.established(c, now)
+		c.authed, c.authAt = true, now
 		return nil
 	}
 	switch op {
@@ -398,6 +436,8 @@ func (c *conn) delivery(body []byte, now int64) {
 }
 
 // heartbeat sends an op-2 frame; errors surface in the reader.
+// (A connection still in its handshake has no read loop yet and is not
+// heartbeaten: the pool lists it only once handed off.)
 func (c *conn) heartbeat(timeout time.Duration) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -411,8 +451,7 @@ func (c *conn) heartbeat(timeout time.Duration) {
 	if c.ws {
 		maskWS(b[mark-4:mark], b[mark:])
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := c.nc.Write(b); err == nil {
+	if c.send(b, timeout) == nil {
 		c.stripe.hbSent.Add(1)
 	}
 }
@@ -429,8 +468,7 @@ func (c *conn) pong(payload []byte) {
 	mark := len(b)
 	b = append(b, payload...)
 	maskWS(m[:], b[mark:])
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.p.cfg.Timeout))
-	_, _ = c.nc.Write(b)
+	_ = c.send(b, c.p.cfg.Timeout)
 }
 
 // appendWSHeader appends a masked binary frame header for n payload bytes,

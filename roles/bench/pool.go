@@ -36,7 +36,8 @@ type pool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	conns   []atomic.Pointer[conn] // index: client - lo
+	conns   []atomic.Pointer[conn] // index: client - lo; set once handed to a read loop
+	loops   []*loop
 	stripes [nStripes]stripe
 	connLat atomicHist
 	perPush []atomic.Int32
@@ -83,12 +84,16 @@ func newPool(cfg Config, lo, hi int, rate float64, conc int, maxErr int64) (*poo
 }
 
 // start begins connecting and heartbeating; it returns at once.
-func (p *pool) start() {
+func (p *pool) start() error {
+	if err := p.startLoops(); err != nil {
+		return err
+	}
 	p.start0()
 	go p.connectAll()
 	if p.cfg.Heartbeat > 0 {
 		go p.heartbeats()
 	}
+	return nil
 }
 
 func (p *pool) start0() { p.began = time.Now() }
@@ -132,67 +137,50 @@ func (p *pool) connectAll() {
 	}
 }
 
-// runConn is client i's goroutine.
+// runConn is client i's goroutine: dial, upgrade, auth, then hand the
+// socket to a read loop (on Linux; elsewhere it goes on reading here).
 func (p *pool) runConn(i int, sem chan struct{}) {
 	defer p.wg.Done()
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			<-sem
-		}
-	}
-	defer release()
-	c := &conn{p: p, idx: i, ws: p.cfg.Network == "ws", stripe: &p.stripes[i%nStripes]}
+	c := &conn{p: p, idx: i, fd: -1, ws: p.cfg.Network == "ws", stripe: &p.stripes[i%nStripes]}
 	switch p.cfg.Push {
 	case PushRoom:
 		c.target = uint32(p.cfg.roomOf(i))
 	case PushMid:
 		c.target = uint32(p.cfg.midOf(i))
 	}
-	c.p = p
 	var local *net.TCPAddr
 	if len(p.locals) > 0 {
 		local = p.locals[i%len(p.locals)]
 	}
-	t0 := time.Now()
+	c.t0 = time.Now()
 	err := c.open(p.ctx, &p.cfg, p.wsu, local, authBody(&p.cfg, i))
 	if err == nil {
-		c.pendingRelease = release
-		c.t0 = t0
-		err = c.readLoop()
+		err = c.readNet(true)
+	}
+	if err == nil {
+		_ = c.nc.SetReadDeadline(time.Time{})
+		p.connLat.record(c.authAt-c.t0.UnixNano(), c.authAt)
+		p.mu.Lock()
+		p.connected[i-p.lo] = true
+		p.mu.Unlock()
+		p.nEstablished.Add(1)
+		p.lastHandshake.Store(c.authAt)
+		<-sem
+		if _, herr := c.handoff(); herr != nil && !p.closing.Load() {
+			p.nClosed.Add(1)
+			p.noteError(classify("handoff", herr))
+		}
+		return
 	}
 	if c.nc != nil {
 		_ = c.nc.Close()
 	}
-	if !c.authed {
-		p.nFailed.Add(1)
-		p.lastHandshake.Store(time.Now().UnixNano())
-		if p.ctx.Err() == nil {
-			p.noteError(classify("connect", err))
-		}
-		return
+	p.nFailed.Add(1)
+	p.lastHandshake.Store(time.Now().UnixNano())
+	if p.ctx.Err() == nil {
+		p.noteError(classify("connect", err))
 	}
-	p.conns[i-p.lo].Store(nil)
-	if !p.closing.Load() {
-		p.nClosed.Add(1)
-		p.noteError(classify("closed during the run", err))
-	}
-}
-
-// established is called by the connection's reader on the AuthReply.
-func (p *pool) established(c *conn, now int64) {
-	p.connLat.record(now-c.t0.UnixNano(), now)
-	p.conns[c.idx-p.lo].Store(c)
-	p.mu.Lock()
-	p.connected[c.idx-p.lo] = true
-	p.mu.Unlock()
-	p.nEstablished.Add(1)
-	p.lastHandshake.Store(now)
-	if c.pendingRelease != nil {
-		c.pendingRelease()
-		c.pendingRelease = nil
-	}
+	<-sem
 }
 
 // heartbeats sends each connection an op-2 frame every cfg.Heartbeat,
@@ -298,12 +286,16 @@ func (p *pool) report(final bool) Report {
 }
 
 // stop closes every connection and waits (bounded) for the goroutines.
+// Connections still in their handshake end at the latest by --timeout.
 func (p *pool) stop() {
+	p.mu.Lock()
 	p.closing.Store(true)
+	p.mu.Unlock()
 	p.cancel()
+	p.stopLoops()
 	for i := range p.conns {
 		if c := p.conns[i].Load(); c != nil {
-			_ = c.nc.Close()
+			c.closeFD()
 		}
 	}
 	done := make(chan struct{})

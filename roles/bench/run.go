@@ -221,9 +221,11 @@ func (r *runner) startShards() error {
 		if err != nil {
 			return err
 		}
+		if err := p.start(); err != nil {
+			return err
+		}
 		r.local = p
 		r.shards = []shard{localShard{p}}
-		p.start()
 		return nil
 	}
 	n := (cfg.Conns + cfg.PerProcess - 1) / cfg.PerProcess

@@ -65,7 +65,9 @@ func RunWorker(in io.Reader, out io.Writer) error {
 		defer wmu.Unlock()
 		return enc.Encode(r)
 	}
-	p.start()
+	if err := p.start(); err != nil {
+		return fmt.Errorf("bench worker: %w", err)
+	}
 	defer p.stop()
 
 	done := make(chan struct{})

@@ -275,6 +275,7 @@ func testConfig() Config {
 		NodeQueue:       1024,
 		MaxAge:          time.Minute,
 		CallTimeout:     time.Minute, // a held fake call must not time out mid-test
+		NoMerge:         true,        // batches are observed call by call; merging has its own test
 	}
 }
 

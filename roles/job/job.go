@@ -26,6 +26,9 @@ type Config struct {
 	CallTimeout     time.Duration // bound on one call to a node; default 5s
 	Retries         int           // further attempts after a failed call; default 3
 	EnqueueTimeout  time.Duration // how long Handle waits on a full node queue before dropping; default 1s
+	// NoMerge keeps every room batch a call of its own, even when several
+	// of one room queue up for a busy node (tests of the batcher use it).
+	NoMerge bool
 }
 
 // Watcher follows the cloud nodes (registry.Watcher).
@@ -238,7 +241,13 @@ func (j *Job) node(id string) *node {
 }
 
 // toAll enqueues call on every node; done runs once every node finished it.
+// room, when set, marks a room batch that a node may merge with the next
+// batches of the same room queued behind it.
 func (j *Job) toAll(ctx context.Context, done func(), call func(context.Context, CloudClient) error) error {
+	return j.toAllRoom(ctx, done, call, nil)
+}
+
+func (j *Job) toAllRoom(ctx context.Context, done func(), call func(context.Context, CloudClient) error, room *pb.BroadcastRoomReq) error {
 	j.mu.RLock()
 	all := make([]*node, 0, len(j.nodes))
 	for _, n := range j.nodes {
@@ -257,7 +266,7 @@ func (j *Job) toAll(ctx context.Context, done func(), call func(context.Context,
 		}
 	}
 	for _, n := range all {
-		if err := n.enqueue(ctx, task{call: call, done: each}); err != nil {
+		if err := n.enqueue(ctx, task{call: call, done: each, room: room}); err != nil {
 			return err
 		}
 	}
@@ -268,6 +277,7 @@ func (j *Job) toAll(ctx context.Context, done func(), call func(context.Context,
 type task struct {
 	call func(context.Context, CloudClient) error
 	done func()
+	room *pb.BroadcastRoomReq // a room batch (read-only, shared by every node)
 }
 
 // node is one cloud node's delivery queue and its worker.
@@ -339,14 +349,89 @@ func (n *node) skip(t task) {
 
 func (n *node) run() {
 	defer close(n.done)
+	var held []task // taken from the queue while merging, delivered next, in order
 	for {
-		select {
-		case t := <-n.ch:
-			n.deliver(t)
-		case <-n.quit:
-			return
+		var t task
+		if len(held) > 0 {
+			t, held = held[0], held[1:]
+		} else {
+			select {
+			case t = <-n.ch:
+			case <-n.quit:
+				return
+			}
+		}
+		if t.room != nil && !n.j.cfg.NoMerge {
+			t, held = n.merge(t, held)
+		}
+		n.deliver(t)
+	}
+}
+
+// maxMerge bounds the frames one merged room delivery carries.
+const maxMerge = 64 << 10
+
+// merge folds into t the batches of the same room that queued up behind it
+// while the node was busy (typically during the previous pass over a large
+// room), so one pass writes several messages per connection in one write.
+// Other tasks are returned in held, in their order; per-room order holds.
+func (n *node) merge(t task, held []task) (task, []task) {
+	var reqs []*pb.BroadcastRoomReq
+	var dones []func()
+	size := len(t.room.GetFrames())
+	take := func(o task) bool {
+		if o.room == nil || o.room.GetRoom() != t.room.GetRoom() || size+len(o.room.GetFrames()) > maxMerge {
+			return false
+		}
+		reqs = append(reqs, o.room)
+		dones = append(dones, o.done)
+		size += len(o.room.GetFrames())
+		return true
+	}
+	kept := held[:0]
+	for i, o := range held {
+		if len(kept) > 0 || !take(o) { // stop merging at the first task that stays
+			kept = append(kept, held[i:]...)
+			break
 		}
 	}
+	held = kept
+	for len(held) == 0 {
+		select {
+		case o := <-n.ch:
+			if !take(o) {
+				held = append(held, o)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if len(reqs) == 0 {
+		return t, held
+	}
+	n.j.metrics.Merged.Add(float64(len(reqs)))
+	merged := &pb.BroadcastRoomReq{Room: t.room.GetRoom(), Frames: make([]byte, 0, size)}
+	merged.Frames = append(merged.Frames, t.room.GetFrames()...)
+	merged.Ids = append(merged.Ids, t.room.GetIds()...)
+	for _, r := range reqs {
+		merged.Frames = append(merged.Frames, r.GetFrames()...)
+		merged.Ids = append(merged.Ids, r.GetIds()...)
+	}
+	first := t.done
+	return task{
+		room: merged,
+		call: func(ctx context.Context, c CloudClient) error {
+			_, err := c.BroadcastRoom(ctx, merged)
+			return err
+		},
+		done: func() {
+			first()
+			for _, d := range dones {
+				d()
+			}
+		},
+	}, held
 }
 
 // deliver makes one call with bounded retries and backoff; it gives up at

@@ -14,6 +14,7 @@ type Metrics struct {
 	RoomBatches   *prometheus.CounterVec
 	RoomBatchMsgs prometheus.Histogram
 	Nodes         prometheus.Gauge
+	Merged        prometheus.Counter
 }
 
 // NewMetrics creates the job's metrics and registers them with reg (nil: none).
@@ -44,9 +45,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "imcloud", Subsystem: "job", Name: "cloud_nodes",
 			Help: "Cloud nodes the job delivers to.",
 		}),
+		Merged: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "imcloud", Subsystem: "job", Name: "room_batches_merged_total",
+			Help: "Room batches folded into an earlier one queued for the same node and room.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.Consumed, m.Dropped, m.Calls, m.RoomBatches, m.RoomBatchMsgs, m.Nodes} {
+		for _, c := range []prometheus.Collector{m.Consumed, m.Dropped, m.Calls, m.RoomBatches, m.RoomBatchMsgs, m.Nodes, m.Merged} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("job: register metrics: %w", err)
 			}

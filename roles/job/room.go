@@ -91,10 +91,10 @@ func (rb *roomBatch) flushLocked(ctx context.Context, why string) error {
 			d()
 		}
 	}
-	return rb.j.toAll(ctx, allDone, func(ctx context.Context, c CloudClient) error {
+	return rb.j.toAllRoom(ctx, allDone, func(ctx context.Context, c CloudClient) error {
 		_, err := c.BroadcastRoom(ctx, req)
 		return err
-	})
+	}, req)
 }
 
 // flushRooms sends every pending batch now (shutdown).

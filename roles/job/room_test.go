@@ -1,16 +1,19 @@
 package job
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/protocol/pb"
 )
 
 func bodies(fs []protocol.Frame) []string {
@@ -269,5 +272,55 @@ func TestRoomOrderUnderLoad(t *testing.T) {
 	}
 	if v := metricValue(t, j.metrics.Dropped.WithLabelValues("node_queue_full")); v != 0 {
 		t.Errorf("dropped %v deliveries", v)
+	}
+}
+
+// TestBusyNodeMergesRoomBatches: batches of one room that queue up behind a
+// busy node's call go out as one call, in order, with every done called;
+// a batch of another room in between is neither merged nor reordered
+// against its own room.
+func TestBusyNodeMergesRoomBatches(t *testing.T) {
+	cl := newCluster()
+	cl.register(t, "n1")
+	cfg := testConfig()
+	cfg.NoMerge = false
+	cfg.RoomBatchWindow = 0 // every message is its own batch
+	j := startJob(t, cl, cfg, nil)
+	n := cl.node("n1")
+	n.hold()
+	var done atomic.Int32
+	handleAsync := func(m *pb.PushMsg) {
+		t.Helper()
+		if err := j.HandleAsync(context.Background(), m, func() { done.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	handleAsync(roomMsg("0", "a", 1000, "a#0"))
+	eventually(t, "first call held", func() bool { _, e := n.counts(); return e == 1 })
+	for i := 1; i <= 5; i++ {
+		handleAsync(roomMsg(strconv.Itoa(i), "a", 1000, "a#"+strconv.Itoa(i)))
+	}
+	handleAsync(roomMsg("b0", "b", 1000, "b#0"))
+	handleAsync(roomMsg("6", "a", 1000, "a#6"))
+	n.release()
+	calls := n.waitCalls(t, 4)
+	var shapes []string
+	for _, c := range calls {
+		var bodies []string
+		for _, f := range roomFrames(t, []nodeCall{c}) {
+			bodies = append(bodies, string(f.Body))
+		}
+		shapes = append(shapes, strings.Join(bodies, ","))
+		if len(c.room.GetIds()) != len(bodies) {
+			t.Errorf("call %v: %d ids for %d frames", bodies, len(c.room.GetIds()), len(bodies))
+		}
+	}
+	want := []string{"a#0", "a#1,a#2,a#3,a#4,a#5", "b#0", "a#6"}
+	if !slices.Equal(shapes, want) {
+		t.Errorf("calls %q, want %q", shapes, want)
+	}
+	eventually(t, "every done called", func() bool { return done.Load() == 8 })
+	if v := metricValue(t, j.metrics.Merged); v != 4 {
+		t.Errorf("merged counter = %v, want 4", v)
 	}
 }
