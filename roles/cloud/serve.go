@@ -75,7 +75,7 @@ func (h *Hub) WSHandler() http.Handler {
 // serveConn runs one connection from handshake to teardown; it is the
 // connection's reader goroutine.
 func (h *Hub) serveConn(c transport.Conn) {
-	log := h.log.With(zap.String("remote", c.RemoteAddr()), zap.String("transport", c.Network()))
+	log := connLog{h.log, c}
 	h.pending.Store(c, struct{}{})
 	if h.shutdown.Load() {
 		h.pending.Delete(c)
@@ -152,12 +152,23 @@ func (h *Hub) serveConn(c transport.Conn) {
 	h.metrics.Connects.WithLabelValues(c.Network()).Inc()
 	log.Debug("session opened", zap.String("key", key), zap.Int64("mid", a.Mid), zap.String("room", roomID))
 
+	// The handshake (JSON, the store) grew this goroutine's stack; the long
+	// idle life of the connection continues on a fresh, small one.
+	h.wg.Add(1)
+	go h.runSession(s, log, roomID)
+}
+
+// runSession is the reader goroutine of an authenticated session, from its
+// first frame after Auth to teardown.
+func (h *Hub) runSession(s *Session, log connLog, roomID string) {
+	defer h.wg.Done()
+	c := s.conn
 	reason := h.readLoop(s, log, roomID)
 
 	h.metrics.Conns.WithLabelValues(c.Network()).Dec()
 	h.metrics.Disconnects.WithLabelValues(reason).Inc()
 	h.teardown(s, log)
-	log.Debug("session closed", zap.String("key", key), zap.String("reason", reason))
+	log.Debug("session closed", zap.String("key", s.key), zap.String("reason", reason))
 }
 
 // controlConn is a transport that has control frames of its own to send.
@@ -166,7 +177,7 @@ type controlConn interface {
 }
 
 // readLoop handles frames until the connection ends; it returns why.
-func (h *Hub) readLoop(s *Session, log *zap.Logger, roomID string) string {
+func (h *Hub) readLoop(s *Session, log connLog, roomID string) string {
 	for {
 		f, err := s.conn.ReadFrame(time.Now().Add(h.cfg.HeartbeatTimeout))
 		if err != nil {
@@ -221,7 +232,7 @@ func (h *Hub) readLoop(s *Session, log *zap.Logger, roomID string) string {
 	}
 }
 
-func (h *Hub) refuse(s *Session, log *zap.Logger, kind, reason string) string {
+func (h *Hub) refuse(s *Session, log connLog, kind, reason string) string {
 	h.metrics.ProtocolErrs.WithLabelValues(kind).Inc()
 	log.Info("connection closed: protocol error", zap.String("key", s.key), zap.String("kind", kind), zap.String("reason", reason))
 	s.farewell(reason)
@@ -259,13 +270,13 @@ func (h *Hub) bind(s *Session, roomID string) error {
 	return h.store.Bind(ctx, h.storeSession(s, roomID))
 }
 
-func (h *Hub) rebind(s *Session, roomID string, log *zap.Logger) {
+func (h *Hub) rebind(s *Session, roomID string, log connLog) {
 	if err := h.bind(s, roomID); err != nil {
 		log.Warn("session store bind failed", zap.String("key", s.key), zap.Error(err))
 	}
 }
 
-func (h *Hub) refresh(s *Session, roomID string, log *zap.Logger) {
+func (h *Hub) refresh(s *Session, roomID string, log connLog) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
 	if err := h.store.Refresh(ctx, h.storeSession(s, roomID)); err != nil {
@@ -275,7 +286,7 @@ func (h *Hub) refresh(s *Session, roomID string, log *zap.Logger) {
 
 // teardown removes s from the hub and, if no newer connection took its key
 // here meanwhile, from the session store.
-func (h *Hub) teardown(s *Session, log *zap.Logger) {
+func (h *Hub) teardown(s *Session, log connLog) {
 	s.mu.Lock()
 	closing := s.closing
 	s.mu.Unlock()
@@ -301,4 +312,33 @@ func (h *Hub) teardown(s *Session, log *zap.Logger) {
 func goodbye(c transport.Conn, timeout time.Duration, reason string) {
 	_ = c.Write([]transport.Out{{Data: protocol.Encode(protocol.PushVer, protocol.OpDisconnectReply, 0, []byte(reason))}},
 		time.Now().Add(min(timeout, time.Second)))
+}
+
+// connLog logs with the connection's remote address and transport added at
+// the call, so an idle connection holds no logger of its own.
+type connLog struct {
+	l *zap.Logger
+	c transport.Conn
+}
+
+func (l connLog) with(fields []zap.Field) []zap.Field {
+	return append([]zap.Field{zap.String("remote", l.c.RemoteAddr()), zap.String("transport", l.c.Network())}, fields...)
+}
+
+func (l connLog) Debug(msg string, fields ...zap.Field) {
+	if ce := l.l.Check(zap.DebugLevel, msg); ce != nil {
+		ce.Write(l.with(fields)...)
+	}
+}
+
+func (l connLog) Info(msg string, fields ...zap.Field) {
+	if ce := l.l.Check(zap.InfoLevel, msg); ce != nil {
+		ce.Write(l.with(fields)...)
+	}
+}
+
+func (l connLog) Warn(msg string, fields ...zap.Field) {
+	if ce := l.l.Check(zap.WarnLevel, msg); ce != nil {
+		ce.Write(l.with(fields)...)
+	}
 }
