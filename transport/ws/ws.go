@@ -26,6 +26,9 @@ const (
 	opPong         = 0xa
 )
 
+// maxIovecs is IOV_MAX on Linux, the most iovecs one writev takes.
+const maxIovecs = 1024
+
 // maxHeader is the longest frame header a server writes (no mask) plus the
 // op-9 header that may follow it.
 const maxHeader = 10 + protocol.HeaderLen
@@ -54,7 +57,11 @@ type Conn struct {
 	wmu     sync.Mutex
 	partial bool // a TryWrite left bytes to finish: nothing may go in between
 	bufs    net.Buffers
+	wbufs   net.Buffers // what Write hands to WriteTo, which consumes it
 	hdrs    []byte
+	writev  func(fd uintptr) bool // bound once: no closure per TryWrite
+	wn      int
+	werr    error
 	once    sync.Once
 }
 
@@ -67,7 +74,9 @@ func newConn(nc net.Conn, maxBody int, remote string, pending []byte) *Conn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	return &Conn{c: nc, raw: rawConn(nc), maxBody: maxBody, remote: remote, pending: pending}
+	c := &Conn{c: nc, raw: rawConn(nc), maxBody: maxBody, remote: remote, pending: pending}
+	c.writev = c.tryWritev
+	return c
 }
 
 // SetControl sets how the reader sends control frames (pong, close reply):
@@ -127,9 +136,11 @@ func (c *Conn) ReadFrame(deadline time.Time) (protocol.Frame, error) {
 			case opPong:
 				continue
 			case opClose:
-				code := payload
-				if len(code) > 2 {
-					code = code[:2]
+				// Echo the status code, not the reason; a lone byte is no
+				// code (a close body is empty or starts with two bytes).
+				var code []byte
+				if len(payload) >= 2 {
+					code = payload[:2]
 				}
 				c.sendControl(opClose, code)
 				return protocol.Frame{}, ErrClosedByPeer
@@ -299,11 +310,16 @@ func (c *Conn) Write(items []transport.Out, deadline time.Time) error {
 	}
 	defer func() { _ = c.c.SetWriteDeadline(time.Time{}) }()
 	c.frame(items)
-	bufs := c.bufs // WriteTo consumes its receiver
-	_, err := bufs.WriteTo(c.c)
+	c.wbufs = c.bufs // WriteTo consumes its receiver
+	n, err := c.wbufs.WriteTo(c.c)
 	clear(c.bufs[:cap(c.bufs)])
-	if err == nil {
+	switch {
+	case err == nil:
 		c.partial = false
+	case n > 0:
+		// Stopped, maybe inside a frame: nothing may follow, not even
+		// Close's close frame.
+		c.partial = true
 	}
 	return err
 }
@@ -317,15 +333,12 @@ func (c *Conn) TryWrite(o transport.Out) ([]byte, error) {
 	if c.raw == nil {
 		return c.flatten(0), nil
 	}
-	var n int
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		n, werr = unix.Writev(int(fd), c.bufs)
-		return true // never wait: what does not fit goes to the writer
-	})
+	err := c.raw.Write(c.writev)
 	if err != nil {
 		return nil, err
 	}
+	n, werr := c.wn, c.werr
+	c.werr = nil
 	if werr != nil {
 		if !errors.Is(werr, unix.EAGAIN) && !errors.Is(werr, unix.EINTR) {
 			return nil, werr
@@ -335,6 +348,13 @@ func (c *Conn) TryWrite(o transport.Out) ([]byte, error) {
 	rest := c.flatten(n)
 	c.partial = len(rest) > 0
 	return rest, nil
+}
+
+func (c *Conn) tryWritev(fd uintptr) bool {
+	// writev takes at most IOV_MAX iovecs (EINVAL beyond); a batch split
+	// into more pieces leaves the others to the rest.
+	c.wn, c.werr = unix.Writev(int(fd), c.bufs[:min(len(c.bufs), maxIovecs)])
+	return true // never wait: what does not fit goes to the writer
 }
 
 // flatten returns the bytes of c.bufs after the first skip: a sub-slice of
