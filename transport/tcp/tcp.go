@@ -19,6 +19,7 @@ type Conn struct {
 	once    sync.Once
 	remote  string
 	raw     syscall.RawConn // for TryWrite; nil when c has no descriptor
+	tw      tryWrite
 }
 
 var _ transport.Conn = (*Conn)(nil)
@@ -31,6 +32,7 @@ func New(c net.Conn, maxBody int) *Conn {
 		_ = tc.SetNoDelay(true)
 		if raw, err := tc.SyscallConn(); err == nil {
 			conn.raw = raw
+			conn.tw.fn = conn.writeOnce
 		}
 	}
 	return conn

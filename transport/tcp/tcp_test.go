@@ -87,3 +87,36 @@ func TestReadFrameLimits(t *testing.T) {
 		t.Fatal("a frame over the limit was accepted")
 	}
 }
+
+func BenchmarkTryWrite(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer peer.Close()
+	go func() { _, _ = io.Copy(io.Discard, peer) }()
+	srv, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := New(srv, protocol.DefaultMaxBody)
+	defer c.Close()
+	out := transport.Out{Data: protocol.EncodePush(1000, make([]byte, 100)), Push: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		rest, err := c.TryWrite(out)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(rest) > 0 {
+			if err := c.Write([]transport.Out{{Data: rest, Raw: true}}, time.Now().Add(time.Second)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

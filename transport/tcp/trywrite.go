@@ -10,17 +10,16 @@ import (
 var _ transport.TryWriter = (*Conn)(nil)
 
 // TryWrite implements transport.TryWriter with one non-blocking write(2).
+// Like Write, it is called by the one goroutine that owns the write side.
 func (c *Conn) TryWrite(o transport.Out) ([]byte, error) {
 	if c.raw == nil {
 		// Not a socket with a descriptor (a pipe in tests): write later.
 		return o.Data, nil
 	}
-	var n int
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		n, werr = syscall.Write(int(fd), o.Data)
-		return true // never wait: what does not fit goes to the writer
-	})
+	c.tw.data = o.Data
+	err := c.raw.Write(c.tw.fn)
+	n, werr := c.tw.n, c.tw.err
+	c.tw = tryWrite{fn: c.tw.fn}
 	if err != nil {
 		return nil, err
 	}
@@ -34,4 +33,18 @@ func (c *Conn) TryWrite(o transport.Out) ([]byte, error) {
 		return o.Data[n:], nil
 	}
 	return nil, nil
+}
+
+// tryWrite holds a TryWrite's argument and results, so the function handed
+// to RawConn.Write is bound once and a write allocates nothing.
+type tryWrite struct {
+	fn   func(fd uintptr) bool
+	data []byte
+	n    int
+	err  error
+}
+
+func (c *Conn) writeOnce(fd uintptr) bool {
+	c.tw.n, c.tw.err = syscall.Write(int(fd), c.tw.data)
+	return true // never wait: what does not fit goes to the writer
 }
