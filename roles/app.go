@@ -129,7 +129,7 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 		a.services = append(a.services, &jobService{log: log.Named("job"), b: a.b, job: j})
 	}
 	if hasLogic {
-		var online logic.OnlineSource = storeOnline{a.b.online}
+		var online logic.OnlineSource = &storeOnline{online: a.b.online, maxAge: time.Second}
 		if a.cloud != nil && !a.b.shared {
 			// Nobody else reports to an in-process store: ask the hub, live.
 			online = hubOnline{a.cloud.hub}

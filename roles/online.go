@@ -2,6 +2,8 @@ package roles
 
 import (
 	"context"
+	"sync"
+	"time"
 
 	"github.com/imcloud/imcloud/roles/cloud"
 	"github.com/imcloud/imcloud/roles/logic"
@@ -16,10 +18,45 @@ func (h hubOnline) Snapshot(context.Context) (logic.Snapshot, error) {
 	return logic.Snapshot{Conns: conns, IPs: ips, Rooms: h.hub.Rooms()}, nil
 }
 
-// storeOnline sums every cloud node's latest report in the store.
-type storeOnline struct{ online store.Online }
+// RoomCount implements logic.LiveCounts.
+func (h hubOnline) RoomCount(_ context.Context, room string) (int32, error) {
+	return h.hub.RoomCount(room), nil
+}
 
-func (s storeOnline) Snapshot(ctx context.Context) (logic.Snapshot, error) {
+// ConnCount implements logic.LiveCounts.
+func (h hubOnline) ConnCount(context.Context) (int64, error) {
+	conns, _ := h.hub.Online()
+	return conns, nil
+}
+
+// storeOnline sums every cloud node's latest report in the store. The sum
+// is reused for up to maxAge: the reports themselves are only refreshed
+// every cloud.online_report_interval, and reading them all on every room
+// push would cost the store more than the push.
+type storeOnline struct {
+	online store.Online
+	maxAge time.Duration
+
+	mu   sync.Mutex
+	at   time.Time
+	snap logic.Snapshot
+}
+
+func (s *storeOnline) Snapshot(ctx context.Context) (logic.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.at.IsZero() && time.Since(s.at) < s.maxAge {
+		return s.snap, nil
+	}
+	snap, err := s.sum(ctx)
+	if err != nil {
+		return logic.Snapshot{}, err
+	}
+	s.snap, s.at = snap, time.Now()
+	return snap, nil
+}
+
+func (s *storeOnline) sum(ctx context.Context) (logic.Snapshot, error) {
 	reports, err := s.online.AllOnline(ctx)
 	if err != nil {
 		return logic.Snapshot{}, err

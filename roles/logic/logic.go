@@ -63,6 +63,13 @@ type OnlineSource interface {
 	Snapshot(ctx context.Context) (Snapshot, error)
 }
 
+// LiveCounts is implemented by an OnlineSource that can count one room or
+// all connections without building a whole Snapshot; push answers use it.
+type LiveCounts interface {
+	RoomCount(ctx context.Context, room string) (int32, error)
+	ConnCount(ctx context.Context) (int64, error)
+}
+
 // Config configures the REST API. Zero values take the defaults.
 type Config struct {
 	MaxMessage int           // message limit in bytes; default 64 KiB

@@ -48,6 +48,36 @@ func (l *Logic) snapshotAfterPush(ctx context.Context, kind string) (Snapshot, b
 	return snap, true
 }
 
+// roomCountAfterPush is the member count a room push answers with: asked
+// of the source directly when it can count one room cheaply (a whole
+// snapshot per push would cost more than the push).
+func (l *Logic) roomCountAfterPush(ctx context.Context, room string) int64 {
+	if lc, ok := l.online.(LiveCounts); ok {
+		n, err := lc.RoomCount(ctx, room)
+		if err != nil {
+			l.log.Warn("online figures unavailable for a push answer", zap.String("route", "push/room"), zap.Error(err))
+			return 0
+		}
+		return int64(n)
+	}
+	snap, _ := l.snapshotAfterPush(ctx, "push/room")
+	return int64(snap.Rooms[room])
+}
+
+// connCountAfterPush is the connection count a broadcast answers with.
+func (l *Logic) connCountAfterPush(ctx context.Context) int64 {
+	if lc, ok := l.online.(LiveCounts); ok {
+		n, err := lc.ConnCount(ctx)
+		if err != nil {
+			l.log.Warn("online figures unavailable for a push answer", zap.String("route", "push/all"), zap.Error(err))
+			return 0
+		}
+		return n
+	}
+	snap, _ := l.snapshotAfterPush(ctx, "push/all")
+	return snap.Conns
+}
+
 // onlineTop answers the most populated rooms of a type:
 // GET online/top?type=&limit= -> [{"room_id","count"}], count descending,
 // then room id ascending.

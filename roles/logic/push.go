@@ -150,9 +150,7 @@ func (l *Logic) pushRoom(w http.ResponseWriter, r *http.Request, rt *route) (any
 		return nil, unavailable(backendQueue, err)
 	}
 	a := pushAnswer{ID: m.Id}
-	if snap, ok := l.snapshotAfterPush(r.Context(), "push/room"); ok {
-		a.Sessions = int64(snap.Rooms[room])
-	}
+	a.Sessions = l.roomCountAfterPush(r.Context(), room)
 	return a, nil
 }
 
@@ -185,8 +183,6 @@ func (l *Logic) pushAll(w http.ResponseWriter, r *http.Request, rt *route) (any,
 		return nil, unavailable(backendQueue, err)
 	}
 	a := pushAnswer{ID: m.Id}
-	if snap, ok := l.snapshotAfterPush(r.Context(), "push/all"); ok {
-		a.Sessions = snap.Conns
-	}
+	a.Sessions = l.connCountAfterPush(r.Context())
 	return a, nil
 }
