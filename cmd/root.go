@@ -69,7 +69,7 @@ func newRoot() *cobra.Command {
 	} {
 		root.AddCommand(newRoleCmd(f, role.name, role.short))
 	}
-	root.AddCommand(newVersionCmd(), newClientCmd())
+	root.AddCommand(newVersionCmd(), newClientCmd(), newBenchCmd())
 	return root
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
@@ -31,6 +30,10 @@ const (
 	RoomType   = "live"
 	RoomPrefix = "bench-"
 )
+
+// maxPushes bounds rate x duration: every process keeps a 4-byte delivery
+// counter per push.
+const maxPushes = 50_000_000
 
 // Config is one bench run. The zero value is not usable: start from Default.
 type Config struct {
@@ -168,14 +171,14 @@ func (c *Config) Validate() error {
 		if c.Rate <= 0 {
 			bad("rate", "must be > 0 (or use --push none)")
 		}
-		if u, err := url.Parse(c.HTTP); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("http", "want http://host:port, got %q", c.HTTP)
+		if u, err := url.Parse(c.HTTP); err != nil || u.Scheme != "http" || u.Host == "" || u.RawQuery != "" {
+			bad("http", "want http://host:port (https is not supported), got %q", c.HTTP)
 		}
 		if c.HTTPConns < 1 {
 			bad("http-conns", "must be at least 1")
 		}
-		if c.pushCount() > 1<<31 {
-			bad("rate", "rate x duration is more than 2^31 pushes")
+		if c.pushCount() > maxPushes {
+			bad("rate", "rate x duration is more than %d pushes", maxPushes)
 		}
 	}
 	if c.Duration <= 0 {
@@ -267,13 +270,3 @@ func (c *Config) midOf(i int) int64 { return c.MidOffset + int64(i) }
 
 // roomID is the id of room k as clients send it.
 func roomID(k int) string { return fmt.Sprintf("%s://%s%d", RoomType, RoomPrefix, k) }
-
-func splitList(s string) []string {
-	var out []string
-	for p := range strings.SplitSeq(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}

@@ -91,7 +91,7 @@ type conn struct {
 }
 
 // open dials, upgrades (WebSocket) and sends the Auth frame. The caller then
-// runs readLoop, which waits for the reply.
+// runs readNet(true), which waits for the reply.
 func (c *conn) open(ctx context.Context, cfg *Config, wsu *wsTarget, local *net.TCPAddr, auth []byte) error {
 	d := net.Dialer{Timeout: cfg.Timeout}
 	if local != nil {

@@ -20,8 +20,9 @@ const (
 )
 
 // pool holds the connections of one process: clients [lo, hi) of the run.
-// One goroutine per connection (dial, handshake, then reads), one connect
-// loop, one heartbeat goroutine.
+// A goroutine per connection for its handshake only, the read loops
+// (loop_linux.go) for established ones, one connect loop, one heartbeat
+// goroutine.
 type pool struct {
 	cfg    Config
 	lo, hi int
@@ -88,15 +89,13 @@ func (p *pool) start() error {
 	if err := p.startLoops(); err != nil {
 		return err
 	}
-	p.start0()
+	p.began = time.Now()
 	go p.connectAll()
 	if p.cfg.Heartbeat > 0 {
 		go p.heartbeats()
 	}
 	return nil
 }
-
-func (p *pool) start0() { p.began = time.Now() }
 
 func (p *pool) connectAll() {
 	defer close(p.connDone)
@@ -229,6 +228,7 @@ func (p *pool) markPush() { p.cpuStart = selfCPU() }
 func (p *pool) report(final bool) Report {
 	r := Report{
 		Type:        "progress",
+		CPUTotal:    int64(selfCPU()),
 		Attempted:   p.nAttempted.Load(),
 		Established: p.nEstablished.Load(),
 		Failed:      p.nFailed.Load(),

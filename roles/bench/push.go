@@ -1,10 +1,10 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,7 +31,9 @@ type pushRec struct {
 // accepted them; different targets go out in parallel.
 type pusher struct {
 	cfg     *Config
-	client  *http.Client
+	addr    string // host:port of the REST API
+	host    string // its Host header
+	prefix  string // path of --http, if any
 	recs    []pushRec
 	members []int32 // room pushes: connected clients per room
 	mids    []int64 // mid pushes: connected users, round robin
@@ -44,6 +46,8 @@ type pusher struct {
 	expectedOK                                atomic.Int64 // sum of expected over answered pushes
 	lagMax                                    atomic.Int64 // worst send time behind schedule, ns
 	lastSend                                  atomic.Int64 // unix nanos
+	lastAnswer                                atomic.Int64 // unix nanos of the latest HTTP answer (any status)
+	schedEnd                                  time.Time    // when the schedule stopped (all queued, or ctx ended)
 
 	mu       sync.Mutex
 	rest     Histogram // REST round trip
@@ -58,15 +62,11 @@ func newPusher(cfg *Config, members []int32, mids []int64, total int32) *pusher 
 		period:   time.Duration(float64(time.Second) / cfg.Rate),
 		errKinds: map[string]int64{},
 	}
-	p.client = &http.Client{
-		Timeout: cfg.Timeout,
-		Transport: &http.Transport{
-			Proxy:               nil,
-			MaxConnsPerHost:     cfg.HTTPConns,
-			MaxIdleConnsPerHost: cfg.HTTPConns,
-			IdleConnTimeout:     time.Minute,
-			DisableCompression:  true,
-		},
+	u, _ := url.Parse(cfg.HTTP) // checked by Validate
+	p.host, p.prefix = u.Host, strings.TrimRight(u.Path, "/")
+	p.addr = u.Host
+	if u.Port() == "" {
+		p.addr = net.JoinHostPort(u.Hostname(), "80")
 	}
 	for i := range p.recs {
 		p.recs[i].target, p.recs[i].seq = p.plan(i)
@@ -105,8 +105,9 @@ func (p *pusher) lane(n int) int {
 	return 0
 }
 
+// url is push n's path and query.
 func (p *pusher) url(n int) string {
-	base := strings.TrimRight(p.cfg.HTTP, "/")
+	base := p.prefix
 	op := strconv.Itoa(int(p.cfg.Op))
 	r := p.recs[n]
 	switch p.cfg.Push {
@@ -141,9 +142,10 @@ func (p *pusher) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for i := range lanes {
 		lanes[i] = make(chan int, 4096)
-		wg.Go(func() { p.worker(lanes[i]) })
+		wg.Go(func() { p.worker(ctx, lanes[i]) })
 	}
 	p.start = time.Now()
+	p.lastAnswer.Store(p.start.UnixNano())
 	n := 0
 schedule:
 	for ; n < len(p.recs); n++ {
@@ -164,6 +166,7 @@ schedule:
 			break schedule
 		}
 	}
+	p.schedEnd = time.Now()
 	for _, l := range lanes {
 		close(l)
 	}
@@ -171,48 +174,52 @@ schedule:
 	p.recs = p.recs[:n]
 }
 
-func (p *pusher) worker(q <-chan int) {
+// worker is one lane: it sends the pushes queued to it in order. Once ctx
+// ends (the run stops) what is still queued is dropped unsent.
+func (p *pusher) worker(ctx context.Context, q <-chan int) {
 	var rest Histogram
+	hc := &httpConn{addr: p.addr, host: p.host, timeout: p.cfg.Timeout}
 	defer func() {
+		hc.close()
 		p.mu.Lock()
 		p.rest.Merge(&rest)
 		p.mu.Unlock()
 	}()
+	body := make([]byte, p.cfg.Size)
+	var sentAt time.Time
 	for n := range q {
-		r := &p.recs[n]
-		body := newMessage(p.cfg.Size, Stamp{PushID: uint32(n), StreamSeq: r.seq, Target: r.target})
-		req, err := http.NewRequest(http.MethodPost, p.url(n), nil)
-		if err != nil {
-			p.noteErr(err.Error())
+		if ctx.Err() != nil {
 			continue
 		}
-		req.Header.Set("Content-Type", "application/octet-stream")
-		now := time.Now()
-		if lag := now.Sub(p.start.Add(time.Duration(n) * p.period)); int64(lag) > p.lagMax.Load() {
-			p.lagMax.Store(int64(lag))
+		r := &p.recs[n]
+		putStamp(body, Stamp{PushID: uint32(n), StreamSeq: r.seq, Target: r.target})
+		for i := stampLen; i < len(body); i++ {
+			body[i] = padByte
 		}
-		setSent(body, now.UnixNano())
-		if now.UnixNano() > p.lastSend.Load() {
-			p.lastSend.Store(now.UnixNano())
-		}
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.ContentLength = int64(len(body))
 		p.sent.Add(1)
-		resp, err := p.client.Do(req)
+		status, err := hc.post(p.url(n), body, func(b []byte) {
+			sentAt = time.Now()
+			setSent(b, sentAt.UnixNano())
+			if lag := sentAt.Sub(p.start.Add(time.Duration(n) * p.period)); int64(lag) > p.lagMax.Load() {
+				p.lagMax.Store(int64(lag))
+			}
+			if sentAt.UnixNano() > p.lastSend.Load() {
+				p.lastSend.Store(sentAt.UnixNano())
+			}
+		})
 		if err != nil {
 			p.transportErr.Add(1)
 			p.consecErr.Add(1)
 			p.noteErr(classify("push", err))
 			continue
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		rest.Record(int64(time.Since(now)))
+		rest.Record(int64(time.Since(sentAt)))
+		p.lastAnswer.Store(time.Now().UnixNano())
 		p.consecErr.Store(0)
-		r.status = resp.StatusCode
-		if resp.StatusCode != http.StatusOK {
+		r.status = status
+		if status != http.StatusOK {
 			p.non200.Add(1)
-			p.noteErr("push: HTTP " + strconv.Itoa(resp.StatusCode))
+			p.noteErr("push: HTTP " + strconv.Itoa(status))
 			continue
 		}
 		p.ok.Add(1)
@@ -227,4 +234,34 @@ func (p *pusher) noteErr(kind string) {
 	if _, ok := p.errKinds[kind]; ok || len(p.errKinds) < maxErrorKinds {
 		p.errKinds[kind]++
 	}
+}
+
+// achievedRate is sent pushes over the span the schedule took: n pushes on
+// time span n periods (the last one's period included).
+func (p *pusher) achievedRate() float64 {
+	end := p.schedEnd
+	if last := time.Unix(0, p.lastSend.Load()); last.After(end) {
+		end = last
+	}
+	span := end.Sub(p.start) + p.period
+	if span <= 0 {
+		return 0
+	}
+	return float64(p.sent.Load()) / span.Seconds()
+}
+
+// unreachable says why the REST API looks gone, or "": pushes in a row got
+// no answer, or none answered for two --timeout periods since one failed.
+func (p *pusher) unreachable() string {
+	n := p.consecErr.Load()
+	if n == 0 {
+		return ""
+	}
+	if n >= maxConsecutiveHTTPErrors {
+		return strconv.FormatInt(n, 10) + " pushes in a row got no answer"
+	}
+	if silent := time.Since(time.Unix(0, p.lastAnswer.Load())); silent >= 2*p.cfg.Timeout {
+		return "no answer for " + silent.Round(time.Second).String()
+	}
+	return ""
 }

@@ -66,6 +66,12 @@ type ConnSummary struct {
 	ConnectSeconds  float64 `json:"connect_seconds"` // first dial to last handshake
 	ConnectRate     float64 `json:"connect_rate"`    // established / connect_seconds
 	Handshake       Latency `json:"handshake_ms"`    // dial + upgrade + auth reply
+	// CPU spent from the first dial until every connection was tried:
+	// the server's (with --server-pids) and the bench's, all processes.
+	ServerCPUSeconds float64 `json:"server_cpu_seconds,omitempty"`
+	ServerCPUPerConn float64 `json:"server_cpu_us_per_conn,omitempty"`
+	BenchCPUSeconds  float64 `json:"bench_cpu_seconds"`
+	BenchCPUPerConn  float64 `json:"bench_cpu_us_per_conn"`
 }
 
 // PushSummary covers the REST side.
@@ -175,13 +181,21 @@ func (s *Summary) WriteText(w io.Writer) error {
 	if c.Mode == ModeMid {
 		target = "one user each"
 	}
-	p("imcloud bench: %d %s connections to %s (%s), %s; push %s at %g/s for %gs, %d-byte messages",
-		c.Conns, c.Network, c.Target, procs, target, c.Push, c.Rate, c.DurationS, c.Size)
+	what := fmt.Sprintf("push %s at %g/s for %gs, %d-byte messages", c.Push, c.Rate, c.DurationS, c.Size)
+	if c.Push == PushNone {
+		what = fmt.Sprintf("no pushes, held idle for %gs (heartbeat every %gs)", c.DurationS, c.HeartbeatS)
+	}
+	p("imcloud bench: %d %s connections to %s (%s), %s; %s", c.Conns, c.Network, c.Target, procs, target, what)
 	cs := s.Connections
 	p("connections  %d established, %d failed, %d closed during the run (of %d)", cs.Established, cs.Failed, cs.ClosedDuringRun, cs.Target)
 	p("             connected in %.2fs: %.0f conns/s; handshake p50 %s p99 %s max %s",
 		cs.ConnectSeconds, cs.ConnectRate, fmtMs(cs.Handshake.P50), fmtMs(cs.Handshake.P99), fmtMs(cs.Handshake.Max))
-	if c.Push != PushNone {
+	if s.Server != nil {
+		p("             CPU per connection: server %.0f µs, bench %.0f µs", cs.ServerCPUPerConn, cs.BenchCPUPerConn)
+	} else {
+		p("             CPU per connection: bench %.0f µs", cs.BenchCPUPerConn)
+	}
+	if c.Push != PushNone && s.Pushes.TargetRate > 0 { // the push phase began
 		ps := s.Pushes
 		p("pushes       %d sent (%.2f/s of %g/s), %d ok, %d without answer, %d non-200; max send lag %s; REST p50 %s p99 %s",
 			ps.Sent, ps.AchievedRate, ps.TargetRate, ps.OK, ps.HTTPErrors, ps.Non200, fmtMs(ps.MaxSendLagMs), fmtMs(ps.REST.P50), fmtMs(ps.REST.P99))
@@ -195,8 +209,8 @@ func (s *Summary) WriteText(w io.Writer) error {
 	}
 	p("heartbeats   %d sent, %d replies", s.Heartbeats.Sent, s.Heartbeats.Replies)
 	if sv := s.Server; sv != nil {
-		p("server       RSS %s before connecting, %s after (%.1f KB per connection), %s at the end",
-			fmtKB(sv.RSSBeforeKB), fmtKB(sv.RSSAfterConnectKB), sv.RSSPerConnBytes/1000, fmtKB(sv.RSSEndKB))
+		p("server       RSS %s before connecting, %s after (%.1f KiB per connection), %s at the end",
+			fmtKB(sv.RSSBeforeKB), fmtKB(sv.RSSAfterConnectKB), sv.RSSPerConnBytes/1024, fmtKB(sv.RSSEndKB))
 		p("             CPU %.2fs over %.2fs (%.1f%% of a core), %.2f µs per delivery",
 			sv.CPUSeconds, sv.PhaseSeconds, sv.CPUPercent, sv.CPUMicrosPerDeliv)
 		if sv.Error != "" {
@@ -232,7 +246,7 @@ func fmtMs(ms float64) string {
 
 func fmtKB(kb int64) string {
 	if kb >= 10000 {
-		return fmt.Sprintf("%.1f MB", float64(kb)*1024/1e6)
+		return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
 	}
 	return fmt.Sprintf("%d KiB", kb)
 }

@@ -52,7 +52,6 @@ type view struct {
 	lat           Histogram
 	connectDone   bool
 	stoppedEarly  bool
-	connectNanos  int64
 	shardFailures []string
 }
 
@@ -82,6 +81,7 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 		}
 		s.Server = &ServerSummary{PIDs: cfg.ServerPIDs, RSSBeforeKB: srvBefore.RSSKB}
 	}
+	cpuStart := selfCPU()
 	if err := r.startShards(); err != nil {
 		return nil, err
 	}
@@ -101,6 +101,7 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	if ctx.Err() != nil {
 		interrupted = true
 	}
+	r.connectCPU(srvBefore, cpuStart)
 	connected := make([]bool, cfg.Conns)
 	for _, sh := range r.shards {
 		for _, rg := range sh.latest().Connected {
@@ -208,6 +209,33 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	return s, nil
 }
 
+// connectCPU fills in the CPU the connect phase cost both sides.
+func (r *runner) connectCPU(srvBefore procSample, cpuStart time.Duration) {
+	c := &r.sum.Connections
+	bench := selfCPU() - cpuStart
+	if r.local == nil {
+		for _, sh := range r.shards {
+			bench += time.Duration(sh.latest().CPUTotal)
+		}
+	}
+	c.BenchCPUSeconds = bench.Seconds()
+	var est int64
+	for _, sh := range r.shards {
+		est += sh.latest().Established
+	}
+	if est > 0 {
+		c.BenchCPUPerConn = float64(bench.Microseconds()) / float64(est)
+	}
+	if len(r.cfg.ServerPIDs) > 0 {
+		if now, err := sampleAll(r.cfg.ServerPIDs); err == nil {
+			c.ServerCPUSeconds = (now.CPU - srvBefore.CPU).Seconds()
+			if est > 0 {
+				c.ServerCPUPerConn = float64((now.CPU - srvBefore.CPU).Microseconds()) / float64(est)
+			}
+		}
+	}
+}
+
 func (r *runner) startShards() error {
 	cfg := &r.cfg
 	maxErr := func(n int) int64 {
@@ -291,7 +319,6 @@ func (r *runner) view() *view {
 		v.LastRecv = max(v.LastRecv, rep.LastRecv)
 		v.connectDone = v.connectDone && rep.ConnectDone
 		v.stoppedEarly = v.stoppedEarly || rep.StoppedEarly
-		v.connectNanos = max(v.connectNanos, rep.ConnectNanos)
 		select {
 		case <-sh.exited():
 			v.shardFailures = append(v.shardFailures, sh.err().Error())
@@ -339,8 +366,8 @@ func (r *runner) checkAbort(v *view) {
 		r.abort = "a worker process ended: " + strings.Join(v.shardFailures, "; ")
 	case v.Closed > 0 && 2*v.Closed >= v.Established:
 		r.abort = fmt.Sprintf("server went away: %d of %d connections closed", v.Closed, v.Established)
-	case r.pusher != nil && r.pusher.consecErr.Load() >= maxConsecutiveHTTPErrors:
-		r.abort = fmt.Sprintf("REST API unreachable: %d pushes in a row got no answer", r.pusher.consecErr.Load())
+	case r.pusher != nil && r.pusher.unreachable() != "":
+		r.abort = "REST API unreachable: " + r.pusher.unreachable()
 	}
 	if r.abort == "" && len(r.cfg.ServerPIDs) > 0 {
 		for _, pid := range r.cfg.ServerPIDs {
@@ -439,10 +466,7 @@ func (r *runner) summarize(finals []Report, connected []bool, phaseStart, phaseE
 		ps := &s.Pushes
 		ps.Scheduled, ps.Sent, ps.OK, ps.HTTPErrors, ps.Non200 = p.scheduled.Load(), p.sent.Load(), p.ok.Load(), p.transportErr.Load(), p.non200.Load()
 		ps.TargetRate = cfg.Rate
-		// On schedule, every push goes out within --duration; late ones
-		// stretch the span and lower the rate.
-		span := max(cfg.Duration, time.Duration(p.lastSend.Load()-p.start.UnixNano()))
-		ps.AchievedRate = float64(ps.Sent) / span.Seconds()
+		ps.AchievedRate = p.achievedRate()
 		ps.MaxSendLagMs = float64(p.lagMax.Load()) / 1e6
 		p.mu.Lock()
 		ps.REST = latencyOf(&p.rest)

@@ -69,6 +69,7 @@ type Report struct {
 	ConnectLat Sparse `json:"connect_latency"`
 	LastRecv   int64  `json:"last_recv"` // unix nanos of the latest delivery
 
-	CPUNanos int64   `json:"cpu_nanos"` // this process's CPU since the push phase began (final)
+	CPUNanos int64   `json:"cpu_nanos"`       // this process's CPU since the push phase began (final)
+	CPUTotal int64   `json:"cpu_total_nanos"` // this process's CPU since it started
 	PerPush  []int32 `json:"per_push,omitempty"`
 }

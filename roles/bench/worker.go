@@ -90,6 +90,12 @@ func RunWorker(in io.Reader, out io.Writer) error {
 			case <-t.C:
 				r := p.report(false)
 				r.Connected = nil
+				if connDone != nil {
+					// Until the "connected" report (with the connected
+					// ranges) is out, the parent must not see the connect
+					// phase as done.
+					r.ConnectDone, r.StoppedEarly = false, false
+				}
 				if send(r) != nil {
 					return
 				}
