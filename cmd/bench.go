@@ -113,8 +113,8 @@ func newBenchCmd() *cobra.Command {
 	fl := cmd.Flags()
 	fl.SortFlags = false
 	fl.StringVar(&cfg.Network, "network", cfg.Network, "client transport: tcp or ws")
-	fl.StringVar(&cfg.TCPAddr, "tcp-addr", cfg.TCPAddr, "cloud TCP address (--network tcp)")
-	fl.StringVar(&cfg.WSURL, "ws-url", cfg.WSURL, "cloud WebSocket URL (--network ws)")
+	fl.StringVar(&cfg.TCPAddr, "tcp-addr", cfg.TCPAddr, "cloud TCP address (--network tcp); comma-separated: client i goes to entry i mod n")
+	fl.StringVar(&cfg.WSURL, "ws-url", cfg.WSURL, "cloud WebSocket URL (--network ws); comma-separated: client i goes to entry i mod n")
 	fl.StringVar(&cfg.HTTP, "http", cfg.HTTP, "REST API base URL (logic)")
 	fl.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections to open")
 	fl.Float64Var(&cfg.ConnectRate, "connect-rate", cfg.ConnectRate, "new connections per second over all processes; 0 = as fast as --connect-concurrency allows")

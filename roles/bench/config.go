@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
@@ -38,8 +39,8 @@ const maxPushes = 50_000_000
 // Config is one bench run. The zero value is not usable: start from Default.
 type Config struct {
 	Network string // "tcp" or "ws"
-	TCPAddr string // host:port
-	WSURL   string // ws://host:port/path
+	TCPAddr string // host:port; a comma-separated list spreads client i over entry i mod n
+	WSURL   string // ws://host:port/path; a list like TCPAddr
 	HTTP    string // REST base URL, http://host:port
 
 	Conns              int
@@ -112,11 +113,11 @@ func (c *Config) Validate() error {
 	}
 	switch c.Network {
 	case "tcp":
-		if _, _, err := net.SplitHostPort(c.TCPAddr); err != nil {
+		if _, err := c.targets(); err != nil {
 			bad("tcp-addr", "%v", err)
 		}
 	case "ws":
-		if _, err := parseWSURL(c.WSURL); err != nil {
+		if _, err := c.targets(); err != nil {
 			bad("ws-url", "%v", err)
 		}
 	default:
@@ -224,25 +225,59 @@ func (c *Config) pushCount() int64 {
 	return max(1, int64(c.Rate*c.Duration.Seconds()))
 }
 
-// dialAddr is the host:port connections go to.
-func (c *Config) dialAddr() string {
+// targets parses --tcp-addr or --ws-url (by Network): one entry per
+// comma-separated element, client i going to entry i mod len.
+func (c *Config) targets() ([]wsTarget, error) {
+	list := c.TCPAddr
 	if c.Network == "ws" {
-		u, _ := parseWSURL(c.WSURL)
-		return u.Host
+		list = c.WSURL
 	}
-	return c.TCPAddr
+	var ts []wsTarget
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if c.Network != "ws" {
+			if _, _, err := net.SplitHostPort(s); err != nil {
+				return nil, err
+			}
+			ts = append(ts, wsTarget{hostPort: s})
+			continue
+		}
+		u, err := parseWSURL(s)
+		if err != nil {
+			return nil, err
+		}
+		ts = append(ts, wsTarget{hostPort: u.Host, host: u.Host, path: u.RequestURI()})
+	}
+	if len(ts) == 0 {
+		return nil, errors.New("no address given")
+	}
+	return ts, nil
 }
 
+// targetIsLoopback reports whether every target is an IPv4 loopback address,
+// so that the 127.0.0.x source addresses can reach it.
 func (c *Config) targetIsLoopback() bool {
-	host, _, err := net.SplitHostPort(c.dialAddr())
+	ts, err := c.targets()
 	if err != nil {
 		return false
 	}
-	if host == "localhost" {
-		return true
+	for _, t := range ts {
+		host, _, err := net.SplitHostPort(t.hostPort)
+		if err != nil {
+			return false
+		}
+		if host == "localhost" {
+			continue
+		}
+		ip := net.ParseIP(host)
+		if ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+			return false
+		}
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback() && ip.To4() != nil
+	return true
 }
 
 func parseWSURL(s string) (*url.URL, error) {

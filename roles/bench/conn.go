@@ -92,17 +92,13 @@ type conn struct {
 
 // open dials, upgrades (WebSocket) and sends the Auth frame. The caller then
 // runs readNet(true), which waits for the reply.
-func (c *conn) open(ctx context.Context, cfg *Config, wsu *wsTarget, local *net.TCPAddr, auth []byte) error {
+func (c *conn) open(ctx context.Context, cfg *Config, t *wsTarget, local *net.TCPAddr, auth []byte) error {
 	d := net.Dialer{Timeout: cfg.Timeout}
 	if local != nil {
 		d.LocalAddr = local
 		d.Control = bindNoPort
 	}
-	addr := cfg.TCPAddr
-	if c.ws {
-		addr = wsu.hostPort
-	}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := d.DialContext(ctx, "tcp", t.hostPort)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}
@@ -111,7 +107,7 @@ func (c *conn) open(ctx context.Context, cfg *Config, wsu *wsTarget, local *net.
 	deadline := time.Now().Add(cfg.Timeout)
 	_ = nc.SetDeadline(deadline)
 	if c.ws {
-		if err := c.upgrade(wsu); err != nil {
+		if err := c.upgrade(t); err != nil {
 			return err
 		}
 	}
@@ -133,11 +129,12 @@ func (c *conn) open(ctx context.Context, cfg *Config, wsu *wsTarget, local *net.
 	return nil
 }
 
-// wsTarget is the parsed --ws-url, shared by all connections.
+// wsTarget is one parsed --tcp-addr or --ws-url entry, shared by the
+// connections that go to it.
 type wsTarget struct {
 	hostPort string
-	host     string // Host header
-	path     string // request target
+	host     string // Host header (WebSocket only)
+	path     string // request target (WebSocket only)
 }
 
 // upgrade performs the client side of the WebSocket handshake on c.nc. Bytes

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -277,6 +278,7 @@ func TestValidate(t *testing.T) {
 		"size":         func(c *Config) { c.Size = 10 },
 		"op":           func(c *Config) { c.Op = 5 },
 		"ws-url":       func(c *Config) { c.Network, c.WSURL = "ws", "wss://x/sub" },
+		"tcp-addr":     func(c *Config) { c.TCPAddr = "127.0.0.1:3101,nope" },
 		"source-ips":   func(c *Config) { c.SourceIPs = []string{"nope"} },
 		"mid-offset":   func(c *Config) { c.MidOffset = 1 << 40 },
 		"http":         func(c *Config) { c.HTTP = "localhost:80" },
@@ -303,5 +305,37 @@ func TestValidate(t *testing.T) {
 	cfg.TCPAddr = "10.1.2.3:3101"
 	if err := cfg.Validate(); err != nil || cfg.SourceIPs != nil {
 		t.Fatalf("non-loopback target: %v %v", err, cfg.SourceIPs)
+	}
+}
+
+func TestTargets(t *testing.T) {
+	for _, tc := range []struct {
+		network, list string
+		want          []wsTarget
+		loopback      bool
+	}{
+		{"tcp", "127.0.0.1:1", []wsTarget{{hostPort: "127.0.0.1:1"}}, true},
+		{"tcp", "127.0.0.1:1, 127.0.0.1:2,", []wsTarget{{hostPort: "127.0.0.1:1"}, {hostPort: "127.0.0.1:2"}}, true},
+		{"tcp", "127.0.0.1:1,10.0.0.1:2", []wsTarget{{hostPort: "127.0.0.1:1"}, {hostPort: "10.0.0.1:2"}}, false},
+		{"ws", "ws://127.0.0.1:1/sub,ws://localhost/x?a=1", []wsTarget{
+			{hostPort: "127.0.0.1:1", host: "127.0.0.1:1", path: "/sub"},
+			{hostPort: "localhost:80", host: "localhost:80", path: "/x?a=1"},
+		}, true},
+	} {
+		cfg := Default()
+		cfg.Network = tc.network
+		cfg.TCPAddr, cfg.WSURL = tc.list, tc.list
+		got, err := cfg.targets()
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s %q: %+v %v", tc.network, tc.list, got, err)
+		}
+		if cfg.targetIsLoopback() != tc.loopback {
+			t.Errorf("%s %q: loopback %v", tc.network, tc.list, !tc.loopback)
+		}
+	}
+	cfg := Default()
+	cfg.TCPAddr = " , "
+	if _, err := cfg.targets(); err == nil {
+		t.Error("empty list accepted")
 	}
 }

@@ -27,7 +27,7 @@ type pool struct {
 	cfg    Config
 	lo, hi int
 	op     int32
-	wsu    *wsTarget
+	tgts   []wsTarget // client i dials tgts[i % len]
 	locals []*net.TCPAddr
 	rate   float64
 	conc   int
@@ -70,13 +70,11 @@ func newPool(cfg Config, lo, hi int, rate float64, conc int, maxErr int64) (*poo
 		errs:      map[string]int64{},
 		connected: make([]bool, hi-lo),
 	}
-	if cfg.Network == "ws" {
-		u, err := parseWSURL(cfg.WSURL)
-		if err != nil {
-			return nil, err
-		}
-		p.wsu = &wsTarget{hostPort: u.Host, host: u.Host, path: u.RequestURI()}
+	tgts, err := cfg.targets()
+	if err != nil {
+		return nil, err
 	}
+	p.tgts = tgts
 	for _, s := range cfg.SourceIPs {
 		p.locals = append(p.locals, &net.TCPAddr{IP: net.ParseIP(s)})
 	}
@@ -152,7 +150,7 @@ func (p *pool) runConn(i int, sem chan struct{}) {
 		local = p.locals[i%len(p.locals)]
 	}
 	c.t0 = time.Now()
-	err := c.open(p.ctx, &p.cfg, p.wsu, local, authBody(&p.cfg, i))
+	err := c.open(p.ctx, &p.cfg, &p.tgts[i%len(p.tgts)], local, authBody(&p.cfg, i))
 	if err == nil {
 		err = c.readNet(true)
 	}
