@@ -2,12 +2,15 @@ package cmd
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -140,6 +143,7 @@ func newBenchCmd() *cobra.Command {
 	fl.BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
 	fl.DurationVar(&cfg.Progress, "progress", cfg.Progress, "interval of the live line on stderr; 0 = off")
 
+	cmd.AddCommand(newBenchFloorCmd(), newBenchFloorReaderCmd())
 	cmd.AddCommand(&cobra.Command{
 		Use:    "worker",
 		Short:  "Internal: a worker process started by bench (JSON lines on stdin/stdout)",
@@ -176,4 +180,62 @@ func benchSignals(cmd *cobra.Command) (context.Context, func()) {
 		}
 	}()
 	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+func newBenchFloorCmd() *cobra.Command {
+	cfg := bench.FloorConfig{Conns: 2000, Size: 100, Batch: 1, Duration: 5 * time.Second, ReaderCPU: -1}
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "floor",
+		Short: "Measure the floor: CPU per plain write of a message to a loopback TCP socket",
+		Long: `Opens --conns loopback connections to a reader process it starts itself and
+writes --batch messages of --size bytes per write to them round robin, from one
+goroutine, for --duration; then prints this process's CPU time per write and per
+message. The kernel charges much of the receive side to the writer, so this is
+what one write per delivery costs any server on this machine.
+
+  taskset -c 0 imcloud bench floor --reader-cpu 1 --rate 3
+  taskset -c 0 imcloud bench floor --reader-cpu 1 --batch 4`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := benchSignals(cmd)
+			defer stop()
+			res, err := bench.RunFloor(ctx, cfg)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), res)
+			return err
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections written round robin")
+	fl.IntVar(&cfg.Size, "size", cfg.Size, "message bytes")
+	fl.IntVar(&cfg.Batch, "batch", cfg.Batch, "messages per write")
+	fl.DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of the write phase")
+	fl.Float64Var(&cfg.Rate, "rate", cfg.Rate, "passes per second (a pass writes once to every connection); 0: back to back, the reader never idle")
+	fl.IntVar(&cfg.ReaderCPU, "reader-cpu", cfg.ReaderCPU, "CPU to pin the reader process to; -1: not pinned")
+	fl.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	return cmd
+}
+
+func newBenchFloorReaderCmd() *cobra.Command {
+	var addr string
+	var conns int
+	cmd := &cobra.Command{
+		Use:    "floor-reader",
+		Short:  "Internal: the reader process of bench floor",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			signal.Ignore(syscall.SIGINT, syscall.SIGTERM) // it ends with the writer
+			return bench.RunFloorReader(addr, conns)
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "", "writer address")
+	cmd.Flags().IntVar(&conns, "conns", 0, "connections to open")
+	return cmd
 }

@@ -18,8 +18,8 @@ go build -o "$out/imcloud" .
 go build -o "$out/kfakebroker" ./queue/kafka/kfakebroker
 
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+cleanup() { # imcloud first, the backends last
+  for ((k = ${#pids[@]} - 1; k >= 0; k--)); do kill -TERM "${pids[k]}" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
