@@ -4,13 +4,15 @@ BIN      ?= bin/imcloud
 CONFIG   ?= config.yaml
 PKGS     ?= ./...
 FUZZTIME ?= 60s
+RUNS     ?= 3
+OUT      ?= bench-results
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: help build run test race bench fuzz lint proto clean
+.PHONY: help build run test race bench bench-load bench-scaleout fuzz lint proto clean
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 build: ## build bin/imcloud
 	$(GO) build -o $(BIN) .
@@ -25,9 +27,19 @@ test: ## run every test (race detector on; fuzz seed corpora included)
 bench: ## run the Go benchmarks (allocations reported)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-fuzz: ## fuzz every protocol fuzz target for FUZZTIME each
-	@for t in $$($(GO) test -list '^Fuzz' ./protocol/ | grep '^Fuzz'); do \
-		echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./protocol/ || exit 1; \
+bench-load: ## the load scenarios of docs/benchmarks.md (RUNS runs each, into OUT; needs wrk, 2 cores)
+	docs/bench-scenarios.sh $(RUNS) $(OUT)
+	python3 docs/bench-summary.py $(OUT)
+
+bench-scaleout: ## the scale-out scenario: a local cluster, 100k WebSocket connections (needs redis-server, etcd)
+	docs/bench-scaleout.sh $(OUT) 100000
+	python3 docs/bench-summary.py $(OUT)
+
+fuzz: ## run every fuzz target for FUZZTIME each
+	@for p in ./protocol/ ./transport/ws/; do \
+		for t in $$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz'); do \
+			echo "== $$p $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
+		done; \
 	done
 
 lint: ## gofmt and go vet
@@ -41,4 +53,4 @@ proto: ## regenerate protocol/pb from the .proto files (needs protoc, protoc-gen
 		protocol/pb/*.proto
 
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin $(OUT)

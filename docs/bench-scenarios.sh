@@ -8,7 +8,7 @@ runs=${1:-3}
 out=${2:-bench-results}
 shift 2 || true
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(idle-ws idle-tcp room-3 room-20 rooms-100 rest-room rest-mid)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(floor idle-ws idle-tcp room-3 room-20 rooms-100 rest-room rest-mid)
 mkdir -p "$out"
 bin="$out/imcloud"
 go build -o "$bin" .
@@ -29,6 +29,13 @@ printf 'wrk.method = "POST"\nwrk.body = string.rep("x", 100)\nwrk.headers["Conte
 
 for s in "${scenarios[@]}"; do
   for i in $(seq "$runs"); do
+    if [ "$s" = floor ]; then # no server: one plain write per message, the writer on core 0
+      for args in "--conns 10000 --rate 3" "--conns 10000 --rate 20" "--conns 2000" "--conns 2000 --batch 4"; do
+        taskset -c 0 "$bin" bench floor --reader-cpu 1 --json $args
+      done >"$out/$s-$i.json"
+      echo "done $s run $i"
+      continue
+    fi
     start_server
     f="$out/$s-$i.json"
     case "$s" in
