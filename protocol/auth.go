@@ -23,9 +23,12 @@ type Auth struct {
 
 // ParseAuth decodes and validates an Auth body.
 func ParseAuth(body []byte) (Auth, error) {
-	var a Auth
-	if err := json.Unmarshal(body, &a); err != nil {
-		return Auth{}, fmt.Errorf("%w: %v", ErrBadAuth, err)
+	a, ok := parseAuthFast(body)
+	if !ok {
+		a = Auth{}
+		if err := json.Unmarshal(body, &a); err != nil {
+			return Auth{}, fmt.Errorf("%w: %v", ErrBadAuth, err)
+		}
 	}
 	if len(a.Key) > MaxKeyLen {
 		return Auth{}, fmt.Errorf("%w: key longer than %d bytes", ErrBadAuth, MaxKeyLen)

@@ -65,10 +65,10 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 		}
 	}()
 	cc := c.cfg.Cloud
-	if c.tcpLn, err = listen(ctx, "cloud.tcp_addr", cc.TCPAddr); err != nil {
+	if c.tcpLn, err = listenClients(ctx, "cloud.tcp_addr", cc.TCPAddr); err != nil {
 		return err
 	}
-	if c.wsLn, err = listen(ctx, "cloud.ws_addr", cc.WSAddr); err != nil {
+	if c.wsLn, err = listenClients(ctx, "cloud.ws_addr", cc.WSAddr); err != nil {
 		return err
 	}
 	if c.grpcLn, err = listen(ctx, "cloud.grpc_addr", cc.GRPCAddr); err != nil {
@@ -222,7 +222,19 @@ func (c *cloudService) Stop(ctx context.Context) error {
 
 // listen binds addr, naming the config key on failure.
 func listen(ctx context.Context, key, addr string) (net.Listener, error) {
-	var lc net.ListenConfig
+	return listenWith(ctx, net.ListenConfig{}, key, addr)
+}
+
+// listenClients binds a client listener. Its connections get no TCP
+// keep-alive (as in goim): the heartbeat deadline (cloud.heartbeat_timeout)
+// is what finds dead peers, and Go's default (a probe after 15 s of silence,
+// on every connection quieter than its heartbeat) would cost four setsockopt
+// calls per connect and a stream of probes on idle connections.
+func listenClients(ctx context.Context, key, addr string) (net.Listener, error) {
+	return listenWith(ctx, net.ListenConfig{KeepAlive: -1}, key, addr)
+}
+
+func listenWith(ctx context.Context, lc net.ListenConfig, key, addr string) (net.Listener, error) {
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s: %w", key, addr, err)
