@@ -3,6 +3,8 @@ package logic
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,5 +226,24 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// The hand-written push answer is byte for byte what the encoder writes.
+func TestWritePushAnswer(t *testing.T) {
+	for _, a := range []pushAnswer{
+		{ID: "18ebbc31a03cfee41771b5da", Sessions: 0},
+		{ID: "x", Sessions: 1 << 40},
+		{ID: "", Sessions: -1},
+		{ID: `a"b\c<é>` + "\x01", Sessions: 3}, // takes the encoder
+	} {
+		rec := httptest.NewRecorder()
+		write(rec, httptest.NewRequest(http.MethodPost, "/goim/push/mids", nil), http.StatusOK, envelope{Data: a})
+		if want := string(encode(envelope{Data: a})); rec.Body.String() != want {
+			t.Errorf("%+v: wrote %s, want %s", a, rec.Body.String(), want)
+		}
+		if rec.Header().Get("Content-Length") != strconv.Itoa(rec.Body.Len()) || rec.Code != http.StatusOK {
+			t.Errorf("%+v: status %d, headers %v", a, rec.Code, rec.Header())
+		}
 	}
 }
