@@ -108,8 +108,6 @@ def main():
         m = re.match(r"(.+)-(\d+)\.(json|txt)$", os.path.basename(f))
         if m:
             groups.setdefault((m.group(1), m.group(3)), []).append(f)
-    for f in sorted(glob.glob(os.path.join(out, "scaleout*.json"))):
-        groups.setdefault(("scaleout", "json"), []).append(f)
 
     floor = groups.pop(("floor", "json"), None)
     if floor:
