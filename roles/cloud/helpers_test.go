@@ -325,14 +325,17 @@ func newTestHub(tb testing.TB, mut func(*Config)) *testHub {
 
 // serve runs serveConn for c the way ServeTCP does (tracked by the hub's
 // WaitGroup, so Shutdown waits for it).
-func (th *testHub) serve(c *fakeConn) {
+func (th *testHub) serve(c *fakeConn) { th.serveAs(c, c) }
+
+// serveAs serves conn, a wrapper of c (another transport.Conn around it).
+func (th *testHub) serveAs(c *fakeConn, conn transport.Conn) {
 	th.mu.Lock()
 	th.fakes = append(th.fakes, c)
 	th.mu.Unlock()
 	th.wg.Add(1)
 	go func() {
 		defer th.wg.Done()
-		th.serveConn(c)
+		th.serveConn(conn)
 	}()
 }
 

@@ -8,11 +8,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/store"
+	"github.com/imcloud/imcloud/transport"
 	"github.com/imcloud/imcloud/transport/client"
 )
 
@@ -394,5 +396,36 @@ func TestWebSocket(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("upgrade after Shutdown: status %d, want 503", resp.StatusCode)
+	}
+}
+
+// tryConn is a fakeConn whose transport can write without blocking; every
+// TryWrite is taken whole.
+type tryConn struct {
+	*fakeConn
+	tries atomic.Int64
+}
+
+func (c *tryConn) TryWrite(o transport.Out) ([]byte, error) {
+	c.tries.Add(1)
+	return nil, c.fakeConn.Write([]transport.Out{o}, time.Time{})
+}
+
+// The AuthReply, and then a push to the idle session, are written in place
+// by the goroutine that has them: no writer goroutine, no blocking Write.
+func TestAuthReplyWrittenInPlace(t *testing.T) {
+	th := newTestHub(t, nil)
+	c := &tryConn{fakeConn: newFakeConn("")}
+	th.serveAs(c.fakeConn, c)
+	c.in <- authFrame(t, protocol.Auth{Mid: 1, Key: "k", RoomID: "live://1", Accepts: []int32{1000}})
+	if fs := c.waitFrames(t, 1); fs[0].Op != protocol.OpAuthReply {
+		t.Fatalf("first frame %v, want the auth reply", fs[0])
+	}
+	if n := th.PushRoom("live://1", protocol.EncodePush(1000, []byte("hi"))); n != 1 {
+		t.Fatalf("push reached %d", n)
+	}
+	c.waitFrames(t, 2)
+	if tries := c.tries.Load(); tries != 2 {
+		t.Errorf("%d TryWrite calls, want 2 (reply and push)", tries)
 	}
 }

@@ -134,15 +134,27 @@ func (s *Session) tryWrite(o transport.Out) bool {
 	return true
 }
 
-// flush starts the writer if something is queued and none is running.
+// flush writes what is queued (the AuthReply) if no writer is running: in
+// place when it is one item and the transport can try a write, else on a
+// writer goroutine. A connect storm then starts no goroutine and arms no
+// write deadline per connection for its reply.
 func (s *Session) flush() {
 	s.mu.Lock()
-	start := !s.writing && !s.closed && len(s.queue) > 0
-	s.writing = s.writing || start
-	s.mu.Unlock()
-	if start {
-		go s.writeFn()
+	if s.writing || s.closed || len(s.queue) == 0 {
+		s.mu.Unlock()
+		return
 	}
+	s.writing = true
+	if len(s.queue) == 1 && s.try != nil {
+		o := s.queue[0]
+		s.queue[0] = transport.Out{}
+		s.queue = s.queue[:0]
+		s.mu.Unlock()
+		s.tryWrite(o)
+		return
+	}
+	s.mu.Unlock()
+	go s.writeFn()
 }
 
 // farewell queues a DisconnectReply with reason and closes the connection
