@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,6 +57,7 @@ func newBenchCmd() *cobra.Command {
 	var (
 		sourceIPs, serverPIDs, accepts string
 		asJSON                         bool
+		cpuProfile                     string
 		op                             int
 	)
 	cmd := &cobra.Command{
@@ -92,6 +94,17 @@ func newBenchCmd() *cobra.Command {
 			}
 			if err := cfg.Validate(); err != nil {
 				return configError{err}
+			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return configError{fmt.Errorf("--cpuprofile: %w", err)}
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
 			}
 			ctx, stop := benchSignals(cmd)
 			defer stop()
@@ -142,6 +155,7 @@ func newBenchCmd() *cobra.Command {
 	fl.StringVar(&serverPIDs, "server-pids", "", "comma-separated server PIDs to sample /proc for RSS and CPU (summed)")
 	fl.BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
 	fl.DurationVar(&cfg.Progress, "progress", cfg.Progress, "interval of the live line on stderr; 0 = off")
+	fl.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (not of its workers) to this file")
 
 	cmd.AddCommand(newBenchFloorCmd(), newBenchFloorReaderCmd())
 	cmd.AddCommand(&cobra.Command{
