@@ -30,6 +30,7 @@ type cloudService struct {
 
 	tcpLn, wsLn, grpcLn net.Listener
 	wsSrv               *http.Server
+	wsl                 *cloud.WSListener
 	grpcSrv             *grpc.Server
 	bgCtx               context.Context
 	bgCancel            context.CancelFunc
@@ -48,7 +49,7 @@ func newCloudService(cfg *Config, nodeID string, log *zap.Logger, b *backends, m
 	if err != nil {
 		return nil, err
 	}
-	c := &cloudService{cfg: cfg, nodeID: nodeID, log: log, b: b, hub: hub, admin: admin, errs: make(chan error, 3)}
+	c := &cloudService{cfg: cfg, nodeID: nodeID, log: log, b: b, hub: hub, admin: admin, errs: make(chan error, 4)}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.svc = cloud.NewService(c.bgCtx, hub)
 	return c, nil
@@ -74,8 +75,10 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 	if c.grpcLn, err = listen(ctx, "cloud.grpc_addr", cc.GRPCAddr); err != nil {
 		return err
 	}
+	// Upgrades on /sub are served by the hub's WSListener; the http.Server
+	// gets the other requests on that port (admin endpoints).
+	c.wsl = c.hub.WSListener(c.wsLn, "/sub")
 	mux := http.NewServeMux()
-	mux.Handle("/sub", c.hub.WSHandler())
 	if c.admin != nil {
 		mux.Handle("/", c.admin)
 	}
@@ -97,7 +100,8 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("register node %q: %w", c.nodeID, err)
 	}
 	go func() { c.errs <- wrapServe("tcp", c.hub.ServeTCP(c.tcpLn)) }()
-	go func() { c.errs <- wrapServe("websocket", c.wsSrv.Serve(c.wsLn)) }()
+	go func() { c.errs <- wrapServe("websocket", c.wsl.Serve()) }()
+	go func() { c.errs <- wrapServe("websocket port http", c.wsSrv.Serve(c.wsl)) }()
 	c.log.Info("cloud listening", zap.String("node", c.nodeID), zap.String("tcp", c.tcpLn.Addr().String()),
 		zap.String("ws", c.wsLn.Addr().String()), zap.String("grpc", c.grpcLn.Addr().String()))
 	return nil

@@ -1,14 +1,17 @@
 package ws
 
 import (
+	"bufio"
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -48,10 +51,45 @@ func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, err
 	if err != nil {
 		return nil, fmt.Errorf("ws: hijack: %w", err)
 	}
+	return finish(nc, key, brw.Reader, r.RemoteAddr, o)
+}
+
+// Upgrade is Accept for a connection served without net/http: req was read
+// from nc through br, and whatever br holds beyond it is the start of the
+// WebSocket stream. A request that is not a valid upgrade is answered with
+// its HTTP status, and nc is closed.
+func Upgrade(nc net.Conn, req *http.Request, br *bufio.Reader, o AcceptOptions) (*Conn, error) {
+	key, status, err := checkRequest(req, o.OriginPatterns)
+	if err != nil {
+		extra := ""
+		if status == http.StatusUpgradeRequired {
+			extra = "Sec-WebSocket-Version: 13\r\n"
+		}
+		Refuse(nc, status, extra, err.Error())
+		return nil, err
+	}
+	return finish(nc, key, br, req.RemoteAddr, o)
+}
+
+// Refuse writes a plain-text HTTP error response (extra: more header lines,
+// each ending in CRLF) and closes nc.
+func Refuse(nc net.Conn, status int, extra, msg string) {
+	body := msg + "\n"
+	resp := "HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) +
+		"\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n" +
+		extra + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = io.WriteString(nc, resp)
+	_ = nc.Close()
+}
+
+// finish writes the 101 answer and wraps nc; what br holds beyond the
+// request is kept, since a client may send its first frame right behind the
+// handshake.
+func finish(nc net.Conn, key string, br *bufio.Reader, remote string, o AcceptOptions) (*Conn, error) {
 	var pending []byte
-	if n := brw.Reader.Buffered(); n > 0 {
-		// A client may send its first frame right behind the handshake.
-		b, _ := brw.Reader.Peek(n)
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
 		pending = append([]byte(nil), b...)
 	}
 	// The server's read deadline may still be set from the HTTP request.
@@ -64,7 +102,7 @@ func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, err
 		return nil, fmt.Errorf("ws: write handshake: %w", err)
 	}
 	_ = nc.SetWriteDeadline(time.Time{})
-	return newConn(nc, o.MaxBody, r.RemoteAddr, pending), nil
+	return newConn(nc, o.MaxBody, remote, pending), nil
 }
 
 // checkRequest validates an upgrade request and returns its key, or the

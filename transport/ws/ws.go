@@ -71,9 +71,7 @@ var (
 )
 
 func newConn(nc net.Conn, maxBody int, remote string, pending []byte) *Conn {
-	if tc, ok := nc.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
+	// No SetNoDelay: Go sets TCP_NODELAY on every TCP connection it makes.
 	c := &Conn{c: nc, raw: rawConn(nc), maxBody: maxBody, remote: remote, pending: pending}
 	c.writev = c.tryWritev
 	return c

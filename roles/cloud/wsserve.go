@@ -1,0 +1,207 @@
+package cloud
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/imcloud/imcloud/transport/ws"
+)
+
+// maxUpgradeHeader bounds an upgrade request's head (request line and
+// headers); http.ReadRequest itself has no limit.
+const maxUpgradeHeader = 16 << 10
+
+// upgradeReaders recycles the 4 KiB readers handshakes parse requests with.
+var upgradeReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+// WSListener serves WebSocket clients on a listener without net/http's
+// per-connection server: a connect storm is mostly upgrades, and net/http's
+// connection state, response writer, hijack and extra goroutine were a third
+// of a connect's CPU. Requests for path are upgraded here; every other
+// request (the admin endpoints share the port) is handed on unread, through
+// Accept, to an http.Server serving this WSListener.
+type WSListener struct {
+	hub  *Hub
+	ln   net.Listener
+	path string
+
+	others    chan net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// WSListener wraps ln; call Serve to run it.
+func (h *Hub) WSListener(ln net.Listener, path string) *WSListener {
+	return &WSListener{hub: h, ln: ln, path: path, others: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// Serve accepts connections until ln is closed, then closes l (so the
+// http.Server's Accept ends too).
+func (l *WSListener) Serve() error {
+	defer l.Close()
+	h := l.hub
+	var backoff time.Duration
+	for {
+		nc, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			h.log.Warn("accept failed", zap.Error(err), zap.Duration("retry_in", backoff))
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if !h.track() {
+			ws.Refuse(nc, http.StatusServiceUnavailable, "", "shutting down")
+			continue
+		}
+		go l.handle(nc)
+	}
+}
+
+// handle reads the request line: an upgrade for l.path becomes a session on
+// this goroutine; anything else goes to the http.Server with nothing
+// consumed.
+func (l *WSListener) handle(nc net.Conn) {
+	h := l.hub
+	defer h.wg.Done()
+	_ = nc.SetReadDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
+	lr := &io.LimitedReader{R: nc, N: maxUpgradeHeader}
+	br := upgradeReaders.Get().(*bufio.Reader)
+	br.Reset(lr)
+	release := func() { br.Reset(nil); upgradeReaders.Put(br) }
+
+	line, err := peekLine(br)
+	if err != nil {
+		release()
+		if errors.Is(err, errLineTooLong) {
+			ws.Refuse(nc, http.StatusRequestURITooLong, "", "request line too long")
+			return
+		}
+		_ = nc.Close() // nothing, or not even a line, before the deadline
+		return
+	}
+	if !forPath(line, l.path) {
+		// Not ours: the http.Server reads the request from the start.
+		_ = nc.SetReadDeadline(time.Time{})
+		c := &bufferedConn{Conn: nc, br: br} // keeps br: what it holds is the request
+		select {
+		case l.others <- c:
+		case <-l.done:
+			_ = nc.Close()
+		}
+		return
+	}
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		release()
+		if lr.N == 0 {
+			ws.Refuse(nc, http.StatusRequestHeaderFieldsTooLarge, "", "request header too large")
+		} else {
+			ws.Refuse(nc, http.StatusBadRequest, "", "malformed request")
+		}
+		return
+	}
+	req.RemoteAddr = nc.RemoteAddr().String()
+	if h.shutdown.Load() {
+		release()
+		ws.Refuse(nc, http.StatusServiceUnavailable, "", "shutting down")
+		return
+	}
+	c, err := ws.Upgrade(nc, req, br, ws.AcceptOptions{OriginPatterns: h.cfg.WSOrigins, MaxBody: h.cfg.MaxBody})
+	release()
+	if err != nil {
+		h.log.Debug("websocket upgrade failed", zap.String("remote", req.RemoteAddr), zap.Error(err))
+		return
+	}
+	h.serveConn(c)
+}
+
+var errLineTooLong = errors.New("request line too long")
+
+// peekLine returns the request line (up to LF) without consuming it,
+// reading only until it is complete.
+func peekLine(br *bufio.Reader) ([]byte, error) {
+	for n := 1; ; {
+		_, err := br.Peek(n) // waits for at least n bytes
+		b, _ := br.Peek(br.Buffered())
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			return b[:i], nil
+		}
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return nil, errLineTooLong
+			}
+			return nil, err
+		}
+		// Everything buffered so far, plus at least one more byte.
+		n = br.Buffered() + 1
+		if n > br.Size() {
+			return nil, errLineTooLong
+		}
+	}
+}
+
+// forPath reports whether the request line asks for path (with or without
+// a query): "GET /sub HTTP/1.1", "GET /sub?x=1 HTTP/1.1". Any method: the
+// upgrade answers a wrong one.
+func forPath(line []byte, path string) bool {
+	_, rest, ok := bytes.Cut(line, []byte(" "))
+	if !ok {
+		return false
+	}
+	target, _, _ := bytes.Cut(rest, []byte(" "))
+	target, _, _ = bytes.Cut(target, []byte("?"))
+	return string(target) == path
+}
+
+// Accept returns the connections that are not upgrades for l's path.
+func (l *WSListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.others:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close closes the underlying listener and ends Accept.
+func (l *WSListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	err := l.ln.Close()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Addr is the underlying listener's address.
+func (l *WSListener) Addr() net.Addr { return l.ln.Addr() }
+
+// bufferedConn reads what br holds before reading the connection.
+type bufferedConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		if c.br.Buffered() > 0 {
+			return c.br.Read(p)
+		}
+		c.br = nil
+	}
+	return c.Conn.Read(p)
+}
+
+var _ net.Listener = (*WSListener)(nil)

@@ -1,0 +1,229 @@
+package cloud
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/transport/client"
+)
+
+// startWSListener serves th on a loopback WSListener for /sub, with an
+// http.Server answering /healthz behind it.
+func startWSListener(t *testing.T, th *testHub) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := th.WSListener(ln, "/sub")
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	srv := &http.Server{Handler: mux}
+	served := make(chan error, 2)
+	go func() { served <- wl.Serve() }()
+	go func() { served <- srv.Serve(wl) }()
+	t.Cleanup(func() {
+		_ = wl.Close()
+		_ = srv.Close()
+		for range 2 {
+			<-served
+		}
+	})
+	return ln.Addr().String()
+}
+
+// rawExchange writes req on a fresh connection and returns the status line
+// of the answer ("" if the connection closed without one).
+func rawExchange(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(waitFor))
+	go func() { _, _ = io.WriteString(c, req) }() // may stall once the server closes
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+func TestWSListener(t *testing.T) {
+	th := newTestHub(t, func(c *Config) { c.HandshakeTimeout = 300 * time.Millisecond })
+	addr := startWSListener(t, th)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+
+	t.Run("session", func(t *testing.T) {
+		c, err := client.Dial(ctx, client.Options{Network: "ws", Addr: "ws://" + addr + "/sub?v=1", Timeout: waitFor,
+			Auth: protocol.Auth{Mid: 1, Key: "a", RoomID: "r", Accepts: []int32{1000}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Heartbeat(5); err != nil {
+			t.Fatal(err)
+		}
+		if fs, err := c.NextMessage(ctx); err != nil || len(fs) != 1 || fs[0].Op != protocol.OpHeartbeatReply {
+			t.Fatalf("heartbeat: %v %v", fs, err)
+		}
+	})
+
+	t.Run("other paths reach the http.Server", func(t *testing.T) {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != "ok" {
+			t.Fatalf("healthz: %d %q", resp.StatusCode, b)
+		}
+		if got := rawExchange(t, addr, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"); got != "HTTP/1.1 404 Not Found" {
+			t.Errorf("unknown path: %q", got)
+		}
+	})
+
+	// An upgrade request with the Auth frame right behind it, in one write:
+	// the frame must not be lost with the request's buffer.
+	t.Run("frame behind the request", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(waitFor))
+		body, _ := json.Marshal(protocol.Auth{Mid: 2, Key: "b", RoomID: "r"})
+		frame := protocol.Encode(protocol.PushVer, protocol.OpAuth, 1, body)
+		msg := []byte{0x82, 0x80 | 126, 0, 0, 0, 0, 0, 0} // binary, masked with a zero key: payload as is
+		binary.BigEndian.PutUint16(msg[2:4], uint16(len(frame)))
+		msg = append(msg, frame...)
+		req := "GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		if _, err := c.Write(append([]byte(req), msg...)); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		head, err := br.ReadString('\n')
+		if err != nil || !strings.HasPrefix(head, "HTTP/1.1 101") {
+			t.Fatalf("upgrade answer %q %v", head, err)
+		}
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l == "\r\n" {
+				break
+			}
+		}
+		var hdr [2]byte // FIN + binary, unmasked length
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		n := int(hdr[1] & 0x7f)
+		if n == 126 {
+			var ext [2]byte
+			if _, err := io.ReadFull(br, ext[:]); err != nil {
+				t.Fatal(err)
+			}
+			n = int(binary.BigEndian.Uint16(ext[:]))
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(br, payload); err != nil {
+			t.Fatal(err)
+		}
+		f, err := protocol.DecodeMessage(payload, 1<<16)
+		if err != nil || f.Op != protocol.OpAuthReply {
+			t.Fatalf("first message %v %v, want the auth reply", f, err)
+		}
+	})
+
+	for _, tc := range []struct{ name, req, want string }{
+		{"not an upgrade", "GET /sub HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 426 Upgrade Required"},
+		{"malformed header", "GET /sub HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+		{"header too large", "GET /sub HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n", "HTTP/1.1 431 Request Header Fields Too Large"},
+		{"request line too long", "GET /sub?" + strings.Repeat("a", 5000) + " HTTP/1.1\r\n\r\n", "HTTP/1.1 414 Request URI Too Long"},
+		{"silence", "", ""}, // closed at the handshake timeout
+		{"half a line", "GET /su", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rawExchange(t, addr, tc.req); got != tc.want {
+				t.Errorf("answer %q, want %q", got, tc.want)
+			}
+		})
+	}
+
+	sctx, scancel := context.WithTimeout(context.Background(), waitFor)
+	defer scancel()
+	if err := th.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := rawExchange(t, addr, "GET /sub HTTP/1.1\r\nHost: x\r\n\r\n"); got != "HTTP/1.1 503 Service Unavailable" {
+		t.Errorf("after Shutdown: %q", got)
+	}
+}
+
+func TestForPath(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"GET /sub HTTP/1.1\r", true},
+		{"GET /sub?a=b HTTP/1.1\r", true},
+		{"POST /sub HTTP/1.1\r", true},
+		{"GET /subx HTTP/1.1\r", false},
+		{"GET /healthz HTTP/1.1\r", false},
+		{"GET", false},
+		{"", false},
+	} {
+		if got := forPath([]byte(tc.line), "/sub"); got != tc.want {
+			t.Errorf("%q: %v", tc.line, got)
+		}
+	}
+}
+
+// The request line is found as soon as it is complete, however it arrives.
+func TestPeekLine(t *testing.T) {
+	pr, pw := io.Pipe()
+	br := bufio.NewReaderSize(pr, 64)
+	got := make(chan string, 1)
+	go func() {
+		l, err := peekLine(br)
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		got <- string(l)
+	}()
+	for _, part := range []string{"GET /s", "ub HTTP/1.1\r", "\nHost: x\r\n"} {
+		if _, err := io.WriteString(pw, part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select { // the writer never closes: peekLine must not wait for more
+	case l := <-got:
+		if l != "GET /sub HTTP/1.1\r" {
+			t.Fatalf("line %q", l)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("peekLine still waiting")
+	}
+	if b, _ := br.Peek(br.Buffered()); !strings.HasPrefix(string(b), "GET /sub") {
+		t.Errorf("line consumed: buffer holds %q", b)
+	}
+	_ = pw.Close()
+
+	long := bufio.NewReaderSize(strings.NewReader(strings.Repeat("a", 100)+"\n"), 16)
+	if _, err := peekLine(long); err != errLineTooLong {
+		t.Errorf("long line: %v", err)
+	}
+}
