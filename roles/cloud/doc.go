@@ -9,5 +9,11 @@
 // (which alone tears the session down) and at most one writer goroutine,
 // started when something is queued and gone when the queue is empty, so an
 // idle connection holds no writer. A session whose queue overflows is closed
-// as a slow consumer; nobody else waits for it.
+// as a slow consumer; nobody else waits for it. Pushes to an idle session
+// are written in place by the fan-out (a non-blocking write); only what the
+// socket does not take at once goes to a writer goroutine.
+//
+// WebSocket upgrades are read by WSListener on the connection's own
+// goroutine, which then becomes its reader; requests for other paths are
+// handed, unread, to an http.Server through WSListener.Accept.
 package cloud

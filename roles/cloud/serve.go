@@ -47,7 +47,9 @@ func (h *Hub) ServeTCP(ln net.Listener) error {
 	}
 }
 
-// WSHandler upgrades requests to goim WebSocket sessions.
+// WSHandler upgrades requests to goim WebSocket sessions, for mounting on an
+// existing http.Server; the cloud role serves its port with WSListener,
+// which skips net/http for the upgrades.
 func (h *Hub) WSHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h.shutdown.Load() {
