@@ -83,7 +83,9 @@ func RunFloor(ctx context.Context, cfg FloorConfig) (FloorResult, error) {
 	if err := startPinned(cmd, cfg.ReaderCPU); err != nil {
 		return res, fmt.Errorf("floor: reader: %w", err)
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	readerExit := make(chan error, 1)
+	go func() { readerExit <- cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill(); <-readerExit }()
 
 	conns := make([]net.Conn, 0, cfg.Conns)
 	defer func() {
@@ -108,6 +110,11 @@ func RunFloor(ctx context.Context, cfg FloorConfig) (FloorResult, error) {
 		if err != nil {
 			return res, fmt.Errorf("floor: accept: %w", err)
 		}
+	case err := <-readerExit:
+		readerExit <- err // for the deferred wait
+		_ = ln.Close()
+		<-accepted
+		return res, fmt.Errorf("floor: the reader exited before connecting: %v", err)
 	case <-ctx.Done():
 		_ = ln.Close()
 		<-accepted

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -45,5 +46,20 @@ func TestFloorConfig(t *testing.T) {
 		if _, err := RunFloor(context.Background(), cfg); err == nil {
 			t.Errorf("%+v accepted", cfg)
 		}
+	}
+}
+
+// A reader that dies before connecting is an error, not a hang.
+func TestFloorReaderExits(t *testing.T) {
+	cfg := FloorConfig{Conns: 5, Size: 100, Batch: 1, Duration: time.Second, ReaderCPU: -1, Exe: "/bin/false"}
+	done := make(chan error, 1)
+	go func() { _, err := RunFloor(context.Background(), cfg); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "reader exited") {
+			t.Fatalf("err %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("RunFloor hangs when its reader exits")
 	}
 }
