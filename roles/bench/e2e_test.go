@@ -3,6 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -337,5 +339,52 @@ func TestTargets(t *testing.T) {
 	cfg.TCPAddr = " , "
 	if _, err := cfg.targets(); err == nil {
 		t.Error("empty list accepted")
+	}
+}
+
+// Connections spread over a list of servers: client i goes to entry i mod n.
+func TestSeveralTargets(t *testing.T) {
+	a1, _ := startAll(t)
+	a2, _ := startAll(t)
+	cfg := benchConfig(a1)
+	cfg.Network = "ws"
+	cfg.WSURL = "ws://" + a1.WS + "/sub,ws://" + a2.WS + "/sub"
+	cfg.Conns, cfg.Push, cfg.Duration = 10, PushNone, 30*time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan *Summary, 1)
+	go func() {
+		s, err := Run(ctx, cfg, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- s
+	}()
+	conns := func(a roles.Addrs) int {
+		resp, err := http.Get("http://" + a.HTTP + "/goim/online/total")
+		if err != nil {
+			return -1
+		}
+		defer resp.Body.Close()
+		var env struct {
+			Data struct {
+				ConnCount int `json:"conn_count"`
+			} `json:"data"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&env) != nil {
+			return -1
+		}
+		return env.Data.ConnCount
+	}
+	deadline := time.Now().Add(time.Minute)
+	for c1, c2 := conns(a1), conns(a2); c1 != 5 || c2 != 5; c1, c2 = conns(a1), conns(a2) {
+		if time.Now().After(deadline) {
+			t.Fatalf("connections per server: %d and %d, want 5 and 5", c1, c2)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if s := <-done; s != nil && s.Connections.Established != 10 {
+		t.Errorf("established %d", s.Connections.Established)
 	}
 }
