@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -58,7 +59,7 @@ type Hub struct {
 
 	wgMu     sync.Mutex     // orders wg.Add against Shutdown's Wait
 	wg       sync.WaitGroup // serveConn goroutines
-	pending  sync.Map       // transport.Conn -> struct{}: connections still in their handshake
+	pending  sync.Map       // io.Closer (transport.Conn or net.Conn) -> struct{}: connections still in their handshake
 	shutdown atomic.Bool
 }
 
@@ -367,7 +368,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.wgMu.Lock()
 	h.shutdown.Store(true)
 	h.wgMu.Unlock()
-	h.pending.Range(func(c, _ any) bool { _ = c.(transport.Conn).Close(); return true })
+	h.pending.Range(func(c, _ any) bool { _ = c.(io.Closer).Close(); return true })
 	h.each(func(s *Session) { s.farewell("server shutting down") })
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()

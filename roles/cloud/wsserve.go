@@ -19,9 +19,6 @@ import (
 // headers); http.ReadRequest itself has no limit.
 const maxUpgradeHeader = 16 << 10
 
-// upgradeReaders recycles the 4 KiB readers handshakes parse requests with.
-var upgradeReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
-
 // WSListener serves WebSocket clients on a listener without net/http's
 // per-connection server: a connect storm is mostly upgrades, and net/http's
 // connection state, response writer, hijack and extra goroutine were a third
@@ -33,6 +30,7 @@ type WSListener struct {
 	ln   net.Listener
 	path string
 
+	readers   sync.Pool // *bufio.Reader (4 KiB) that handshakes parse requests with
 	others    chan net.Conn
 	done      chan struct{}
 	closeOnce sync.Once
@@ -40,7 +38,9 @@ type WSListener struct {
 
 // WSListener wraps ln; call Serve to run it.
 func (h *Hub) WSListener(ln net.Listener, path string) *WSListener {
-	return &WSListener{hub: h, ln: ln, path: path, others: make(chan net.Conn), done: make(chan struct{})}
+	l := &WSListener{hub: h, ln: ln, path: path, others: make(chan net.Conn), done: make(chan struct{})}
+	l.readers.New = func() any { return bufio.NewReaderSize(nil, 4096) }
+	return l
 }
 
 // Serve accepts connections until ln is closed, then closes l (so the
@@ -75,11 +75,19 @@ func (l *WSListener) Serve() error {
 func (l *WSListener) handle(nc net.Conn) {
 	h := l.hub
 	defer h.wg.Done()
+	// Shutdown closes what is still in its handshake (checked again after
+	// the store: Shutdown may have swept the map just before).
+	h.pending.Store(nc, struct{}{})
+	defer h.pending.Delete(nc)
+	if h.shutdown.Load() {
+		ws.Refuse(nc, http.StatusServiceUnavailable, "", "shutting down")
+		return
+	}
 	_ = nc.SetReadDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
 	lr := &io.LimitedReader{R: nc, N: maxUpgradeHeader}
-	br := upgradeReaders.Get().(*bufio.Reader)
+	br := l.readers.Get().(*bufio.Reader)
 	br.Reset(lr)
-	release := func() { br.Reset(nil); upgradeReaders.Put(br) }
+	release := func() { br.Reset(nil); l.readers.Put(br) }
 
 	line, err := peekLine(br)
 	if err != nil {
@@ -124,6 +132,7 @@ func (l *WSListener) handle(nc net.Conn) {
 		h.log.Debug("websocket upgrade failed", zap.String("remote", req.RemoteAddr), zap.Error(err))
 		return
 	}
+	h.pending.Delete(nc) // serveConn tracks c from here
 	h.serveConn(c)
 }
 

@@ -227,3 +227,28 @@ func TestPeekLine(t *testing.T) {
 		t.Errorf("long line: %v", err)
 	}
 }
+
+// Shutdown does not wait for a client that connected and said nothing.
+func TestWSListenerShutdownClosesHandshakes(t *testing.T) {
+	th := newTestHub(t, func(c *Config) { c.HandshakeTimeout = time.Hour })
+	addr := startWSListener(t, th)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	eventually(t, "the handshake to be pending", func() bool {
+		n := 0
+		th.pending.Range(func(_, _ any) bool { n++; return true })
+		return n == 1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := th.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(waitFor))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection still open after Shutdown")
+	}
+}
