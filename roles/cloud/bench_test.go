@@ -40,25 +40,30 @@ func reportPerReceiver(b *testing.B, before *runtime.MemStats, receivers int) {
 	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N)/float64(receivers), "allocs/receiver")
 }
 
-// BenchmarkPushRoom fans one frame out to a 1000-member room. The goal is
-// no allocation per receiver: the frame bytes are shared and each session's
-// queue reuses its backing array.
+// BenchmarkPushRoom fans one frame out to a 1000-member room, on one
+// processor and on all of them. The goal is no allocation per receiver: the
+// frame bytes are shared and each session's queue reuses its backing array.
 func BenchmarkPushRoom(b *testing.B) {
 	const members = 1000
-	th, _ := benchHub(b, members)
-	frame := protocol.EncodePush(1000, []byte("a room message of a typical size, say sixty-four bytes long...."))
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if n := th.PushRoom("bench", frame); n != members {
-			b.Fatalf("PushRoom reached %d", n)
-		}
+	for _, procs := range []int{1, runtime.NumCPU()} {
+		b.Run("procs="+strconv.Itoa(procs), func(b *testing.B) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			th, _ := benchHub(b, members)
+			frame := protocol.EncodePush(1000, []byte("a room message of a typical size, say sixty-four bytes long...."))
+			var before runtime.MemStats
+			runtime.ReadMemStats(&before)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if n := th.PushRoom("bench", frame); n != members {
+					b.Fatalf("PushRoom reached %d", n)
+				}
+			}
+			b.StopTimer()
+			reportPerReceiver(b, &before, members)
+			checkNoneDropped(b, th, members)
+		})
 	}
-	b.StopTimer()
-	reportPerReceiver(b, &before, members)
-	checkNoneDropped(b, th, members)
 }
 
 // BenchmarkPushKeys pushes one frame to 1 or 100 keys among 1000 sessions.

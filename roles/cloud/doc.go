@@ -4,8 +4,11 @@
 // pushes handed to it by job, in process or over gRPC (a thin adapter).
 //
 // Concurrency: each bucket has its own RWMutex guarding its sessions and
-// rooms; fan-out holds a bucket's read lock only while queueing shared bytes,
-// never while writing to a socket. Each session has one reader goroutine
+// rooms. A room push or broadcast walks the buckets spread over up to
+// GOMAXPROCS goroutines and returns when all are done; under a bucket's read
+// lock it hands the shared bytes to each member, which either queues them or
+// writes them in place without blocking, so no lock is ever held across a
+// blocking write. Each session has one reader goroutine
 // (which alone tears the session down) and at most one writer goroutine,
 // started when something is queued and gone when the queue is empty, so an
 // idle connection holds no writer. A session whose queue overflows is closed

@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -230,8 +231,8 @@ func (h *Hub) PushKeys(keys []string, op int32, frame []byte) int {
 // member of roomID, unfiltered, and returns how many members it reached.
 func (h *Hub) PushRoom(roomID string, frames []byte) int {
 	out := transport.Out{Data: frames, Push: true}
-	n := 0
-	for _, b := range h.buckets {
+	n := h.fanOut(int(h.RoomCount(roomID)), func(b *bucket) int {
+		n := 0
 		b.mu.RLock()
 		if r := b.rooms[roomID]; r != nil {
 			for _, s := range r.members {
@@ -241,9 +242,47 @@ func (h *Hub) PushRoom(roomID string, frames []byte) int {
 			}
 		}
 		b.mu.RUnlock()
-	}
+		return n
+	})
 	h.metrics.Deliveries.WithLabelValues("room").Add(float64(n))
 	return n
+}
+
+// fanOutMin is the smallest fan-out spread over several goroutines: below
+// it, starting them costs more than the writes they would share.
+const fanOutMin = 256
+
+// fanOut runs f on every bucket and returns the sum of f's results once
+// every call returned. When members (what f will reach, about) is at least
+// fanOutMin, the buckets are spread over up to GOMAXPROCS goroutines (the
+// caller's among them): a pass over a large room is mostly write system
+// calls, and they run in parallel. A session lives in one bucket, so each session
+// is still written by one goroutine, and since fanOut returns only when all
+// are done, the next push cannot overtake this one. A bucket's read lock is
+// held while its members are written to, but those writes never block.
+func (h *Hub) fanOut(members int, f func(*bucket) int) int {
+	w := min(runtime.GOMAXPROCS(0), len(h.buckets))
+	if members < fanOutMin {
+		w = 1
+	}
+	part := func(first int) int {
+		n := 0
+		for j := first; j < len(h.buckets); j += w {
+			n += f(h.buckets[j])
+		}
+		return n
+	}
+	if w <= 1 {
+		return part(0)
+	}
+	var others atomic.Int64
+	var wg sync.WaitGroup
+	for i := 1; i < w; i++ {
+		wg.Go(func() { others.Add(int64(part(i))) })
+	}
+	n := part(0)
+	wg.Wait()
+	return n + int(others.Load())
 }
 
 // Broadcast queues frame to every session that accepts op. With speed > 0
@@ -252,8 +291,8 @@ func (h *Hub) PushRoom(roomID string, frames []byte) int {
 func (h *Hub) Broadcast(ctx context.Context, op int32, frame []byte, speed int) int {
 	out := transport.Out{Data: frame, Push: true}
 	if speed <= 0 {
-		n := 0
-		for _, b := range h.buckets {
+		n := h.fanOut(int(h.conns.Load()), func(b *bucket) int {
+			n := 0
 			b.mu.RLock()
 			for _, s := range b.sessions {
 				if s.Accepts(op) && s.send(out) {
@@ -261,7 +300,8 @@ func (h *Hub) Broadcast(ctx context.Context, op int32, frame []byte, speed int) 
 				}
 			}
 			b.mu.RUnlock()
-		}
+			return n
+		})
 		h.metrics.Deliveries.WithLabelValues("broadcast").Add(float64(n))
 		return n
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
@@ -572,5 +573,37 @@ func TestShutdown(t *testing.T) {
 	}
 	if c, _ := th.Online(); c != 0 {
 		t.Errorf("a connection was accepted after Shutdown")
+	}
+}
+
+// Room pushes and broadcasts spread over several goroutines still reach
+// every member exactly once and in order, whatever GOMAXPROCS is.
+func TestFanOutOverProcs(t *testing.T) {
+	for _, procs := range []int{1, 3, 8, 64} {
+		t.Run(strconv.Itoa(procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			th := newTestHub(t, func(c *Config) { c.Buckets = 16 })
+			const members, pushes = fanOutMin + 44, 5 // large enough to be spread
+			conns := make([]*fakeConn, members)
+			for i := range conns {
+				conns[i] = th.connectFake(t, "", protocol.Auth{Mid: int64(i), Key: "k" + strconv.Itoa(i), RoomID: "r", Accepts: []int32{1000}})
+			}
+			for p := range pushes {
+				if n := th.PushRoom("r", protocol.EncodePush(1000, []byte{byte(p)})); n != members {
+					t.Fatalf("push %d reached %d", p, n)
+				}
+			}
+			if n := th.Broadcast(context.Background(), 1000, protocol.EncodePush(1000, []byte{pushes}), 0); n != members {
+				t.Fatalf("broadcast reached %d", n)
+			}
+			for i, c := range conns {
+				fs := c.waitFrames(t, 1+pushes+1) // auth reply, pushes, broadcast
+				for p, f := range fs[1:] {
+					if f.Op != 1000 || len(f.Body) != 1 || int(f.Body[0]) != p {
+						t.Fatalf("member %d frame %d: %v", i, p, f)
+					}
+				}
+			}
+		})
 	}
 }
