@@ -9,15 +9,19 @@ import (
 )
 
 // benchHub connects n sessions in room "bench" whose connections discard
-// what is written. The send queue is large so that writers lagging behind
-// the benchmark loop never turn into slow-consumer closes.
+// what is written. Their transport writes in place, as a socket with room
+// in its buffer does, so a push measures the fan-out itself. The send queue
+// is large so that lagging writers never turn into slow-consumer closes.
 func benchHub(b *testing.B, n int) (*testHub, []string) {
 	b.Helper()
 	th := newTestHub(b, func(c *Config) { c.SendQueue = 1 << 20; c.Buckets = 32 })
 	keys := make([]string, n)
 	for i := range n {
 		keys[i] = "k" + strconv.Itoa(i)
-		c := th.connectFake(b, "", protocol.Auth{Mid: int64(i), Key: keys[i], RoomID: "bench", Accepts: []int32{1000}})
+		c := &tryConn{fakeConn: newFakeConn("")}
+		th.serveAs(c.fakeConn, c)
+		c.in <- authFrame(b, protocol.Auth{Mid: int64(i), Key: keys[i], RoomID: "bench", Accepts: []int32{1000}})
+		c.waitFrames(b, 1)
 		c.discard.Store(true)
 	}
 	return th, keys
