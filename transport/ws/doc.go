@@ -1,6 +1,10 @@
 // Package ws is the WebSocket client transport: a small RFC 6455 server
 // side (handshake, framing, ping/pong, close) written for the push path.
 //
+// Accept upgrades a request an http.Server read; Upgrade does the same for a
+// request the caller parsed itself (the cloud's own listener, which keeps
+// connect storms off net/http's server), and Refuse answers a bad one.
+//
 // One goim frame arrives per inbound message (binary or text, possibly
 // fragmented); pushes go out as op-9 messages holding one or more inner
 // frames, batched under protocol.MaxWSBatch, written with writev straight
