@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/roles"
+	"github.com/imcloud/imcloud/roles/rolestest"
 	"github.com/imcloud/imcloud/transport/client"
 )
 
@@ -33,49 +33,10 @@ type server struct {
 // startAll runs `imcloud all` in process on random loopback ports.
 func startAll(t testing.TB, mutate func(*roles.Config)) *server {
 	t.Helper()
-	cfg := roles.Default()
-	cfg.Node.ID = "e2e-node"
-	cfg.Cloud.TCPAddr = "127.0.0.1:0"
-	cfg.Cloud.WSAddr = "127.0.0.1:0"
-	cfg.Cloud.GRPCAddr = "127.0.0.1:0"
-	cfg.Logic.HTTPAddr = "127.0.0.1:0"
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	if err := cfg.Validate(roles.RoleAll); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	app, err := roles.New(cfg, roles.RoleAll, log)
-	if err != nil {
-		t.Fatalf("new app: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	deadline := time.Now().Add(wait)
-	for !app.Ready() {
-		select {
-		case err := <-done:
-			cancel()
-			t.Fatalf("app stopped during start: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatal("app not ready in time")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("app stopped with error: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("app did not stop in time")
+	app, _ := rolestest.StartAll(t, func(c *roles.Config) {
+		c.Node.ID = "e2e-node"
+		if mutate != nil {
+			mutate(c)
 		}
 	})
 	a := app.Addrs()

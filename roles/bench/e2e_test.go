@@ -15,56 +15,15 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
-
 	"github.com/imcloud/imcloud/roles"
+	"github.com/imcloud/imcloud/roles/rolestest"
 )
 
 // startAll runs `imcloud all` in process on random loopback ports; stop ends
 // it (also done at cleanup).
 func startAll(t *testing.T) (addrs roles.Addrs, stop func()) {
 	t.Helper()
-	cfg := roles.Default()
-	cfg.Node.ID = "bench-e2e"
-	cfg.Cloud.TCPAddr = "127.0.0.1:0"
-	cfg.Cloud.WSAddr = "127.0.0.1:0"
-	cfg.Cloud.GRPCAddr = "127.0.0.1:0"
-	cfg.Logic.HTTPAddr = "127.0.0.1:0"
-	if err := cfg.Validate(roles.RoleAll); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	app, err := roles.New(cfg, roles.RoleAll, zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	for deadline := time.Now().Add(20 * time.Second); !app.Ready(); time.Sleep(5 * time.Millisecond) {
-		select {
-		case err := <-done:
-			cancel()
-			t.Fatalf("app stopped during start: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatal("app not ready")
-		}
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				t.Error("app did not stop")
-			}
-		})
-	}
-	t.Cleanup(stop)
+	app, stop := rolestest.StartAll(t, nil)
 	return app.Addrs(), stop
 }
 
