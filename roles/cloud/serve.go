@@ -22,6 +22,15 @@ import (
 
 // ServeTCP accepts goim TCP clients on ln until ln is closed.
 func (h *Hub) ServeTCP(ln net.Listener) error {
+	return h.acceptLoop(ln, func(c net.Conn) { _ = c.Close() }, func(c net.Conn) {
+		h.serveConn(tcp.New(c, h.cfg.MaxBody))
+	})
+}
+
+// acceptLoop accepts on ln until it is closed, running serve on a goroutine
+// of its own for each connection the hub still takes (counted in h.wg);
+// once Shutdown has begun, refuse gets the connection instead.
+func (h *Hub) acceptLoop(ln net.Listener, refuse, serve func(net.Conn)) error {
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
@@ -37,12 +46,12 @@ func (h *Hub) ServeTCP(ln net.Listener) error {
 		}
 		backoff = 0
 		if !h.track() {
-			_ = c.Close()
+			refuse(c)
 			continue
 		}
 		go func() {
 			defer h.wg.Done()
-			h.serveConn(tcp.New(c, h.cfg.MaxBody))
+			serve(c)
 		}()
 	}
 }

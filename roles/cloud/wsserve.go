@@ -47,26 +47,9 @@ func (h *Hub) WSListener(ln net.Listener, path string) *WSListener {
 // http.Server's Accept ends too).
 func (l *WSListener) Serve() error {
 	defer l.Close()
-	h := l.hub
-	var backoff time.Duration
-	for {
-		nc, err := l.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			h.log.Warn("accept failed", zap.Error(err), zap.Duration("retry_in", backoff))
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		if !h.track() {
-			ws.Refuse(nc, http.StatusServiceUnavailable, "", "shutting down")
-			continue
-		}
-		go l.handle(nc)
-	}
+	return l.hub.acceptLoop(l.ln, func(nc net.Conn) {
+		ws.Refuse(nc, http.StatusServiceUnavailable, "", "shutting down")
+	}, l.handle)
 }
 
 // handle reads the request line: an upgrade for l.path becomes a session on
@@ -74,7 +57,6 @@ func (l *WSListener) Serve() error {
 // consumed.
 func (l *WSListener) handle(nc net.Conn) {
 	h := l.hub
-	defer h.wg.Done()
 	// Shutdown closes what is still in its handshake (checked again after
 	// the store: Shutdown may have swept the map just before).
 	h.pending.Store(nc, struct{}{})
