@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,6 +26,20 @@ func startAll(t *testing.T) (addrs roles.Addrs, stop func()) {
 	t.Helper()
 	app, stop := rolestest.StartAll(t, nil)
 	return app.Addrs(), stop
+}
+
+// runAsync runs the bench in the background; the summary (nil if Run
+// failed, which is reported) arrives on the channel.
+func runAsync(t *testing.T, ctx context.Context, cfg Config, progress io.Writer) <-chan *Summary {
+	done := make(chan *Summary, 1)
+	go func() {
+		s, err := Run(ctx, cfg, progress)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- s
+	}()
+	return done
 }
 
 func benchConfig(a roles.Addrs) Config {
@@ -168,14 +183,7 @@ func TestServerGoesAway(t *testing.T) {
 	cfg.Progress = 50 * time.Millisecond
 	hit := make(chan struct{})
 	w := &lineWatcher{want: regexp.MustCompile(` push `), hit: hit}
-	done := make(chan *Summary, 1)
-	go func() {
-		s, err := Run(context.Background(), cfg, w)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- s
-	}()
+	done := runAsync(t, context.Background(), cfg, w)
 	select {
 	case <-hit:
 	case <-time.After(time.Minute):
@@ -206,14 +214,7 @@ func TestInterruptPrintsSoFar(t *testing.T) {
 	w := &lineWatcher{want: regexp.MustCompile(`pushes ([3-9]|\d\d+) `), hit: hit}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan *Summary, 1)
-	go func() {
-		s, err := Run(ctx, cfg, w)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- s
-	}()
+	done := runAsync(t, ctx, cfg, w)
 	select {
 	case <-hit:
 	case <-time.After(time.Minute):
@@ -311,14 +312,7 @@ func TestSeveralTargets(t *testing.T) {
 	cfg.Conns, cfg.Push, cfg.Duration = 10, PushNone, 30*time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan *Summary, 1)
-	go func() {
-		s, err := Run(ctx, cfg, nil)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- s
-	}()
+	done := runAsync(t, ctx, cfg, nil)
 	conns := func(a roles.Addrs) int {
 		resp, err := http.Get("http://" + a.HTTP + "/goim/online/total")
 		if err != nil {
