@@ -231,7 +231,7 @@ func (h *Hub) PushKeys(keys []string, op int32, frame []byte) int {
 // member of roomID, unfiltered, and returns how many members it reached.
 func (h *Hub) PushRoom(roomID string, frames []byte) int {
 	out := transport.Out{Data: frames, Push: true}
-	n := h.fanOut(int(h.RoomCount(roomID)), func(b *bucket) int {
+	n := h.fanOut(func() int { return int(h.RoomCount(roomID)) }, func(b *bucket) int {
 		n := 0
 		b.mu.RLock()
 		if r := b.rooms[roomID]; r != nil {
@@ -253,16 +253,16 @@ func (h *Hub) PushRoom(roomID string, frames []byte) int {
 const fanOutMin = 256
 
 // fanOut runs f on every bucket and returns the sum of f's results once
-// every call returned. When members (what f will reach, about) is at least
-// fanOutMin, the buckets are spread over up to GOMAXPROCS goroutines (the
+// every call returned. With several processors and members() (what f will
+// reach, about; not asked on one processor) at least fanOutMin, the buckets are spread over up to GOMAXPROCS goroutines (the
 // caller's among them): a pass over a large room is mostly write system
 // calls, and they run in parallel. A session lives in one bucket, so each session
 // is still written by one goroutine, and since fanOut returns only when all
 // are done, the next push cannot overtake this one. A bucket's read lock is
 // held while its members are written to, but those writes never block.
-func (h *Hub) fanOut(members int, f func(*bucket) int) int {
+func (h *Hub) fanOut(members func() int, f func(*bucket) int) int {
 	w := min(runtime.GOMAXPROCS(0), len(h.buckets))
-	if members < fanOutMin {
+	if w > 1 && members() < fanOutMin {
 		w = 1
 	}
 	part := func(first int) int {
@@ -291,7 +291,7 @@ func (h *Hub) fanOut(members int, f func(*bucket) int) int {
 func (h *Hub) Broadcast(ctx context.Context, op int32, frame []byte, speed int) int {
 	out := transport.Out{Data: frame, Push: true}
 	if speed <= 0 {
-		n := h.fanOut(int(h.conns.Load()), func(b *bucket) int {
+		n := h.fanOut(func() int { return int(h.conns.Load()) }, func(b *bucket) int {
 			n := 0
 			b.mu.RLock()
 			for _, s := range b.sessions {
