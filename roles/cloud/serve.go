@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"time"
@@ -54,33 +53,6 @@ func (h *Hub) acceptLoop(ln net.Listener, refuse, serve func(net.Conn)) error {
 			serve(c)
 		}()
 	}
-}
-
-// WSHandler upgrades requests to goim WebSocket sessions, for mounting on an
-// existing http.Server; the cloud role serves its port with WSListener,
-// which skips net/http for the upgrades.
-func (h *Hub) WSHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if h.shutdown.Load() {
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
-			return
-		}
-		c, err := ws.Accept(w, r, ws.AcceptOptions{OriginPatterns: h.cfg.WSOrigins, MaxBody: h.cfg.MaxBody})
-		if err != nil {
-			h.log.Debug("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
-			return
-		}
-		if !h.track() {
-			_ = c.Close()
-			return
-		}
-		// A goroutine of our own, so net/http's (with its deeper stack)
-		// ends here rather than living as long as the connection.
-		go func() {
-			defer h.wg.Done()
-			h.serveConn(c)
-		}()
-	})
 }
 
 // serveConn runs one connection from handshake to teardown; it is the

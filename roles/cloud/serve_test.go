@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -346,9 +345,8 @@ func TestShutdownDuringHandshake(t *testing.T) {
 // after Shutdown the handler refuses upgrades.
 func TestWebSocket(t *testing.T) {
 	th := newTestHub(t, nil)
-	srv := httptest.NewServer(th.WSHandler())
-	t.Cleanup(srv.Close)
-	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/sub"
+	addr := startWSListener(t, th)
+	url := "ws://" + addr + "/sub"
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	c, err := client.Dial(ctx, client.Options{Network: "ws", Addr: url, Timeout: waitFor,
@@ -389,7 +387,7 @@ func TestWebSocket(t *testing.T) {
 	if f, err := c.Next(ctx); err != nil || f.Op != protocol.OpDisconnectReply {
 		t.Fatalf("after Shutdown got %v %v, want op 6", f, err)
 	}
-	resp, err := http.Get(srv.URL + "/sub")
+	resp, err := http.Get("http://" + addr + "/sub")
 	if err != nil {
 		t.Fatal(err)
 	}
