@@ -15,6 +15,10 @@ var ErrDuplicateID = errors.New("registry: node id already registered")
 // ErrNotRegistered is returned by Update for a node that is not registered.
 var ErrNotRegistered = errors.New("registry: node not registered")
 
+// ErrInvalid is returned for a node or role that can never be registered
+// (an empty id, a role with a slash): retrying cannot help.
+var ErrInvalid = errors.New("registry: invalid node")
+
 // Addr is one set of client addresses of a node.
 type Addr struct {
 	TCP string `json:"tcp,omitempty"`

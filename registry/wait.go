@@ -9,36 +9,113 @@ import (
 	"go.uber.org/zap"
 )
 
-// registerRetry is how long RegisterWait waits between attempts.
-const registerRetry = time.Second
+// Retry pacing of RegisterWait and WatchWait: a held id is retried every
+// heldRetry; an unreachable registry with backoff from minBackoff to
+// maxBackoff, so a node started before its registry connects soon after the
+// registry comes up without hammering it meanwhile.
+const (
+	heldRetry  = time.Second
+	minBackoff = 250 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
 
-// RegisterWait registers n, retrying while its id is still held (a node that
-// restarts inside its old lease's TTL finds its own previous registration):
-// on ErrDuplicateID it logs a warning and tries again every second until the
-// old registration is gone or ctx ends. Any other error is returned at once.
-// When ctx ends first the error wraps both ctx.Err() and ErrDuplicateID.
-// A nil log logs nothing.
-func RegisterWait(ctx context.Context, r Registrar, n Node, log *zap.Logger) error {
+// RegisterWait registers n, retrying until it succeeds or ctx ends:
+//   - while n's id is still held (a node restarting inside its old lease's
+//     TTL finds its own previous registration) it tries every second, for at
+//     most heldFor from the first refusal, since a live twin never lets go;
+//   - while the registry is unreachable it retries with backoff, without
+//     bound, so a node may start before its registry;
+//   - an invalid node (ErrInvalid) is returned at once.
+//
+// Each retry is logged as a warning. When it gives up the error wraps the
+// last cause and, if ctx ended, ctx.Err(). A nil log logs nothing.
+func RegisterWait(ctx context.Context, r Registrar, n Node, heldFor time.Duration, log *zap.Logger) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	var heldSince time.Time
+	backoff := minBackoff
 	for attempt := 1; ; attempt++ {
 		err := r.Register(ctx, n)
-		if err == nil || !errors.Is(err, ErrDuplicateID) {
-			if err == nil && attempt > 1 {
-				log.Info("node registered after the old lease expired",
+		if err == nil {
+			if attempt > 1 {
+				log.Info("node registered after retrying",
 					zap.String("role", n.Role), zap.String("id", n.ID), zap.Int("attempts", attempt))
 			}
+			return nil
+		}
+		if errors.Is(err, ErrInvalid) {
 			return err
 		}
-		log.Warn("node id still held, waiting for the old lease to expire",
-			zap.String("role", n.Role), zap.String("id", n.ID),
-			zap.Int("attempt", attempt), zap.Duration("retry_in", registerRetry), zap.Error(err))
-		select {
-		case <-ctx.Done():
+		wait := backoff
+		if errors.Is(err, ErrDuplicateID) {
+			if heldSince.IsZero() {
+				heldSince = time.Now()
+			}
+			if time.Since(heldSince) >= heldFor {
+				return fmt.Errorf("registry: register %s/%s: still held after %v (%d attempts): %w",
+					n.Role, n.ID, heldFor.Round(time.Millisecond), attempt, err)
+			}
+			wait = heldRetry
+			log.Warn("node id still held, waiting for the old lease to expire",
+				zap.String("role", n.Role), zap.String("id", n.ID),
+				zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
+		} else {
+			if ctx.Err() == nil {
+				log.Warn("registry unreachable, retrying registration",
+					zap.String("role", n.Role), zap.String("id", n.ID),
+					zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
+			}
+			backoff = min(2*backoff, maxBackoff)
+		}
+		if !sleep(ctx, wait) {
 			return fmt.Errorf("registry: register %s/%s: gave up after %d attempts: %w: %w",
 				n.Role, n.ID, attempt, ctx.Err(), err)
-		case <-time.After(registerRetry):
 		}
+	}
+}
+
+// WatchWait starts w.Watch(ctx, role), retrying with backoff while the
+// registry is unreachable, until it succeeds or ctx ends (then it returns an
+// error wrapping ctx.Err()). An invalid role (ErrInvalid) is returned at once.
+// Each retry is logged as a warning; a nil log logs nothing.
+func WatchWait(ctx context.Context, w interface {
+	Watch(ctx context.Context, role string) (<-chan []Node, error)
+}, role string, log *zap.Logger) (<-chan []Node, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	backoff := minBackoff
+	for attempt := 1; ; attempt++ {
+		ch, err := w.Watch(ctx, role)
+		if err == nil {
+			if attempt > 1 {
+				log.Info("registry watch started after retrying", zap.String("role", role), zap.Int("attempts", attempt))
+			}
+			return ch, nil
+		}
+		if errors.Is(err, ErrInvalid) {
+			return nil, err
+		}
+		if ctx.Err() == nil {
+			log.Warn("registry unreachable, retrying watch", zap.String("role", role),
+				zap.Int("attempt", attempt), zap.Duration("retry_in", backoff), zap.Error(err))
+		}
+		if !sleep(ctx, backoff) {
+			return nil, fmt.Errorf("registry: watch %s: gave up after %d attempts: %w: %w", role, attempt, ctx.Err(), err)
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

@@ -4,16 +4,16 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // adminHandler serves /metrics, /healthz (the process is up), /readyz
-// (every service has started and none is stopping) and the Go profiler
-// under /debug/pprof/.
-func adminHandler(reg *prometheus.Registry, ready *atomic.Bool) http.Handler {
+// (ready returns nil: every service has started, none is stopping and every
+// backend is connected; otherwise a 503 gives the reason) and the Go
+// profiler under /debug/pprof/.
+func adminHandler(reg *prometheus.Registry, ready func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -22,20 +22,20 @@ func adminHandler(reg *prometheus.Registry, ready *atomic.Bool) http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeStatus(w, http.StatusOK, "ok")
+		writeStatus(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if ready.Load() {
-			writeStatus(w, http.StatusOK, "ready")
+		if err := ready(); err != nil {
+			writeStatus(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
 			return
 		}
-		writeStatus(w, http.StatusServiceUnavailable, "not ready")
+		writeStatus(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	return mux
 }
 
-func writeStatus(w http.ResponseWriter, code int, status string) {
+func writeStatus(w http.ResponseWriter, code int, body map[string]string) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"status": status})
+	_ = json.NewEncoder(w).Encode(body)
 }

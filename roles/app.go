@@ -2,6 +2,7 @@ package roles
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync/atomic"
@@ -67,7 +68,7 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	admin := adminHandler(reg, &a.ready)
+	admin := adminHandler(reg, a.readiness)
 
 	nodeID, err := a.cfg.NodeID()
 	if err != nil {
@@ -158,6 +159,20 @@ func (a *App) Run(ctx context.Context) error {
 
 // Ready reports whether every service has started and none is stopping.
 func (a *App) Ready() bool { return a.ready.Load() }
+
+// readiness is nil when the App is Ready and every backend client is
+// connected; otherwise it says what is missing.
+func (a *App) readiness() error {
+	if !a.ready.Load() {
+		return errors.New("starting or stopping")
+	}
+	for _, p := range a.b.pending {
+		if err := p(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Addrs returns the bound addresses; call it once Ready.
 func (a *App) Addrs() Addrs {

@@ -30,6 +30,9 @@ type backends struct {
 	// online figures must come from it rather than from the local hub).
 	shared  bool
 	closers []func() error
+	// pending reports, per backend client still connecting in the
+	// background, why it is not ready (nil once it is).
+	pending []func() error
 }
 
 // openBackends builds the backends role needs. Nothing here waits for a

@@ -90,12 +90,10 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 
 	// A restart inside the lease TTL finds its id still held by its former
 	// self: wait for that lease to lapse, but not for a live twin forever.
+	// A registry that is down is waited for (until a signal ends the wait).
 	// Clients are served only once the node is registered, so every session
 	// bound in the store points at a node that job and logic know.
-	rctx, cancel := context.WithTimeout(ctx, 3*c.cfg.Registry.Etcd.TTL)
-	err = registry.RegisterWait(rctx, c.b.registrar, c.node(), c.log)
-	cancel()
-	if err != nil {
+	if err = registry.RegisterWait(ctx, c.b.registrar, c.node(), 3*c.cfg.Registry.Etcd.TTL, c.log); err != nil {
 		c.grpcSrv.Stop()
 		return fmt.Errorf("register node %q: %w", c.nodeID, err)
 	}

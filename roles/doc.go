@@ -6,7 +6,11 @@
 //     being started;
 //   - the lifecycle: each role is a service with Start (bind, connect, return
 //     when ready), Run and Stop (drain before the deadline); "all" starts them
-//     in a fixed order and stops them in reverse;
+//     in a fixed order and stops them in reverse; a signal while a Start
+//     waits for a backend is a clean stop;
+//   - waiting for backends: a Kafka client still connecting is retried in the
+//     background (retrying), so logic answers 503 and the job waits instead
+//     of the process exiting; /readyz names what is still missing;
 //   - one HTTP admin mux (/metrics, /healthz, /readyz) and one gRPC server per
 //     process;
 //   - the choice of backend implementations (registry, queue, store): only

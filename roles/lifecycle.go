@@ -29,6 +29,11 @@ func runServices(ctx context.Context, log *zap.Logger, services []Service, stopT
 	var startErr error
 	for _, s := range services {
 		if err := s.Start(ctx); err != nil {
+			if ctx.Err() != nil {
+				// A signal while waiting for a backend: a clean stop.
+				log.Info("stopped while starting", zap.String("service", s.Name()), zap.Error(err))
+				break
+			}
 			startErr = fmt.Errorf("%s: start: %w", s.Name(), err)
 			break
 		}
@@ -37,7 +42,7 @@ func runServices(ctx context.Context, log *zap.Logger, services []Service, stopT
 	}
 
 	var runErr error
-	if startErr == nil {
+	if startErr == nil && len(started) == len(services) {
 		onReady(true)
 		runCtx, cancel := context.WithCancel(ctx)
 		errs := make(chan error, len(started))

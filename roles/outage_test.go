@@ -3,13 +3,20 @@ package roles_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/queue/kafka/kafkatest"
+	"github.com/imcloud/imcloud/registry/etcd/etcdtest"
 	"github.com/imcloud/imcloud/roles"
 	"github.com/imcloud/imcloud/store/redis/redistest"
 )
@@ -106,5 +113,138 @@ func TestKafkaOutage(t *testing.T) {
 	}
 	if f := next(t, c); f.Op != protocol.OpHeartbeatReply {
 		t.Errorf("client after the outage: %v", f)
+	}
+}
+
+// roleRun is one role running in process.
+type roleRun struct {
+	app  *roles.App
+	done chan struct{} // closed when Run has returned
+	err  error         // Run's result, once done is closed
+}
+
+// runRole runs one role in process until the test ends, without waiting for
+// it to be ready.
+func runRole(t *testing.T, cfg roles.Config, role string) *roleRun {
+	t.Helper()
+	if err := cfg.Validate(role); err != nil {
+		t.Fatalf("%s config: %v", role, err)
+	}
+	app, err := roles.New(cfg, role, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(role))
+	if err != nil {
+		t.Fatalf("new %s: %v", role, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &roleRun{app: app, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.err = app.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+			if r.err != nil {
+				t.Errorf("%s stopped with an error: %v", role, r.err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("%s did not stop in time", role)
+		}
+	})
+	return r
+}
+
+// TestStartBeforeBackends: cloud, job and logic started while etcd, Redis
+// and Kafka are all down wait for them instead of exiting: logic serves at
+// once and answers pushes with a 503 that names Kafka, /readyz says what is
+// missing, and once the servers are up the cluster delivers by itself.
+func TestStartBeforeBackends(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd, redis-server and a Kafka-protocol broker")
+	}
+	etcdSrv := etcdtest.Start(t)
+	etcdSrv.Stop()
+	rs := redistest.NewServer(t)
+	rs.Stop()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kafkaPort := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+
+	base := roles.Default()
+	base.Cloud.TCPAddr, base.Cloud.WSAddr, base.Cloud.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	base.Logic.HTTPAddr = "127.0.0.1:0"
+	base.Node.AdminAddr = "127.0.0.1:0"
+	base.Registry.Backend = "etcd"
+	base.Registry.Etcd.Endpoints = []string{etcdSrv.Endpoint}
+	base.Registry.Etcd.Prefix = fmt.Sprintf("/early%d", time.Now().UnixNano())
+	base.Store.Backend = "redis"
+	base.Store.Redis.Addr = rs.Addr
+	base.Store.Redis.Prefix = fmt.Sprintf("early%d:", time.Now().UnixNano())
+	base.Queue.Backend = "kafka"
+	base.Queue.Kafka.Brokers = []string{fmt.Sprintf("127.0.0.1:%d", kafkaPort)}
+	base.Queue.Kafka.Topic = fmt.Sprintf("early-%d", time.Now().UnixNano())
+	base.Queue.Kafka.Group = base.Queue.Kafka.Topic
+	base.Queue.Kafka.Partitions = 2
+
+	runs := map[string]*roleRun{}
+	for _, role := range []string{roles.RoleCloud, roles.RoleJob, roles.RoleLogic} {
+		cfg := base
+		cfg.Node.ID = "early-" + role
+		runs[role] = runRole(t, cfg, role)
+	}
+	waitUntil(t, "logic to serve while its backends are down", wait, runs[roles.RoleLogic].app.Ready)
+	time.Sleep(time.Second) // let cloud and job try (and fail) a few times
+	for role, r := range runs {
+		select {
+		case <-r.done:
+			t.Fatalf("%s exited while its backends were down: %v", role, r.err)
+		default:
+		}
+		if role != roles.RoleLogic && r.app.Ready() {
+			t.Errorf("%s is ready with etcd down", role)
+		}
+	}
+	la := runs[roles.RoleLogic].app.Addrs()
+	logic := &server{base: "http://" + la.HTTP}
+	code, env := logic.do(t, http.MethodPost, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "early"), "too-early")
+	if code != http.StatusServiceUnavailable || env.Code != -503 || !strings.Contains(env.Message, "queue") {
+		t.Errorf("push before Kafka is up: %d %+v, want a 503 naming the queue", code, env)
+	}
+	resp, err := http.Get("http://" + la.Admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "kafka") {
+		t.Errorf("/readyz before Kafka is up: %d %s, want 503 naming kafka", resp.StatusCode, body)
+	}
+
+	etcdSrv.Start()
+	rs.Start()
+	kafkatest.Start(t, kfake.Ports(kafkaPort))
+	for role, r := range runs {
+		waitUntil(t, role+" to be ready once its backends are up", 60*time.Second, r.app.Ready)
+	}
+	waitUntil(t, "logic's /readyz to answer 200", 60*time.Second, func() bool {
+		resp, err := http.Get("http://" + la.Admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	ca := runs[roles.RoleCloud].app.Addrs()
+	s := &server{addrs: ca, base: logic.base}
+	c := s.dial(t, "ws", protocol.Auth{Mid: 9, Accepts: []int32{1000}, RoomID: "live://early"})
+	waitUntil(t, "a push by mid to find the session", 30*time.Second, func() bool {
+		return s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "9"), "by-mid") == 1
+	})
+	expect(t, c, 1000, "by-mid")
+	s.push(t, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "early"), "in-room")
+	for f := next(t, c); f.Op != 1000 || string(f.Body) != "in-room"; f = next(t, c) {
 	}
 }

@@ -768,7 +768,7 @@ func check(ctx context.Context, op, role, id string) error {
 		return err
 	}
 	if id == "" {
-		return fmt.Errorf("registry/etcd: %s %q/%q: node needs an id", op, role, id)
+		return fmt.Errorf("registry/etcd: %s %q/%q: node needs an id: %w", op, role, id, registry.ErrInvalid)
 	}
 	return nil
 }
@@ -780,7 +780,7 @@ func checkRole(ctx context.Context, op, role string) error {
 		return fmt.Errorf("registry/etcd: %s %s: %w", op, role, err)
 	}
 	if role == "" || strings.Contains(role, "/") {
-		return fmt.Errorf("registry/etcd: %s: invalid role %q (needs a name without slashes)", op, role)
+		return fmt.Errorf("registry/etcd: %s: role %q needs a name without slashes: %w", op, role, registry.ErrInvalid)
 	}
 	return nil
 }

@@ -346,9 +346,13 @@ func TestDuplicateAcrossRegistries(t *testing.T) {
 		t.Fatalf("Nodes = %s, want the first record untouched", got)
 	}
 
-	// A bounded RegisterWait gives up with both causes.
+	// RegisterWait gives up on a live twin after heldFor, and when ctx ends
+	// first with both causes.
+	if err := registry.RegisterWait(t.Context(), second, node("n1", 2), 1500*time.Millisecond, log); !errors.Is(err, registry.ErrDuplicateID) {
+		t.Fatalf("RegisterWait while held: %v, want ErrDuplicateID", err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
-	err = registry.RegisterWait(ctx, second, node("n1", 2), log)
+	err = registry.RegisterWait(ctx, second, node("n1", 2), time.Minute, log)
 	cancel()
 	if !errors.Is(err, registry.ErrDuplicateID) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("RegisterWait while held: %v, want ErrDuplicateID and DeadlineExceeded", err)
@@ -362,7 +366,7 @@ func TestDuplicateAcrossRegistries(t *testing.T) {
 	ctx, cancel = context.WithTimeout(t.Context(), waitFor)
 	defer cancel()
 	start := time.Now()
-	if err := registry.RegisterWait(ctx, second, node("n1", 2), log); err != nil {
+	if err := registry.RegisterWait(ctx, second, node("n1", 2), waitFor, log); err != nil {
 		t.Fatalf("RegisterWait: %v", err)
 	}
 	t.Logf("RegisterWait took %v", time.Since(start))
@@ -385,7 +389,7 @@ func TestRegisterWaitMemory(t *testing.T) {
 	}
 	time.AfterFunc(1500*time.Millisecond, func() { _ = r.Deregister(context.Background(), n.Role, n.ID) })
 	n.Conns = 2
-	if err := registry.RegisterWait(t.Context(), r, n, log); err != nil {
+	if err := registry.RegisterWait(t.Context(), r, n, time.Minute, log); err != nil {
 		t.Fatal(err)
 	}
 	if got := nodesNow(r); got != "[n1:2]" {
@@ -400,11 +404,11 @@ func TestRegisterWaitMemory(t *testing.T) {
 	}
 	// Other errors are returned at once.
 	start := time.Now()
-	if err := registry.RegisterWait(t.Context(), r, registry.Node{Role: "cloud"}, nil); err == nil || errors.Is(err, registry.ErrDuplicateID) {
+	if err := registry.RegisterWait(t.Context(), r, registry.Node{Role: "cloud"}, time.Minute, nil); !errors.Is(err, registry.ErrInvalid) {
 		t.Errorf("RegisterWait of an invalid node: %v", err)
 	}
 	if time.Since(start) > 500*time.Millisecond {
-		t.Error("RegisterWait retried an error other than ErrDuplicateID")
+		t.Error("RegisterWait retried an invalid node")
 	}
 }
 

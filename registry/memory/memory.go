@@ -174,7 +174,7 @@ func check(ctx context.Context, op, role, id string) error {
 		return fmt.Errorf("registry/memory: %s %s/%s: %w", op, role, id, err)
 	}
 	if role == "" || id == "" {
-		return fmt.Errorf("registry/memory: %s %q/%q: node needs a role and an id", op, role, id)
+		return fmt.Errorf("registry/memory: %s %q/%q: node needs a role and an id: %w", op, role, id, registry.ErrInvalid)
 	}
 	return nil
 }

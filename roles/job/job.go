@@ -92,8 +92,11 @@ func (j *Job) Ready() <-chan struct{} { return j.ready }
 // Run follows the registry until ctx ends, then stops every node worker
 // after it has drained its queue.
 func (j *Job) Run(ctx context.Context) error {
-	ch, err := j.watch.Watch(ctx, registry.RoleCloud)
+	ch, err := registry.WatchWait(ctx, j.watch, registry.RoleCloud, j.log)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("job: watch cloud nodes: %w", err)
 	}
 	sweep := time.NewTicker(time.Minute)

@@ -153,11 +153,12 @@ func New(cfg Config, s Sessions, p Producer, n Nodes, o OnlineSource, log *zap.L
 func (l *Logic) Handler() http.Handler { return router{l} }
 
 // Run keeps the cache of live cloud nodes from the registry watch until ctx
-// ends, then returns nil (also when ctx is already done). It returns an
-// error if the watch cannot start or ends before ctx does (the cache is then dropped and handlers fall back to
-// asking Nodes on every request). Call it once.
+// ends, then returns nil (also when ctx is already done). While the registry
+// is unreachable it retries starting the watch and handlers ask Nodes on
+// every request. It returns an error if the watch ends before ctx does (the
+// cache is then dropped). Call it once.
 func (l *Logic) Run(ctx context.Context) error {
-	ch, err := l.nodes.Watch(ctx, registry.RoleCloud)
+	ch, err := registry.WatchWait(ctx, l.nodes, registry.RoleCloud, l.log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
