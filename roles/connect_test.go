@@ -154,7 +154,7 @@ var errConsumed = errors.New("consumed")
 type fakeConsumer struct{}
 
 func (fakeConsumer) Consume(context.Context, queue.Handler) error { return errConsumed }
-func (fakeConsumer) Close() error                                { return nil }
+func (fakeConsumer) Close() error                                 { return nil }
 
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
