@@ -206,6 +206,11 @@ func (c *cloudService) Stop(ctx context.Context) error {
 	if err := c.hub.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	// Withdraw this node's room counts rather than leave the last report
+	// counted across the cluster until it expires.
+	if err := c.b.online.ReportOnline(ctx, store.NodeOnline{Node: c.nodeID}, c.cfg.Cloud.OnlineReportInterval); err != nil {
+		c.log.Warn("withdrawing the online report failed", zap.Error(err))
+	}
 	if c.wsSrv != nil {
 		_ = c.wsSrv.Shutdown(ctx)
 	}

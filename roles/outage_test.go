@@ -2,11 +2,13 @@ package roles_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,6 +123,7 @@ type roleRun struct {
 	app  *roles.App
 	done chan struct{} // closed when Run has returned
 	err  error         // Run's result, once done is closed
+	stop func()        // ends Run and waits for it (also at cleanup)
 }
 
 // runRole runs one role in process until the test ends, without waiting for
@@ -140,17 +143,21 @@ func runRole(t *testing.T, cfg roles.Config, role string) *roleRun {
 		defer close(r.done)
 		r.err = app.Run(ctx)
 	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-r.done:
-			if r.err != nil {
-				t.Errorf("%s stopped with an error: %v", role, r.err)
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-r.done:
+				if r.err != nil {
+					t.Errorf("%s stopped with an error: %v", role, r.err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("%s did not stop in time", role)
 			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("%s did not stop in time", role)
-		}
-	})
+		})
+	}
+	t.Cleanup(r.stop)
 	return r
 }
 
@@ -247,4 +254,46 @@ func TestStartBeforeBackends(t *testing.T) {
 	s.push(t, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "early"), "in-room")
 	for f := next(t, c); f.Op != 1000 || string(f.Body) != "in-room"; f = next(t, c) {
 	}
+}
+
+// TestStoppedNodeWithdrawsOnlineCounts: a cloud node that stops cleanly
+// takes its room counts out of the cluster-wide figures at once, not when
+// its last report expires (three report intervals later).
+func TestStoppedNodeWithdrawsOnlineCounts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server")
+	}
+	rs := redistest.NewServer(t)
+	prefix := fmt.Sprintf("withdraw%d:", time.Now().UnixNano())
+	const interval = 10 * time.Second // the report lives 30 s
+	shared := func(c *roles.Config) {
+		c.Store.Backend = "redis"
+		c.Store.Redis.Addr = rs.Addr
+		c.Store.Redis.Prefix = prefix
+		c.Cloud.OnlineReportInterval = interval
+	}
+	a := startAll(t, shared)
+	cfg := roles.Default()
+	cfg.Node.ID = "withdraw-b"
+	cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Logic.HTTPAddr = "127.0.0.1:0"
+	shared(&cfg)
+	b := runRole(t, cfg, roles.RoleAll)
+	waitUntil(t, "node b to be ready", wait, b.app.Ready)
+	onB := &server{addrs: b.app.Addrs()}
+	c := onB.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://w"})
+	defer c.Close()
+	roomCount := func() int {
+		code, env := a.do(t, http.MethodGet, "/goim/online/room", qv("type", "live", "rooms", "w"), "")
+		var counts map[string]int
+		if code != http.StatusOK || json.Unmarshal(env.Data, &counts) != nil {
+			t.Fatalf("online/room: %d %+v", code, env)
+		}
+		return counts["w"]
+	}
+	waitUntil(t, "node b's member to be counted", 2*interval+wait, func() bool { return roomCount() == 1 })
+	start := time.Now()
+	b.stop()
+	waitUntil(t, "node b's counts to be withdrawn", interval, func() bool { return roomCount() == 0 })
+	t.Logf("withdrawn %v after the stop", time.Since(start))
 }
