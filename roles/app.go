@@ -104,7 +104,7 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 		if !hasLogic {
 			cloudAdmin = admin
 		}
-		if a.cloud, err = newCloudService(&a.cfg, nodeID, log.Named("cloud"), a.b, m, cloudAdmin); err != nil {
+		if a.cloud, err = newCloudService(&a.cfg, role, nodeID, log.Named("cloud"), a.b, m, cloudAdmin); err != nil {
 			return nil, err
 		}
 		a.services = append(a.services, a.cloud)

@@ -39,12 +39,18 @@ type cloudService struct {
 
 func (c *cloudService) Name() string { return "cloud" }
 
-func newCloudService(cfg *Config, nodeID string, log *zap.Logger, b *backends, m *cloud.Metrics, admin http.Handler) (*cloudService, error) {
+func newCloudService(cfg *Config, role, nodeID string, log *zap.Logger, b *backends, m *cloud.Metrics, admin http.Handler) (*cloudService, error) {
 	cc := cfg.Cloud
+	dedup := cc.DedupWindow
+	if role == RoleAll && cfg.Queue.Backend == "memory" && cfg.Registry.Backend == "memory" {
+		// Only this process's job reaches the hub, from a queue that dies
+		// with it: no push can be delivered twice, so none is remembered.
+		dedup = 0
+	}
 	hub, err := cloud.New(cloud.Config{
 		NodeID: nodeID, HandshakeTimeout: cc.HandshakeTimeout, HeartbeatTimeout: cc.HeartbeatTimeout,
 		WriteTimeout: cc.WriteTimeout, MaxBody: cc.MaxBody, SendQueue: cc.SendQueue, Buckets: cc.Buckets,
-		WSOrigins: cc.WSOrigins, DedupWindow: cc.DedupWindow,
+		WSOrigins: cc.WSOrigins, DedupWindow: dedup,
 	}, b.sessions, log, m)
 	if err != nil {
 		return nil, err

@@ -593,3 +593,41 @@ func TestShutdownIsPrompt(t *testing.T) {
 		t.Error("TCP listener still accepting after shutdown")
 	}
 }
+
+// TestAdminOnTheRESTPort: without node.admin_addr the REST listener also
+// serves /healthz, /readyz and /metrics, and the metrics count the pushes.
+func TestAdminOnTheRESTPort(t *testing.T) {
+	s := startAll(t, nil)
+	s.push(t, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "m"), "counted")
+	if code, _ := s.do(t, http.MethodPost, "/goim/push/room", qv("type", "live", "room", "m"), "no-op"); code != http.StatusBadRequest {
+		t.Fatalf("push without operation: %d, want 400", code)
+	}
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(s.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{"/healthz", `{"status":"ok"}`},
+		{"/readyz", `{"status":"ready"}`},
+		{"/metrics", `imcloud_logic_requests_total{code="200",route="/goim/push/room"} 1`},
+		{"/metrics", `imcloud_logic_requests_total{code="400",route="/goim/push/room"} 1`},
+		{"/metrics", `imcloud_logic_pushes_total{type="room"} 1`},
+		{"/metrics", `imcloud_logic_push_duration_seconds_count{type="room"} 1`},
+		{"/debug/pprof/cmdline", "test"},
+	} {
+		code, body := get(tc.path)
+		if code != http.StatusOK || !strings.Contains(body, tc.want) {
+			t.Errorf("GET %s: %d, want 200 with %q; got %.300q", tc.path, code, tc.want, body)
+		}
+	}
+	// Anything else is the REST API's.
+	if code, env := s.do(t, http.MethodGet, "/metricsx", nil, ""); code != http.StatusNotFound || env.Code != -404 {
+		t.Errorf("GET /metricsx: %d %+v, want the API's 404", code, env)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,12 +35,7 @@ func (s *logicService) Start(ctx context.Context) error {
 	}
 	h := s.logic.Handler()
 	if s.admin != nil {
-		mux := http.NewServeMux()
-		for _, p := range []string{"/metrics", "/healthz", "/readyz", "/debug/pprof/"} {
-			mux.Handle(p, s.admin)
-		}
-		mux.Handle("/", h)
-		h = mux
+		h = withAdmin{admin: s.admin, api: h}
 	}
 	s.srv = &http.Server{
 		Handler:           h,
@@ -70,4 +66,18 @@ func (s *logicService) Stop(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
 	s.runCancel()
 	return err
+}
+
+// withAdmin sends the admin paths to admin and everything else to api. It
+// stands in for a ServeMux, whose pattern matching would be paid by every
+// REST request.
+type withAdmin struct{ admin, api http.Handler }
+
+func (h withAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch p := r.URL.Path; {
+	case p == "/metrics" || p == "/healthz" || p == "/readyz" || strings.HasPrefix(p, "/debug/pprof/"):
+		h.admin.ServeHTTP(w, r)
+	default:
+		h.api.ServeHTTP(w, r)
+	}
 }

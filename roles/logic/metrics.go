@@ -3,7 +3,6 @@ package logic
 import (
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -45,10 +44,4 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // request counts one answered request.
 func (m *metrics) request(route string, status int) {
 	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-}
-
-// pushed counts one accepted push of type typ that took d.
-func (m *metrics) pushed(typ string, d time.Duration) {
-	m.pushes.WithLabelValues(typ).Inc()
-	m.pushLatency.WithLabelValues(typ).Observe(d.Seconds())
 }
