@@ -1,9 +1,14 @@
 package cloud
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
+	"io"
+	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -395,6 +400,26 @@ func TestWebSocket(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("upgrade after Shutdown: status %d, want 503", resp.StatusCode)
 	}
+	// The 503 waits for the request: an answer before it would be an
+	// "unsolicited response" to an HTTP client.
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := nc.Read(make([]byte, 64)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("before any request: read %d bytes, %v; want nothing", n, err)
+	}
+	if _, err := io.WriteString(nc, "GET /sub HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(waitFor))
+	resp, err = http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("answer after the request: %v, %v; want 503", resp, err)
+	}
+	_ = resp.Body.Close()
 }
 
 // tryConn is a fakeConn whose transport can write without blocking; every

@@ -47,9 +47,18 @@ func (h *Hub) WSListener(ln net.Listener, path string) *WSListener {
 // http.Server's Accept ends too).
 func (l *WSListener) Serve() error {
 	defer l.Close()
-	return l.hub.acceptLoop(l.ln, func(nc net.Conn) {
-		ws.Refuse(nc, http.StatusServiceUnavailable, "", "shutting down")
-	}, l.handle)
+	return l.hub.acceptLoop(l.ln, func(nc net.Conn) { go refuseShuttingDown(nc) }, l.handle)
+}
+
+// refuseShuttingDown answers 503 on a connection whose request has not been
+// read: it reads the request head first (for at most a second), because an
+// answer sent before the request confuses HTTP clients (Go's reports an
+// unsolicited response and fails the request) and closing a socket with
+// unread data resets the connection instead of delivering the answer.
+func refuseShuttingDown(nc net.Conn) {
+	_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = http.ReadRequest(bufio.NewReader(&io.LimitedReader{R: nc, N: maxUpgradeHeader}))
+	ws.Refuse(nc, http.StatusServiceUnavailable, "", "shutting down")
 }
 
 // handle reads the request line: an upgrade for l.path becomes a session on
@@ -62,7 +71,7 @@ func (l *WSListener) handle(nc net.Conn) {
 	h.pending.Store(nc, struct{}{})
 	defer h.pending.Delete(nc)
 	if h.shutdown.Load() {
-		ws.Refuse(nc, http.StatusServiceUnavailable, "", "shutting down")
+		refuseShuttingDown(nc)
 		return
 	}
 	_ = nc.SetReadDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
