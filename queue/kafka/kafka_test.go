@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/imcloud/imcloud/protocol/pb"
@@ -23,6 +24,21 @@ import (
 
 func TestContract(t *testing.T) {
 	b := kafkatest.Start(t)
+	queuetest.Run(t, func(t *testing.T) (queue.Producer, queue.Consumer) {
+		cfg := testConfig(t, b)
+		return newProducer(t, cfg), newConsumer(t, cfg)
+	})
+}
+
+// TestContractThreeBrokers runs the contract against kfake's default shape,
+// three brokers with the partition leaders spread over them, reached
+// through one bootstrap address as a deployment may list only one.
+func TestContractThreeBrokers(t *testing.T) {
+	b := kafkatest.Start(t, kfake.NumBrokers(3))
+	if len(b.Addrs) != 3 {
+		t.Fatalf("brokers: %v", b.Addrs)
+	}
+	b.Addrs = b.Addrs[:1]
 	queuetest.Run(t, func(t *testing.T) (queue.Producer, queue.Consumer) {
 		cfg := testConfig(t, b)
 		return newProducer(t, cfg), newConsumer(t, cfg)
