@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/imcloud/imcloud/registry"
 )
@@ -53,10 +54,64 @@ func (l *Logic) nodesInstances(_ http.ResponseWriter, r *http.Request, _ *route)
 	if err != nil {
 		return nil, err
 	}
-	if live.list == nil {
-		return []registry.Node{}, nil
+	out := make([]instance, 0, len(live.list))
+	for _, n := range live.list {
+		out = append(out, newInstance(n))
 	}
-	return live.list, nil
+	return out, nil
+}
+
+// instance is one cloud node in nodes/instances: goim's discovery record
+// (its fields and their string-valued metadata, so goim tooling reads it)
+// followed by imcloud's own fields.
+type instance struct {
+	Region          string            `json:"region"`
+	Zone            string            `json:"zone"`
+	Env             string            `json:"env"`
+	AppID           string            `json:"appid"`
+	Hostname        string            `json:"hostname"`
+	Addrs           []string          `json:"addrs"` // gRPC, as grpc://host:port
+	Version         string            `json:"version"`
+	LatestTimestamp int64             `json:"latest_timestamp"` // unix ns of the latest report
+	Metadata        map[string]string `json:"metadata"`
+
+	ID       string          `json:"id"`
+	Role     string          `json:"role"`
+	GRPCAddr string          `json:"grpc_addr"`
+	Clients  []registry.Addr `json:"clients"` // where clients connect
+	Weight   int             `json:"weight"`
+	Conns    int64           `json:"conns"`
+	IPs      int64           `json:"ips"`
+	Updated  int64           `json:"updated"` // unix ms of the latest report
+}
+
+func newInstance(n registry.Node) instance {
+	clients := make([]registry.Addr, 0, len(n.Addrs))
+	var hosts []string
+	for _, a := range n.Addrs {
+		a = clientAddr(a)
+		clients = append(clients, a)
+		if h := addrHost(a); h != "" && !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	var grpc []string
+	if n.GRPCAddr != "" {
+		grpc = []string{"grpc://" + n.GRPCAddr}
+	}
+	return instance{
+		Region: n.Region, AppID: "imcloud." + n.Role, Hostname: n.ID, Addrs: grpc,
+		LatestTimestamp: n.Updated * int64(time.Millisecond),
+		Metadata: map[string]string{
+			"addrs":      strings.Join(hosts, ","),
+			"conn_count": strconv.FormatInt(n.Conns, 10),
+			"ip_count":   strconv.FormatInt(n.IPs, 10),
+			"offline":    strconv.FormatBool(n.Weight <= 0),
+			"weight":     strconv.Itoa(n.Weight),
+		},
+		ID: n.ID, Role: n.Role, GRPCAddr: n.GRPCAddr, Clients: clients,
+		Weight: n.Weight, Conns: n.Conns, IPs: n.IPs, Updated: n.Updated,
+	}
 }
 
 // weightedAnswer is goim's nodes/weighted shape plus per-node addresses.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -19,12 +20,34 @@ func TestNodesInstances(t *testing.T) {
 		if a.Status != http.StatusOK {
 			t.Fatalf("%d %s", a.Status, a.Body)
 		}
-		var got []registry.Node
+		var got []map[string]any
 		if err := json.Unmarshal(a.Data, &got); err != nil {
 			t.Fatal(err)
 		}
-		if len(got) != 2 || got[0].ID != "n1" || got[1].ID != "n2" || got[0].Addrs[0] != liveNodes[0].Addrs[0] || got[1].Conns != 3 {
-			t.Errorf("instances %s", a.Data)
+		if len(got) != 2 {
+			t.Fatalf("instances %s", a.Data)
+		}
+		n1 := got[0]
+		updated, _ := n1["updated"].(float64)
+		if updated <= 0 || n1["latest_timestamp"] != updated*1e6 {
+			t.Errorf("updated %v, latest_timestamp %v: want unix ms and the same in ns", n1["updated"], n1["latest_timestamp"])
+		}
+		delete(n1, "updated")
+		delete(n1, "latest_timestamp")
+		// goim's discovery record first, then imcloud's own fields.
+		want := map[string]any{
+			"region": "", "zone": "", "env": "", "appid": "imcloud.cloud", "hostname": "n1",
+			"addrs": []any{"grpc://10.0.0.1:3109"}, "version": "",
+			"metadata": map[string]any{"addrs": "10.0.0.1", "conn_count": "5", "ip_count": "0", "offline": "false", "weight": "10"},
+			"id": "n1", "role": "cloud", "grpc_addr": "10.0.0.1:3109",
+			"clients": []any{map[string]any{"tcp": "10.0.0.1:3101", "ws": "ws://10.0.0.1:3102/sub"}},
+			"weight": float64(10), "conns": float64(5), "ips": float64(0),
+		}
+		if !reflect.DeepEqual(n1, want) {
+			t.Errorf("instance n1:\n got %v\nwant %v", n1, want)
+		}
+		if got[1]["id"] != "n2" || got[1]["conns"] != float64(3) {
+			t.Errorf("instance n2: %v", got[1])
 		}
 	}
 	// No nodes: an empty list, not null.
