@@ -39,9 +39,9 @@ func TestNodesInstances(t *testing.T) {
 			"region": "", "zone": "", "env": "", "appid": "imcloud.cloud", "hostname": "n1",
 			"addrs": []any{"grpc://10.0.0.1:3109"}, "version": "",
 			"metadata": map[string]any{"addrs": "10.0.0.1", "conn_count": "5", "ip_count": "0", "offline": "false", "weight": "10"},
-			"id": "n1", "role": "cloud", "grpc_addr": "10.0.0.1:3109",
+			"id":       "n1", "role": "cloud", "grpc_addr": "10.0.0.1:3109",
 			"clients": []any{map[string]any{"tcp": "10.0.0.1:3101", "ws": "ws://10.0.0.1:3102/sub"}},
-			"weight": float64(10), "conns": float64(5), "ips": float64(0),
+			"weight":  float64(10), "conns": float64(5), "ips": float64(0),
 		}
 		if !reflect.DeepEqual(n1, want) {
 			t.Errorf("instance n1:\n got %v\nwant %v", n1, want)
