@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -221,8 +222,8 @@ cloud: {tcp_addr: %s, ws_addr: %s, grpc_addr: %s, online_report_interval: 1s}
 	s.push(t, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "r"), "to-room")
 	s.push(t, "/goim/push/all", qv("operation", "1001"), "to-all")
 	for _, c := range []*client.Client{devA, devB, other} {
-		expectPush(t, c, 1000, "to-room")
-		expectPush(t, c, 1001, "to-all")
+		// Different Kafka keys (room, operation): either may come first.
+		expectPushes(t, c, "1000:to-room", "1001:to-all")
 	}
 	// Heartbeat counts are cluster-wide once the nodes have reported.
 	waitUntil(t, "cluster-wide heartbeat count", 20*time.Second, func() bool {
@@ -335,5 +336,22 @@ func expectPush(t testing.TB, c *client.Client, op int32, body string) {
 			t.Fatalf("%s client: got %v, want op=%d body=%q", c.Network(), f, op, body)
 		}
 		return
+	}
+}
+
+// expectPushes reads len(want) pushes from c, skipping heartbeat replies,
+// and requires them to be want ("op:body") in any order.
+func expectPushes(t testing.TB, c *client.Client, want ...string) {
+	t.Helper()
+	var got []string
+	for len(got) < len(want) {
+		if f := next(t, c); f.Op != protocol.OpHeartbeatReply {
+			got = append(got, fmt.Sprintf("%d:%s", f.Op, f.Body))
+		}
+	}
+	slices.Sort(got)
+	want = slices.Sorted(slices.Values(want))
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s client: got %q, want %q in any order", c.Network(), got, want)
 	}
 }
