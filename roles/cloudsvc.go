@@ -35,6 +35,8 @@ type cloudService struct {
 	bgCtx               context.Context
 	bgCancel            context.CancelFunc
 	errs                chan error
+	// reported is set once a report reached the store (Run's goroutine only).
+	reported bool
 }
 
 func (c *cloudService) Name() string { return "cloud" }
@@ -51,6 +53,9 @@ func newCloudService(cfg *Config, role, nodeID string, log *zap.Logger, b *backe
 		NodeID: nodeID, HandshakeTimeout: cc.HandshakeTimeout, HeartbeatTimeout: cc.HeartbeatTimeout,
 		WriteTimeout: cc.WriteTimeout, MaxBody: cc.MaxBody, SendQueue: cc.SendQueue, Buckets: cc.Buckets,
 		WSOrigins: cc.WSOrigins, DedupWindow: dedup,
+		// With heartbeats at least every 3/4 of store.ttl, bindings never
+		// lapse; more frequent heartbeats skip the store.
+		RefreshEvery: cfg.Store.TTL / 4,
 	}, b.sessions, log, m)
 	if err != nil {
 		return nil, err
@@ -166,17 +171,23 @@ func (c *cloudService) report(ctx context.Context) {
 	if err := c.b.registrar.Update(ctx, n); err != nil {
 		c.log.Warn("registry update failed", zap.Error(err))
 	}
+	if c.b.shared {
+		c.followClusterCounts(ctx) // before this report replaces the last one
+	}
 	r := store.NodeOnline{Node: c.nodeID, Conns: n.Conns, IPs: n.IPs, Rooms: c.hub.Rooms()}
 	if err := c.b.online.ReportOnline(ctx, r, 3*c.cfg.Cloud.OnlineReportInterval); err != nil {
 		c.log.Warn("online report failed", zap.Error(err))
-	}
-	if c.b.shared {
-		c.followClusterCounts(ctx)
+	} else {
+		c.reported = true
 	}
 }
 
 // followClusterCounts makes heartbeat replies count room members on every
-// node: this node's live figure plus the other nodes' latest reports.
+// node: this node's live figure plus the other nodes' latest reports. If
+// this node's own last report is gone, the store lost data (a Redis
+// restarted without persistence, or down for longer than a report lives),
+// likely the session bindings too: every session rebinds at its next
+// heartbeat.
 func (c *cloudService) followClusterCounts(ctx context.Context) {
 	reports, err := c.b.online.AllOnline(ctx)
 	if err != nil {
@@ -184,13 +195,19 @@ func (c *cloudService) followClusterCounts(ctx context.Context) {
 		return
 	}
 	others := map[string]int32{}
+	own := false
 	for _, r := range reports {
 		if r.Node == c.nodeID {
+			own = true
 			continue
 		}
 		for room, n := range r.Rooms {
 			others[room] += n
 		}
+	}
+	if c.reported && !own {
+		c.log.Warn("this node's online report is gone from the store; sessions rebind at their next heartbeat")
+		c.hub.RefreshAll()
 	}
 	hub := c.hub
 	hub.SetRoomCounter(func(room string) int32 { return hub.RoomCount(room) + others[room] })

@@ -35,6 +35,7 @@ func TestRedisOutage(t *testing.T) {
 		c.Store.Backend = "redis"
 		c.Store.Redis.Addr = rs.Addr
 		c.Store.Redis.Prefix = fmt.Sprintf("outage%d:", time.Now().UnixNano())
+		c.Cloud.OnlineReportInterval = time.Second
 	})
 	c := s.dial(t, "tcp", protocol.Auth{Mid: 5, Accepts: []int32{1000}})
 	s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "5"), "before")
@@ -69,13 +70,17 @@ func TestRedisOutage(t *testing.T) {
 		return code == http.StatusOK
 	})
 	// The binding made before the outage is lost with a server that does not
-	// persist; the heartbeat re-binds it.
-	if err := c.Heartbeat(2); err != nil {
-		t.Fatal(err)
-	}
-	for f := next(t, c); f.Op != protocol.OpHeartbeatReply; f = next(t, c) {
-	}
-	s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "5"), "recovered")
+	// persist. Heartbeats refresh bindings only every store.ttl/4, but the
+	// node notices at its next online report that the store lost its data
+	// and the next heartbeat re-binds.
+	waitUntil(t, "a heartbeat to re-bind the session", 30*time.Second, func() bool {
+		if err := c.Heartbeat(2); err != nil {
+			t.Fatal(err)
+		}
+		for f := next(t, c); f.Op != protocol.OpHeartbeatReply; f = next(t, c) {
+		}
+		return s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "5"), "recovered") == 1
+	})
 	for f := next(t, c); ; f = next(t, c) {
 		if f.Op == 1000 && string(f.Body) == "recovered" {
 			break

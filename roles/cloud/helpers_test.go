@@ -405,10 +405,16 @@ func (th *testHub) startTCP(tb testing.TB) string {
 }
 
 // hookStore is the real memory store with an optional hook after Bind, used
-// to pause a handshake at a chosen point.
+// to pause a handshake at a chosen point, and a count of Refresh calls.
 type hookStore struct {
 	*memory.Store
-	hook atomic.Pointer[func(store.Session)]
+	hook      atomic.Pointer[func(store.Session)]
+	refreshes atomic.Int64
+}
+
+func (s *hookStore) Refresh(ctx context.Context, sess store.Session) error {
+	s.refreshes.Add(1)
+	return s.Store.Refresh(ctx, sess)
 }
 
 func (s *hookStore) setBindHook(fn func(store.Session)) {

@@ -38,6 +38,10 @@ type Config struct {
 	Buckets          int
 	WSOrigins        []string
 	DedupWindow      time.Duration // repeats of a push id within it are dropped; 0: off
+	// RefreshEvery is the least time between two refreshes of a session's
+	// bindings by its heartbeats (0: every heartbeat). A store that lost
+	// the bindings is handled by RefreshAll.
+	RefreshEvery time.Duration
 }
 
 // Hub owns every session of this node.
@@ -53,6 +57,11 @@ type Hub struct {
 	// RoomCount, when set, answers heartbeat counts (cluster-wide figures);
 	// otherwise the local count is used.
 	roomCount atomic.Pointer[func(room string) int32]
+
+	// storeGen changes when the store may have lost bindings (RefreshAll);
+	// a session whose last refresh is from an older generation refreshes
+	// at its next heartbeat, however recent that refresh was.
+	storeGen atomic.Uint64
 
 	conns atomic.Int64
 	ipMu  sync.Mutex
@@ -97,6 +106,11 @@ func New(cfg Config, st SessionStore, log *zap.Logger, m *Metrics) (*Hub, error)
 	}
 	return h, nil
 }
+
+// RefreshAll makes every session refresh its bindings at its next
+// heartbeat: call it when the store may have lost them (a Redis restarted
+// without persistence).
+func (h *Hub) RefreshAll() { h.storeGen.Add(1) }
 
 // SetRoomCounter makes heartbeat replies use fn (cluster-wide counts).
 func (h *Hub) SetRoomCounter(fn func(room string) int32) { h.roomCount.Store(&fn) }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/transport/client"
@@ -603,6 +604,43 @@ func TestFanOutOverProcs(t *testing.T) {
 						t.Fatalf("member %d frame %d: %v", i, p, f)
 					}
 				}
+			}
+		})
+	}
+}
+
+// Heartbeats refresh a session's bindings at most every RefreshEvery, and
+// every session refreshes at its next heartbeat after RefreshAll.
+func TestHeartbeatRefreshThrottled(t *testing.T) {
+	tests := []struct {
+		name  string
+		every time.Duration
+		want  []int64 // refreshes after each of 3 heartbeats, RefreshAll, 2 more
+	}{
+		{"every heartbeat", 0, []int64{1, 2, 3, 4, 5}},
+		{"at most hourly", time.Hour, []int64{0, 0, 0, 1, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			th := newTestHub(t, func(c *Config) { c.RefreshEvery = tt.every })
+			c := th.connectFake(t, "10.0.0.1", protocol.Auth{Mid: 1, Key: "k", RoomID: "live://1"})
+			seq := int32(10)
+			heartbeat := func() int64 {
+				seq++
+				c.send(t, protocol.OpHeartbeat, seq, "")
+				c.waitOp(t, protocol.OpHeartbeatReply, seq)
+				return th.store.refreshes.Load()
+			}
+			var got []int64
+			for range 3 {
+				got = append(got, heartbeat())
+			}
+			th.RefreshAll()
+			for range 2 {
+				got = append(got, heartbeat())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("refreshes after each heartbeat = %v, want %v", got, tt.want)
 			}
 		})
 	}

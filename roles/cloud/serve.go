@@ -114,6 +114,7 @@ func (h *Hub) serveConn(c transport.Conn) {
 	// Bound after joining the hub: a teardown of an older session with this
 	// key that unbinds meanwhile finds this one in the hub and binds it
 	// again (see teardown), so the binding cannot be lost.
+	bound := h.bindings()
 	if err := h.bind(s, roomID); err != nil {
 		log.Warn("connection refused: session store unavailable", zap.Int64("mid", a.Mid), zap.Error(err))
 		h.remove(s)
@@ -138,15 +139,15 @@ func (h *Hub) serveConn(c transport.Conn) {
 	// The handshake (JSON, the store) grew this goroutine's stack; the long
 	// idle life of the connection continues on a fresh, small one.
 	h.wg.Add(1)
-	go h.runSession(s, log, roomID)
+	go h.runSession(s, log, roomID, bound)
 }
 
 // runSession is the reader goroutine of an authenticated session, from its
 // first frame after Auth to teardown.
-func (h *Hub) runSession(s *Session, log connLog, roomID string) {
+func (h *Hub) runSession(s *Session, log connLog, roomID string, bound bindingsAge) {
 	defer h.wg.Done()
 	c := s.conn
-	reason := h.readLoop(s, log, roomID)
+	reason := h.readLoop(s, log, roomID, bound)
 
 	h.metrics.Conns.WithLabelValues(c.Network()).Dec()
 	h.metrics.Disconnects.WithLabelValues(reason).Inc()
@@ -159,8 +160,9 @@ type controlConn interface {
 	SetControl(func(transport.Out) bool)
 }
 
-// readLoop handles frames until the connection ends; it returns why.
-func (h *Hub) readLoop(s *Session, log connLog, roomID string) string {
+// readLoop handles frames until the connection ends; it returns why. bound
+// is when the session's bindings were last written.
+func (h *Hub) readLoop(s *Session, log connLog, roomID string, bound bindingsAge) string {
 	for {
 		f, err := s.conn.ReadFrame(time.Now().Add(h.cfg.HeartbeatTimeout))
 		if err != nil {
@@ -179,8 +181,14 @@ func (h *Hub) readLoop(s *Session, log connLog, roomID string) string {
 		switch f.Op {
 		case protocol.OpHeartbeat:
 			// Refreshed before the reply, so a client holding the reply knows
-			// its binding is in place.
-			h.refresh(s, roomID, log)
+			// its binding is in place; at most every RefreshEvery, since
+			// with frequent heartbeats the store round trips add up.
+			if h.refreshDue(bound) {
+				now := h.bindings()
+				if h.refresh(s, roomID, log) {
+					bound = now
+				}
+			}
 			s.send(reply(f, protocol.OpHeartbeatReply, heartbeatBody(h.heartbeatCount(roomID))))
 		case protocol.OpSendMsg:
 			h.metrics.Upstream.Inc()
@@ -193,7 +201,10 @@ func (h *Hub) readLoop(s *Session, log connLog, roomID string) string {
 			}
 			h.changeRoom(s, next)
 			roomID = next
-			h.rebind(s, roomID, log)
+			now := h.bindings()
+			if h.rebind(s, roomID, log) {
+				bound = now
+			}
 			s.send(reply(f, protocol.OpChangeRoomReply, f.Body))
 		case protocol.OpSub, protocol.OpUnsub:
 			ops, err := protocol.ParseOps(f.Body)
@@ -253,18 +264,42 @@ func (h *Hub) bind(s *Session, roomID string) error {
 	return h.store.Bind(ctx, h.storeSession(s, roomID))
 }
 
-func (h *Hub) rebind(s *Session, roomID string, log connLog) {
+// rebind binds s again, reporting whether the store took it.
+func (h *Hub) rebind(s *Session, roomID string, log connLog) bool {
 	if err := h.bind(s, roomID); err != nil {
 		log.Warn("session store bind failed", zap.String("key", s.key), zap.Error(err))
+		return false
 	}
+	return true
 }
 
-func (h *Hub) refresh(s *Session, roomID string, log connLog) {
+// refresh extends s's bindings, reporting whether the store took it.
+func (h *Hub) refresh(s *Session, roomID string, log connLog) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
 	if err := h.store.Refresh(ctx, h.storeSession(s, roomID)); err != nil {
 		log.Warn("session store refresh failed", zap.String("key", s.key), zap.Error(err))
+		return false
 	}
+	return true
+}
+
+// bindingsAge is when a session's bindings were last written: the time and
+// the hub's store generation.
+type bindingsAge struct {
+	at  time.Time
+	gen uint64
+}
+
+// bindings is the age of bindings written now.
+func (h *Hub) bindings() bindingsAge {
+	return bindingsAge{at: time.Now(), gen: h.storeGen.Load()}
+}
+
+// refreshDue reports whether bindings written at b should be refreshed by
+// the heartbeat under way.
+func (h *Hub) refreshDue(b bindingsAge) bool {
+	return b.gen != h.storeGen.Load() || time.Since(b.at) >= h.cfg.RefreshEvery
 }
 
 // teardown removes s from the hub and, if no newer connection took its key
