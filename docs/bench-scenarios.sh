@@ -13,13 +13,19 @@ mkdir -p "$out"
 bin="$out/imcloud"
 go build -o "$bin" .
 
+server=""
 start_server() {
   taskset -c 0 "$bin" all --config config.yaml --log-level warn >"$out/server.log" 2>&1 &
   server=$!
   for _ in $(seq 100); do curl -sf http://127.0.0.1:3111/readyz >/dev/null && return; sleep 0.1; done
   echo "server did not start" >&2; exit 1
 }
-stop_server() { kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
+stop_server() {
+  [ -n "$server" ] || return 0
+  kill -TERM "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  server=""
+}
 trap stop_server EXIT
 
 bench() { taskset -c 1 "$bin" bench --server-pids "$server" --json "$@" 2>/dev/null; }
