@@ -99,18 +99,23 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 
 	go func() { c.errs <- wrapServe("grpc", c.grpcSrv.Serve(c.grpcLn)) }()
 
+	// Clients are let in only once the node is registered, so every session
+	// bound in the store points at a node that job and logic know; until
+	// then they are turned away at once (not left in the listen backlog),
+	// and the admin endpoints on the WebSocket port answer.
+	c.hub.Hold()
+	go func() { c.errs <- wrapServe("tcp", c.hub.ServeTCP(c.tcpLn)) }()
+	go func() { c.errs <- wrapServe("websocket", c.wsl.Serve()) }()
+	go func() { c.errs <- wrapServe("websocket port http", c.wsSrv.Serve(c.wsl)) }()
+
 	// A restart inside the lease TTL finds its id still held by its former
 	// self: wait for that lease to lapse, but not for a live twin forever.
 	// A registry that is down is waited for (until a signal ends the wait).
-	// Clients are served only once the node is registered, so every session
-	// bound in the store points at a node that job and logic know.
 	if err = registry.RegisterWait(ctx, c.b.registrar, c.node(), 3*c.cfg.Registry.Etcd.TTL, c.log); err != nil {
 		c.grpcSrv.Stop()
 		return fmt.Errorf("register node %q: %w", c.nodeID, err)
 	}
-	go func() { c.errs <- wrapServe("tcp", c.hub.ServeTCP(c.tcpLn)) }()
-	go func() { c.errs <- wrapServe("websocket", c.wsl.Serve()) }()
-	go func() { c.errs <- wrapServe("websocket port http", c.wsSrv.Serve(c.wsl)) }()
+	c.hub.Open()
 	c.log.Info("cloud listening", zap.String("node", c.nodeID), zap.String("tcp", c.tcpLn.Addr().String()),
 		zap.String("ws", c.wsLn.Addr().String()), zap.String("grpc", c.grpcLn.Addr().String()))
 	return nil

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/imcloud/imcloud/registry/etcd/etcdtest"
 	"github.com/imcloud/imcloud/roles"
 	"github.com/imcloud/imcloud/store/redis/redistest"
+	"github.com/imcloud/imcloud/transport/client"
 )
 
 // TestRedisOutage: with Redis down, pushes by mid answer 503 saying so
@@ -178,12 +180,9 @@ func TestStartBeforeBackends(t *testing.T) {
 	etcdSrv.Stop()
 	rs := redistest.NewServer(t)
 	rs.Stop()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kafkaPort := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
+	kafkaAddr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(kafkaAddr)
+	kafkaPort, _ := strconv.Atoi(port)
 
 	base := roles.Default()
 	base.Cloud.TCPAddr, base.Cloud.WSAddr, base.Cloud.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
@@ -196,15 +195,21 @@ func TestStartBeforeBackends(t *testing.T) {
 	base.Store.Redis.Addr = rs.Addr
 	base.Store.Redis.Prefix = fmt.Sprintf("early%d:", time.Now().UnixNano())
 	base.Queue.Backend = "kafka"
-	base.Queue.Kafka.Brokers = []string{fmt.Sprintf("127.0.0.1:%d", kafkaPort)}
+	base.Queue.Kafka.Brokers = []string{kafkaAddr}
 	base.Queue.Kafka.Topic = fmt.Sprintf("early-%d", time.Now().UnixNano())
 	base.Queue.Kafka.Group = base.Queue.Kafka.Topic
 	base.Queue.Kafka.Partitions = 2
 
 	runs := map[string]*roleRun{}
+	// The cloud node's ports are fixed, to be tried before it is ready; its
+	// admin endpoints ride on its WebSocket port.
+	tcpAddr, wsAddr := freeAddr(t), freeAddr(t)
 	for _, role := range []string{roles.RoleCloud, roles.RoleJob, roles.RoleLogic} {
 		cfg := base
 		cfg.Node.ID = "early-" + role
+		if role == roles.RoleCloud {
+			cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Node.AdminAddr = tcpAddr, wsAddr, ""
+		}
 		runs[role] = runRole(t, cfg, role)
 	}
 	waitUntil(t, "logic to serve while its backends are down", wait, runs[roles.RoleLogic].app.Ready)
@@ -219,6 +224,31 @@ func TestStartBeforeBackends(t *testing.T) {
 			t.Errorf("%s is ready with etcd down", role)
 		}
 	}
+	// The unregistered cloud node turns clients away at once and answers
+	// its admin endpoints.
+	early := &server{addrs: roles.Addrs{TCP: tcpAddr, WS: wsAddr}}
+	hc := &http.Client{Timeout: 2 * time.Second}
+	waitUntil(t, "the cloud node's /healthz while etcd is down", wait, func() bool {
+		resp, err := hc.Get("http://" + wsAddr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	tc := early.dialRaw(t, "tcp")
+	rctx, rcancel := context.WithTimeout(context.Background(), wait)
+	if f, err := tc.Next(rctx); err == nil {
+		t.Errorf("TCP client of an unregistered node got %v, want the connection closed", f)
+	}
+	rcancel()
+	dctx, dcancel := context.WithTimeout(context.Background(), wait)
+	_, err := client.Dial(dctx, client.Options{Network: "ws", Addr: early.addr("ws"), Auth: protocol.Auth{Mid: 1}})
+	dcancel()
+	if err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("WebSocket upgrade to an unregistered node: %v, want a 503", err)
+	}
+
 	la := runs[roles.RoleLogic].app.Addrs()
 	logic := &server{base: "http://" + la.HTTP}
 	code, env := logic.do(t, http.MethodPost, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "early"), "too-early")

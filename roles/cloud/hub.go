@@ -71,6 +71,9 @@ type Hub struct {
 	wg       sync.WaitGroup // serveConn goroutines
 	pending  sync.Map       // io.Closer (transport.Conn or net.Conn) -> struct{}: connections still in their handshake
 	shutdown atomic.Bool
+	// holding turns new clients away (Hold, until Open): a node that is not
+	// registered yet must not bind sessions nobody can route to.
+	holding atomic.Bool
 }
 
 type bucket struct {
@@ -118,6 +121,14 @@ func (h *Hub) SetRoomCounter(fn func(room string) int32) { h.roomCount.Store(&fn
 func (h *Hub) bucketFor(key string) *bucket {
 	return h.buckets[maphash.String(h.seed, key)%uint64(len(h.buckets))]
 }
+
+// Hold makes the hub turn new clients away until Open: TCP connections are
+// closed at once and WebSocket upgrades answered 503, while other requests
+// on the WebSocket port (admin endpoints) are still served.
+func (h *Hub) Hold() { h.holding.Store(true) }
+
+// Open lets new clients in after Hold.
+func (h *Hub) Open() { h.holding.Store(false) }
 
 // track counts a new connection goroutine unless the hub is shutting down.
 func (h *Hub) track() bool {

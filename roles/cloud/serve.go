@@ -22,6 +22,10 @@ import (
 // ServeTCP accepts goim TCP clients on ln until ln is closed.
 func (h *Hub) ServeTCP(ln net.Listener) error {
 	return h.acceptLoop(ln, func(c net.Conn) { _ = c.Close() }, func(c net.Conn) {
+		if h.holding.Load() {
+			_ = c.Close() // the client retries, here or on another node
+			return
+		}
 		h.serveConn(tcp.New(c, h.cfg.MaxBody))
 	})
 }

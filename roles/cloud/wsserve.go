@@ -117,6 +117,11 @@ func (l *WSListener) handle(nc net.Conn) {
 		ws.Refuse(nc, http.StatusServiceUnavailable, "", "shutting down")
 		return
 	}
+	if h.holding.Load() {
+		release()
+		ws.Refuse(nc, http.StatusServiceUnavailable, "Retry-After: 1\r\n", "starting: not registered yet")
+		return
+	}
 	c, err := ws.Upgrade(nc, req, br, ws.AcceptOptions{OriginPatterns: h.cfg.WSOrigins, MaxBody: h.cfg.MaxBody})
 	release()
 	if err != nil {
