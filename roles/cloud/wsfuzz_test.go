@@ -113,3 +113,55 @@ func FuzzWSListener(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTCPSession: whatever a client sends on the TCP port, what the hub
+// writes back is well-formed goim frames, the first an AuthReply or a
+// DisconnectReply, and the connection ends within the handshake and
+// heartbeat timeouts once the client falls silent.
+func FuzzTCPSession(f *testing.F) {
+	auth := protocol.Encode(1, protocol.OpAuth, 1, []byte(`{"mid":1,"key":"fz","room_id":"live://1","accepts":[1000]}`))
+	frame := func(op int32, body string) []byte { return protocol.Encode(1, op, 2, []byte(body)) }
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	for _, seed := range [][]byte{
+		auth,
+		cat(auth, frame(protocol.OpHeartbeat, "")),
+		cat(auth, frame(protocol.OpChangeRoom, "live://2"), frame(protocol.OpSub, "1000,1001"), frame(protocol.OpUnsub, "x")),
+		cat(auth, frame(protocol.OpSendMsg, "hello"), frame(99, "unknown op")),
+		frame(protocol.OpHeartbeat, ""), // before auth
+		protocol.Encode(1, protocol.OpAuth, 1, []byte("not json")),
+		{0, 0, 0, 8, 0, 16, 0, 1, 0, 0, 0, 7, 0, 0, 0, 1}, // packLen too small
+		{0, 0, 0x13, 0x88, 0, 16, 0, 1, 0, 0, 0, 7, 0, 0, 0, 1}, // packLen too large
+		{0, 0, 0, 16, 0, 12, 0, 1, 0, 0, 0, 7, 0, 0, 0, 1}, // headerLen not 16
+	} {
+		f.Add(seed)
+	}
+	th := newTestHub(f, func(c *Config) {
+		c.HandshakeTimeout = 50 * time.Millisecond // most inputs end on a timeout: keep it short
+		c.HeartbeatTimeout = 100 * time.Millisecond
+	})
+	ln := newPipeListener()
+	served := make(chan struct{})
+	go func() { _ = th.ServeTCP(ln); close(served) }()
+	f.Cleanup(func() { _ = ln.Close(); <-served })
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := ln.dial()
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		go func() { _, _ = c.Write(data) }() // stalls once the server stops reading: ended by Close
+		got, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("no close within 5s after %q (%v); got %x", data, err, got)
+		}
+		for i := 0; len(got) > 0; i++ {
+			fr, n, err := protocol.Decode(got, 1<<20)
+			if err != nil {
+				t.Fatalf("answer to %q: frame %d does not decode (%v): %x", data, i, err, got)
+			}
+			if i == 0 && fr.Op != protocol.OpAuthReply && fr.Op != protocol.OpDisconnectReply {
+				t.Fatalf("answer to %q starts with %v, want an AuthReply or a DisconnectReply", data, fr)
+			}
+			got = got[n:]
+		}
+	})
+}
