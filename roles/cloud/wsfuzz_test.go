@@ -129,9 +129,9 @@ func FuzzTCPSession(f *testing.F) {
 		cat(auth, frame(protocol.OpSendMsg, "hello"), frame(99, "unknown op")),
 		frame(protocol.OpHeartbeat, ""), // before auth
 		protocol.Encode(1, protocol.OpAuth, 1, []byte("not json")),
-		{0, 0, 0, 8, 0, 16, 0, 1, 0, 0, 0, 7, 0, 0, 0, 1}, // packLen too small
+		{0, 0, 0, 8, 0, 16, 0, 1, 0, 0, 0, 7, 0, 0, 0, 1},       // packLen too small
 		{0, 0, 0x13, 0x88, 0, 16, 0, 1, 0, 0, 0, 7, 0, 0, 0, 1}, // packLen too large
-		{0, 0, 0, 16, 0, 12, 0, 1, 0, 0, 0, 7, 0, 0, 0, 1}, // headerLen not 16
+		{0, 0, 0, 16, 0, 12, 0, 1, 0, 0, 0, 7, 0, 0, 0, 1},      // headerLen not 16
 	} {
 		f.Add(seed)
 	}
