@@ -37,9 +37,20 @@ func checkNoneDropped(b *testing.B, th *testHub, n int) {
 	}
 }
 
-// reportPerReceiver adds allocs/receiver (all goroutines, writers included).
-func reportPerReceiver(b *testing.B, before *runtime.MemStats, receivers int) {
-	var after runtime.MemStats
+// measurePush runs push b.N times, requiring it to reach receivers each
+// time, and adds allocs/receiver (all goroutines, writers included).
+func measurePush(b *testing.B, receivers int, push func() int) {
+	b.Helper()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if n := push(); n != receivers {
+			b.Fatalf("push reached %d, want %d", n, receivers)
+		}
+	}
+	b.StopTimer()
 	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N)/float64(receivers), "allocs/receiver")
 }
@@ -54,17 +65,7 @@ func BenchmarkPushRoom(b *testing.B) {
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 			th, _ := benchHub(b, members)
 			frame := protocol.EncodePush(1000, []byte("a room message of a typical size, say sixty-four bytes long...."))
-			var before runtime.MemStats
-			runtime.ReadMemStats(&before)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if n := th.PushRoom("bench", frame); n != members {
-					b.Fatalf("PushRoom reached %d", n)
-				}
-			}
-			b.StopTimer()
-			reportPerReceiver(b, &before, members)
+			measurePush(b, members, func() int { return th.PushRoom("bench", frame) })
 			checkNoneDropped(b, th, members)
 		})
 	}
@@ -78,17 +79,7 @@ func BenchmarkPushKeys(b *testing.B) {
 			th, keys := benchHub(b, sessions)
 			targets := keys[:n]
 			frame := protocol.EncodePush(1000, []byte("a key message"))
-			var before runtime.MemStats
-			runtime.ReadMemStats(&before)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				if got := th.PushKeys(targets, 1000, frame); got != n {
-					b.Fatalf("PushKeys reached %d", got)
-				}
-			}
-			b.StopTimer()
-			reportPerReceiver(b, &before, n)
+			measurePush(b, n, func() int { return th.PushKeys(targets, 1000, frame) })
 			checkNoneDropped(b, th, sessions)
 		})
 	}
