@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/imcloud/imcloud/roles/logic"
+	"github.com/imcloud/imcloud/transport/http1"
 )
 
 // logicService serves the REST API (and, unless admin_addr says otherwise,
@@ -21,7 +22,7 @@ type logicService struct {
 	admin http.Handler
 
 	ln        net.Listener
-	srv       *http.Server
+	srv       *http1.Server
 	runCancel context.CancelFunc
 	errs      chan error
 }
@@ -33,16 +34,29 @@ func (s *logicService) Start(ctx context.Context) error {
 	if s.ln, err = listen(ctx, "logic.http_addr", s.cfg.Logic.HTTPAddr); err != nil {
 		return err
 	}
-	h := s.logic.Handler()
+	api := s.logic.Handler()
+	fallback := api
+	var slow func(string) bool
 	if s.admin != nil {
-		h = withAdmin{admin: s.admin, api: h}
+		fallback = withAdmin{admin: s.admin, api: api}
+		slow = isAdminPath
 	}
-	s.srv = &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          zap.NewStdLog(s.log),
+	// Small plain requests (nearly every push) are read by http1; the rest,
+	// the admin endpoints among them, by net/http.
+	s.srv = &http1.Server{
+		Handler:      api,
+		Slow:         slow,
+		ReadTimeout:  30 * time.Second,
+		IdleTimeout:  2 * time.Minute,
+		WriteTimeout: 30 * time.Second,
+		Log:          s.log,
+		Fallback: &http.Server{
+			Handler:           fallback,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          zap.NewStdLog(s.log),
+		},
 	}
 	s.errs = make(chan error, 2)
 	rctx, cancel := context.WithCancel(context.Background())
@@ -74,10 +88,14 @@ func (s *logicService) Stop(ctx context.Context) error {
 type withAdmin struct{ admin, api http.Handler }
 
 func (h withAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch p := r.URL.Path; {
-	case p == "/metrics" || p == "/healthz" || p == "/readyz" || strings.HasPrefix(p, "/debug/pprof/"):
+	if isAdminPath(r.URL.Path) {
 		h.admin.ServeHTTP(w, r)
-	default:
-		h.api.ServeHTTP(w, r)
+		return
 	}
+	h.api.ServeHTTP(w, r)
+}
+
+// isAdminPath reports whether p is served by the admin handler.
+func isAdminPath(p string) bool {
+	return p == "/metrics" || p == "/healthz" || p == "/readyz" || strings.HasPrefix(p, "/debug/pprof/")
 }

@@ -1,0 +1,396 @@
+package http1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Buffer sizes of a connection.
+const (
+	initialBuffer = 4 << 10
+	// maxBuffered bounds a request read here, head and body; a longer one
+	// goes to the fallback, which streams its body to the handler.
+	maxBuffered = maxHead + 64<<10
+)
+
+// Server serves small, plain HTTP/1.1 requests itself and hands every other
+// connection to Fallback (see the package documentation). Set the fields,
+// then call Serve once.
+type Server struct {
+	// Handler serves the requests read here.
+	Handler http.Handler
+	// Fallback serves the connections handed over, with its own handler
+	// and timeouts. Serve runs it; Shutdown shuts it down.
+	Fallback *http.Server
+	// Slow names the paths always handed over (nil: none).
+	Slow func(path string) bool
+	// ReadTimeout bounds the reading of one request, IdleTimeout the wait
+	// for the next one on a kept-alive connection, WriteTimeout the write
+	// of an answer. Zero means no limit.
+	ReadTimeout, IdleTimeout, WriteTimeout time.Duration
+	// Log receives handler panics (required).
+	Log *zap.Logger
+
+	mu      sync.Mutex
+	started bool
+	conns   map[*conn]struct{}
+	ln      net.Listener
+	handoff *Handoff
+	ctx     context.Context // requests' context, canceled when Shutdown gives up
+	cancel  context.CancelFunc
+	closing atomic.Bool
+	wg      sync.WaitGroup
+}
+
+// init sets up what Serve and Shutdown share; s.mu is held.
+func (s *Server) init(addr net.Addr) {
+	if s.conns == nil {
+		s.conns = make(map[*conn]struct{})
+		s.handoff = NewHandoff(addr)
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+	}
+}
+
+// Serve accepts connections on ln until Shutdown, then returns
+// http.ErrServerClosed; any other error ending it is returned as is.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.Handler == nil || s.Fallback == nil || s.Log == nil {
+		return errors.New("http1: Server needs Handler, Fallback and Log")
+	}
+	s.mu.Lock()
+	if s.started || s.closing.Load() {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return http.ErrServerClosed
+	}
+	s.started = true
+	s.init(ln.Addr())
+	s.ln = ln
+	s.mu.Unlock()
+	go func() {
+		if err := s.Fallback.Serve(s.handoff); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.Log.Warn("fallback http server stopped", zap.Error(err))
+		}
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return http.ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of file descriptors and the like: wait instead of spinning.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.Log.Warn("accept failed", zap.Error(err), zap.Duration("retry_in", backoff))
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		c := &conn{s: s, nc: nc}
+		if !s.track(c) {
+			_ = nc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+// track adds c to the connection set unless the server is closing.
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting, closes the connections waiting for a request,
+// waits for the others to finish the request they are serving, and shuts
+// the fallback down. If ctx ends first, the remaining connections are
+// closed, requests' contexts canceled, and ctx's error returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	s.init(nil)
+	ln := s.ln
+	for c := range s.conns {
+		if c.idle.Load() {
+			_ = c.nc.SetReadDeadline(time.Unix(1, 0)) // wakes its Read
+		}
+	}
+	s.mu.Unlock()
+	if ln != nil {
+		_ = ln.Close()
+	}
+	_ = s.handoff.Close()
+	fallbackErr := s.Fallback.Shutdown(ctx)
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.cancel()
+		return fallbackErr
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.nc.Close()
+		}
+		s.mu.Unlock()
+		s.cancel()
+		return ctx.Err()
+	}
+}
+
+// conn is one client connection served here.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	idle   atomic.Bool // waiting for a request with nothing buffered
+	buf    []byte      // received bytes; buf[r:w] not yet consumed
+	r, w   int
+	out    []byte // answers not yet written
+	resp   response
+	date   dateCache
+	remote string
+}
+
+// serve runs the connection until it closes or is handed over.
+func (c *conn) serve() {
+	defer c.s.untrack(c)
+	c.remote = c.nc.RemoteAddr().String()
+	c.buf = make([]byte, initialBuffer)
+	if !c.loop() {
+		_ = c.nc.Close()
+	}
+}
+
+// loop serves requests; it reports true if the connection was handed over.
+func (c *conn) loop() bool {
+	s := c.s
+	var h head
+	var reqDeadline bool // the current request's read deadline is set
+	for {
+		// Serve every complete request buffered.
+		for c.r < c.w {
+			switch parseHead(c.buf[c.r:c.w], &h) {
+			case headIncomplete:
+				goto read
+			case headSlow:
+				return c.handOver()
+			}
+			if s.Slow != nil && s.Slow(h.url.Path) {
+				return c.handOver()
+			}
+			total := int64(h.size) + h.length
+			if total > maxBuffered {
+				return c.handOver()
+			}
+			if int64(c.w-c.r) < total {
+				c.reserve(int(total))
+				goto read
+			}
+			body := c.buf[c.r+h.size : c.r+int(total)]
+			keep, ok := c.serveRequest(&h, body)
+			if !ok {
+				return false // the handler panicked: close without an answer
+			}
+			c.r += int(total)
+			reqDeadline = false
+			if !keep {
+				_ = c.flush()
+				return false
+			}
+		}
+	read:
+		if err := c.flush(); err != nil {
+			return false
+		}
+		if s.closing.Load() && c.r == c.w {
+			return false
+		}
+		if c.r == c.w {
+			c.r, c.w = 0, 0
+			if cap(c.buf) > initialBuffer {
+				c.buf = make([]byte, initialBuffer) // a large request is over
+			}
+			c.idle.Store(true)
+			if err := c.setReadDeadline(s.IdleTimeout); err != nil {
+				return false
+			}
+			if s.closing.Load() { // after the store: Shutdown sees idle or we see closing
+				return false
+			}
+		} else if !reqDeadline {
+			if err := c.setReadDeadline(s.ReadTimeout); err != nil {
+				return false
+			}
+			reqDeadline = true
+		}
+		if c.w == len(c.buf) {
+			c.reserve(c.w - c.r + 1)
+		}
+		n, err := c.nc.Read(c.buf[c.w:])
+		c.idle.Store(false)
+		c.w += n
+		if err != nil {
+			return false // closed, reset or timed out: a partial request is dropped
+		}
+	}
+}
+
+// reserve makes room for a request of n bytes at the front of the buffer.
+func (c *conn) reserve(n int) {
+	if c.r > 0 {
+		c.w = copy(c.buf, c.buf[c.r:c.w])
+		c.r = 0
+	}
+	if n > len(c.buf) {
+		grown := make([]byte, max(n, 2*len(c.buf)))
+		copy(grown, c.buf[:c.w])
+		c.buf = grown
+	}
+}
+
+func (c *conn) setReadDeadline(d time.Duration) error {
+	var t time.Time
+	if d > 0 {
+		t = time.Now().Add(d)
+	}
+	return c.nc.SetReadDeadline(t)
+}
+
+// serveRequest runs the handler on one request and queues its answer. keep
+// reports whether the connection stays open; ok is false if the handler
+// panicked.
+func (c *conn) serveRequest(h *head, body []byte) (keep, ok bool) {
+	req := &http.Request{
+		Method:        h.method,
+		URL:           h.url,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    h.minor,
+		Header:        h.header,
+		Body:          http.NoBody,
+		ContentLength: h.length,
+		Host:          h.host,
+		RemoteAddr:    c.remote,
+		RequestURI:    h.target,
+	}
+	if h.minor == 0 {
+		req.Proto = "HTTP/1.0"
+	}
+	var br *bodyReader
+	if len(body) > 0 {
+		br = &bodyReader{b: body}
+		req.Body = br
+	}
+	req = req.WithContext(c.s.ctx)
+	c.resp.reset(req)
+	if !c.runHandler(req) {
+		return false, false
+	}
+	if br != nil {
+		br.detach() // body aliases the connection buffer, reused from here
+	}
+	keep = h.keepAlive && !c.resp.wantsClose() && !c.s.closing.Load()
+	c.out = c.resp.appendTo(c.out, h.minor, keep, c.date.get(time.Now()))
+	return keep, true
+}
+
+// runHandler calls the handler, turning a panic into a log line (as
+// net/http does: http.ErrAbortHandler quietly).
+func (c *conn) runHandler(req *http.Request) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			ok = false
+			if v != http.ErrAbortHandler {
+				c.s.Log.Error("http handler panicked",
+					zap.String("remote", c.remote), zap.String("uri", req.RequestURI),
+					zap.String("panic", fmt.Sprint(v)), zap.ByteString("stack", debug.Stack()))
+			}
+		}
+	}()
+	c.s.Handler.ServeHTTP(&c.resp, req)
+	return true
+}
+
+// flush writes the queued answers.
+func (c *conn) flush() error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	if d := c.s.WriteTimeout; d > 0 {
+		if err := c.nc.SetWriteDeadline(time.Now().Add(d)); err != nil {
+			return err
+		}
+	}
+	_, err := c.nc.Write(c.out)
+	if cap(c.out) > maxBuffered {
+		c.out = nil // a large answer is gone
+	} else {
+		c.out = c.out[:0]
+	}
+	return err
+}
+
+// handOver gives the connection, with what is buffered, to the fallback
+// server; it reports whether the fallback took it.
+func (c *conn) handOver() bool {
+	if err := c.flush(); err != nil {
+		return false
+	}
+	_ = c.nc.SetDeadline(time.Time{})
+	pc := &PrefixConn{Conn: c.nc, Prefix: c.buf[c.r:c.w]}
+	c.buf = nil
+	return c.s.handoff.Give(pc)
+}
+
+// bodyReader reads a request body held in the connection buffer.
+type bodyReader struct {
+	b    []byte
+	done bool
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		if r.done {
+			return 0, http.ErrBodyReadAfterClose
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+func (r *bodyReader) Close() error { return nil }
+
+// detach ends reads: the bytes are about to be reused.
+func (r *bodyReader) detach() { r.b, r.done = nil, true }

@@ -1,0 +1,333 @@
+package http1
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestServedHere(t *testing.T) {
+	ts := startServer(t, nil, nil)
+	tests := []struct {
+		name, req, method string
+		wantBody          string
+	}{
+		{"get", "GET /goim/online/total?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", "GET",
+			`GET /goim/online/total ?x=1 ct="" host="h" body=""`},
+		{"post with body", "POST /goim/push/mids?operation=1000&mids=1 HTTP/1.1\r\nHost: h\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 5\r\n\r\nhello", "POST",
+			`POST /goim/push/mids ?operation=1000&mids=1 ct="application/x-www-form-urlencoded" host="h" body="hello"`},
+		{"header names any case", "POST /p HTTP/1.1\r\nhOsT: h\r\ncontent-length: 2\r\nCONTENT-TYPE: a/b\r\n\r\nhi", "POST",
+			`POST /p ? ct="a/b" host="h" body="hi"`},
+		{"escaped path", "GET /a%20b HTTP/1.1\r\nHost: h\r\n\r\n", "GET", `GET /a b ? ct="" host="h" body=""`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialRaw(t, ts.addr)
+			for range 2 { // the connection is kept alive
+				c.send(tt.req)
+				resp, body := c.answer(tt.method)
+				if resp.StatusCode != 200 || resp.Header.Get("X-Served-By") != "fast" || body != tt.wantBody {
+					t.Fatalf("got %d %q %q, want 200 fast %q", resp.StatusCode, resp.Header.Get("X-Served-By"), body, tt.wantBody)
+				}
+				if resp.Header.Get("Date") == "" || resp.ContentLength != int64(len(body)) || resp.Close {
+					t.Fatalf("headers %v, close %v", resp.Header, resp.Close)
+				}
+			}
+		})
+	}
+}
+
+func TestPipelinedAndSplit(t *testing.T) {
+	ts := startServer(t, nil, nil)
+	c := dialRaw(t, ts.addr)
+	var all strings.Builder
+	for i := range 3 {
+		all.WriteString("POST /p" + string(rune('0'+i)) + " HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n" + string(rune('a'+i)))
+	}
+	c.send(all.String())
+	for i := range 3 {
+		_, body := c.answer("POST")
+		if want := `POST /p` + string(rune('0'+i)) + ` ? ct="" host="h" body="` + string(rune('a'+i)) + `"`; body != want {
+			t.Fatalf("answer %d: %q, want %q", i, body, want)
+		}
+	}
+	// One byte at a time, with a body longer than the first buffer.
+	long := strings.Repeat("x", initialBuffer+100)
+	req := "POST /long HTTP/1.1\r\nHost: h\r\nContent-Length: " + strconv.Itoa(len(long)) + "\r\n\r\n" + long
+	for i := 0; i < len(req); i += 997 {
+		c.send(req[i:min(i+997, len(req))])
+		time.Sleep(time.Millisecond)
+	}
+	if _, body := c.answer("POST"); !strings.HasSuffix(body, long+`"`) {
+		t.Fatalf("long body answer: %.80q...", body)
+	}
+}
+
+
+func TestConnectionPersistence(t *testing.T) {
+	ts := startServer(t, nil, nil)
+	tests := []struct {
+		name, req  string
+		wantProto  string
+		wantClosed bool
+		wantHeader string // the Connection header of the answer
+	}{
+		{"1.1 default keeps", "GET / HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1", false, ""},
+		{"1.1 close", "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", "HTTP/1.1", true, ""},
+		{"1.0 default closes", "GET / HTTP/1.0\r\n\r\n", "HTTP/1.0", true, "close"},
+		{"1.0 keep-alive", "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", "HTTP/1.0", false, "keep-alive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialRaw(t, ts.addr)
+			c.send(tt.req)
+			resp, _ := c.answer("GET")
+			// ReadResponse turns "Connection: close" into Close.
+			if resp.Proto != tt.wantProto || resp.Close != tt.wantClosed || resp.Header.Get("Connection") != tt.wantHeader {
+				t.Fatalf("proto %s close %v connection %q, want %s %v %q", resp.Proto, resp.Close, resp.Header.Get("Connection"), tt.wantProto, tt.wantClosed, tt.wantHeader)
+			}
+			if tt.wantClosed {
+				if !c.closed() {
+					t.Fatal("connection left open")
+				}
+				return
+			}
+			c.send("GET /again HTTP/1.1\r\nHost: h\r\n\r\n")
+			if resp, _ := c.answer("GET"); resp.StatusCode != 200 {
+				t.Fatalf("second request: %d", resp.StatusCode)
+			}
+		})
+	}
+}
+
+func TestHandedOver(t *testing.T) {
+	ts := startServer(t, nil, nil)
+	big := strings.Repeat("b", maxBuffered)
+	tests := []struct {
+		name, req  string
+		wantStatus int
+		wantBody   string // a prefix
+	}{
+		{"chunked body", "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 200, `POST /c ? ct="" host="h" body="abc"`},
+		{"expect", "POST /e HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi", 200, `POST /e ? ct="" host="h" body="hi"`},
+		{"upgrade", "GET /u HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 200, `GET /u ?`},
+		{"body beyond the buffer", "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: " + strconv.Itoa(len(big)) + "\r\n\r\n" + big, 200, `POST /big ?`},
+		{"head beyond the limit", "GET /h HTTP/1.1\r\nHost: h\r\nX-Long: " + strings.Repeat("l", maxHead) + "\r\n\r\n", 200, `GET /h ?`},
+		{"bare LF", "GET /lf HTTP/1.1\nHost: h\n\n", 200, `GET /lf ?`},
+		{"slow path", "GET /slow/metrics HTTP/1.1\r\nHost: h\r\n\r\n", 200, `GET /slow/metrics ?`},
+		{"absolute form", "GET http://h/abs HTTP/1.1\r\nHost: h\r\n\r\n", 200, `GET /abs ?`},
+		{"no host", "GET / HTTP/1.1\r\n\r\n", 400, ""},
+		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, ""},
+		{"bad content length", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\n", 400, ""},
+		{"two content lengths", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400, ""},
+		{"bad request line", "GET\r\n\r\n", 400, ""},
+		{"HTTP/3", "GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505, ""},
+		{"asterisk form", "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", 200, ""}, // net/http answers it itself
+		{"folded header", "GET /f HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 200, `GET /f ?`},
+		{"control byte in value", "GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n", 400, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialRaw(t, ts.addr)
+			c.send(tt.req)
+			resp, body := c.answer("GET")
+			if resp.StatusCode != tt.wantStatus || !strings.HasPrefix(body, tt.wantBody) {
+				t.Fatalf("got %d %.100q, want %d %q...", resp.StatusCode, body, tt.wantStatus, tt.wantBody)
+			}
+			if tt.wantStatus == 200 && tt.wantBody != "" && resp.Header.Get("X-Served-By") != "fallback" {
+				t.Fatalf("served by %q, want the fallback", resp.Header.Get("X-Served-By"))
+			}
+		})
+	}
+}
+
+// A pipeline that turns to the fallback is answered in order: what was
+// read here first, the rest by net/http on the same connection.
+func TestPipelineHandedOverInOrder(t *testing.T) {
+	ts := startServer(t, nil, nil)
+	c := dialRaw(t, ts.addr)
+	c.send("GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /slow/2 HTTP/1.1\r\nHost: h\r\n\r\nGET /3 HTTP/1.1\r\nHost: h\r\n\r\n")
+	for i, want := range []string{"fast /1", "fallback /slow/2", "fallback /3"} {
+		resp, body := c.answer("GET")
+		by, path, _ := strings.Cut(want, " ")
+		if resp.Header.Get("X-Served-By") != by || !strings.HasPrefix(body, "GET "+path+" ") {
+			t.Fatalf("answer %d: %s %q, want %s", i, resp.Header.Get("X-Served-By"), body, want)
+		}
+	}
+}
+
+func TestHead(t *testing.T) {
+	ts := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		_, _ = w.Write([]byte("hello"))
+	}), nil)
+	c := dialRaw(t, ts.addr)
+	c.send("HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, body := c.answer("HEAD"); resp.ContentLength != 5 || body != "" {
+		t.Fatalf("HEAD: length %d body %q", resp.ContentLength, body)
+	}
+	if _, body := c.answer("GET"); body != "hello" {
+		t.Fatalf("GET after HEAD: %q", body)
+	}
+}
+
+func TestAnswerHeaders(t *testing.T) {
+	ts := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+			_, _ = w.Write([]byte("dropped"))
+		case "/sniff":
+			_, _ = w.Write([]byte("<html><body>x</body></html>"))
+		case "/inject":
+			w.Header().Set("X-Bad", "a\r\nInjected: yes")
+			w.WriteHeader(418)
+		case "/close":
+			w.Header().Set("Connection", "close")
+		}
+	}), nil)
+	c := dialRaw(t, ts.addr)
+	c.send("GET /nocontent HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, body := c.answer("GET"); resp.StatusCode != 204 || body != "" || resp.Header.Get("Content-Length") != "" {
+		t.Fatalf("204: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	c.send("GET /sniff HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := c.answer("GET"); resp.Header.Get("Content-Type") != "text/html; charset=utf-8" {
+		t.Fatalf("sniffed type %q", resp.Header.Get("Content-Type"))
+	}
+	c.send("GET /inject HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := c.answer("GET"); resp.StatusCode != 418 || resp.Header.Get("Injected") != "" || resp.Header.Get("X-Bad") != "a  Injected: yes" {
+		t.Fatalf("header injection: %d %v", resp.StatusCode, resp.Header)
+	}
+	c.send("GET /close HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := c.answer("GET"); !resp.Close || !c.closed() {
+		t.Fatal("a handler's Connection: close did not close")
+	}
+}
+
+func TestBodyNotReadableAfterHandler(t *testing.T) {
+	kept := make(chan *http.Request, 1)
+	ts := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kept <- r
+	}), nil)
+	c := dialRaw(t, ts.addr)
+	c.send("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
+	c.answer("POST")
+	r := <-kept
+	if n, err := r.Body.Read(make([]byte, 3)); n != 0 || err != http.ErrBodyReadAfterClose {
+		t.Fatalf("read after the handler: %d %v", n, err)
+	}
+}
+
+func TestHandlerPanic(t *testing.T) {
+	ts := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/panic" {
+			panic("boom")
+		}
+	}), nil)
+	c := dialRaw(t, ts.addr)
+	c.send("GET /panic HTTP/1.1\r\nHost: h\r\n\r\n")
+	if !c.closed() {
+		t.Fatal("connection not closed after a panic")
+	}
+	if ts.logs.FilterMessage("http handler panicked").Len() != 1 {
+		t.Fatalf("logs: %v", ts.logs.All())
+	}
+	c = dialRaw(t, ts.addr)
+	c.send("GET /fine HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := c.answer("GET"); resp.StatusCode != 200 {
+		t.Fatalf("after a panic: %d", resp.StatusCode)
+	}
+}
+
+func TestTimeouts(t *testing.T) {
+	ts := startServer(t, nil, func(s *Server) {
+		s.IdleTimeout = 200 * time.Millisecond
+		s.ReadTimeout = 300 * time.Millisecond
+	})
+	idle := dialRaw(t, ts.addr)
+	idle.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	idle.answer("GET")
+	partial := dialRaw(t, ts.addr)
+	partial.send("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+	for name, c := range map[string]*rawConn{"idle": idle, "partial request": partial} {
+		if !c.closed() {
+			t.Fatalf("%s connection not closed", name)
+		}
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	ts := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			close(entered)
+			<-release
+		}
+		_, _ = w.Write([]byte("done"))
+	}), nil)
+	idle := dialRaw(t, ts.addr)
+	idle.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	idle.answer("GET")
+	handedOver := dialRaw(t, ts.addr)
+	handedOver.send("GET /slow/x HTTP/1.1\r\nHost: h\r\n\r\n")
+	handedOver.answer("GET")
+	busy := dialRaw(t, ts.addr)
+	busy.send("GET /block HTTP/1.1\r\nHost: h\r\n\r\n")
+	<-entered
+
+	var wg sync.WaitGroup
+	var shutdownErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		shutdownErr = ts.Shutdown(ctx)
+	}()
+	if !idle.closed() || !handedOver.closed() {
+		t.Fatal("idle connections not closed by Shutdown")
+	}
+	close(release)
+	resp, body := busy.answer("GET")
+	if body != "done" || !resp.Close {
+		t.Fatalf("in-flight request: %q close=%v", body, resp.Close)
+	}
+	wg.Wait()
+	if shutdownErr != nil {
+		t.Fatalf("Shutdown: %v", shutdownErr)
+	}
+	if err := <-ts.done; err != http.ErrServerClosed {
+		t.Fatalf("Serve returned %v", err)
+	}
+	ts.done <- nil // for the cleanup
+}
+
+func TestShutdownGivesUp(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	entered := make(chan struct{})
+	ts := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		select {
+		case <-release:
+		case <-r.Context().Done(): // canceled when Shutdown gives up
+		}
+	}), nil)
+	c := dialRaw(t, ts.addr)
+	c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := ts.Shutdown(ctx); err != context.DeadlineExceeded {
+		t.Fatalf("Shutdown: %v, want the deadline", err)
+	}
+	if !c.closed() {
+		t.Fatal("connection left open after Shutdown gave up")
+	}
+}
