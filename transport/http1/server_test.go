@@ -67,7 +67,6 @@ func TestPipelinedAndSplit(t *testing.T) {
 	}
 }
 
-
 func TestConnectionPersistence(t *testing.T) {
 	ts := startServer(t, nil, nil)
 	tests := []struct {
