@@ -36,7 +36,7 @@ bench-scaleout: ## the scale-out scenario: a local cluster, 100k WebSocket conne
 	python3 docs/bench-summary.py $(OUT)
 
 fuzz: ## run every fuzz target for FUZZTIME each
-	@for p in ./protocol/ ./transport/ws/ ./roles/logic/ ./roles/cloud/; do \
+	@for p in ./protocol/ ./transport/ws/ ./transport/http1/ ./roles/logic/ ./roles/cloud/; do \
 		for t in $$($(GO) test -list '^Fuzz' $$p | grep '^Fuzz'); do \
 			echo "== $$p $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
 		done; \

@@ -91,7 +91,7 @@ func parseHead(b []byte, h *head) verdict {
 			h.sawLength = true
 			h.header.Add(name, string(value))
 		case "Host":
-			if sawHost {
+			if sawHost || !validHost(value) {
 				return headSlow
 			}
 			sawHost = true
@@ -250,6 +250,20 @@ func isToken(b []byte) bool {
 func validValue(v []byte) bool {
 	for _, c := range v {
 		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost reports whether a Host value has only the bytes net/http
+// accepts there (it answers 400 for any other).
+func validHost(v []byte) bool {
+	for _, c := range v {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!$&'()*+,;=:[]-._~%", c) >= 0:
+		default:
 			return false
 		}
 	}

@@ -196,9 +196,13 @@ func (c *conn) loop() bool {
 	s := c.s
 	var h head
 	var reqDeadline bool // the current request's read deadline is set
+	var served bool      // a request was answered here
 	for {
 		// Serve every complete request buffered.
 		for c.r < c.w {
+			if served && c.w-c.r < 4 {
+				goto read // as net/http: see the EOF case below
+			}
 			switch parseHead(c.buf[c.r:c.w], &h) {
 			case headIncomplete:
 				goto read
@@ -223,6 +227,7 @@ func (c *conn) loop() bool {
 			}
 			c.r += int(total)
 			reqDeadline = false
+			served = true
 			if !keep {
 				_ = c.flush()
 				return false
@@ -259,7 +264,13 @@ func (c *conn) loop() bool {
 		n, err := c.nc.Read(c.buf[c.w:])
 		c.idle.Store(false)
 		c.w += n
-		if err != nil {
+		switch {
+		case err == io.EOF && c.r < c.w && (!served || c.w-c.r >= 4):
+			// A request cut short: net/http answers it (400), as it
+			// would have (it waits for 4 bytes before any request but
+			// the first, and leaves quietly if they never come).
+			return c.handOver()
+		case err != nil:
 			return false // closed, reset or timed out: a partial request is dropped
 		}
 	}

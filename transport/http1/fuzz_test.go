@@ -1,0 +1,134 @@
+package http1
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// FuzzServe sends any bytes as the start of a connection: the server must
+// answer with HTTP responses or nothing, close the connection once the
+// client has finished sending, and go on serving others.
+func FuzzServe(f *testing.F) {
+	for _, seed := range []string{
+		"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST /goim/push/mids?operation=1000&mids=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+		"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\naPOST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nb",
+		"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /slow/x HTTP/1.1\r\nHost: h\r\n\r\n",
+		"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET / HTTP/1.1\nHost: h\n\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc",
+		"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+		"\x00\x00\x00\x10\x00\x10\x00\x01\x00\x00\x00\x07\x00\x00\x00\x01",
+		"",
+	} {
+		f.Add([]byte(seed))
+	}
+	ts := startServer(f, nil, func(s *Server) { s.ReadTimeout = 2 * time.Second })
+	f.Fuzz(func(t *testing.T, in []byte) {
+		nc, err := net.DialTimeout("tcp", ts.addr, wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		_ = nc.SetDeadline(time.Now().Add(wait))
+		go func() {
+			_, _ = nc.Write(in)
+			_ = nc.(*net.TCPConn).CloseWrite()
+		}()
+		out, err := io.ReadAll(nc)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("connection still open %v after the input ended; read %q", wait, out)
+		}
+		if len(out) > 0 && !bytes.HasPrefix(out, []byte("HTTP/1.")) {
+			t.Fatalf("answer is not HTTP: %.200q", out)
+		}
+		c := dialRaw(t, ts.addr)
+		c.send("GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp, _ := c.answer("GET"); resp.StatusCode != 200 {
+			t.Fatalf("server unwell after the input: %d", resp.StatusCode)
+		}
+	})
+}
+
+// FuzzSameAsNetHTTP sends the same bytes to this server and to a plain
+// net/http server with the same handler: the answers (status and body, in
+// order) must be the same, so whatever is read here is read as net/http
+// reads it.
+func FuzzSameAsNetHTTP(f *testing.F) {
+	for _, seed := range []string{
+		"GET /a?b=c HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: h:80\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabcGET /q HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /no HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /%zz HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h h\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 01\r\n\r\nx",
+		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nX : y\r\n\r\n",
+		"get / HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET //x/y HTTP/1.1\r\nHost: h\r\n\r\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	ours := startServer(f, echo("x"), func(s *Server) {
+		s.Fallback.Handler = echo("x")
+		s.ReadTimeout = 2 * time.Second
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	ref := &http.Server{Handler: echo("x"), ReadTimeout: 2 * time.Second}
+	go func() { _ = ref.Serve(ln) }()
+	f.Cleanup(func() { _ = ref.Close() })
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if bytes.Contains(in, []byte("HEAD")) {
+			return // a HEAD answer cannot be told apart without the request
+		}
+		got, want := answers(t, ours.addr, in), answers(t, ln.Addr().String(), in)
+		if got != want {
+			t.Fatalf("input %q\nhere:     %s\nnet/http: %s", in, got, want)
+		}
+	})
+}
+
+// answers sends in on a new connection and lists the answers' statuses
+// and bodies.
+func answers(t *testing.T, addr string, in []byte) string {
+	nc, err := net.DialTimeout("tcp", addr, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(wait))
+	go func() {
+		_, _ = nc.Write(in)
+		_ = nc.(*net.TCPConn).CloseWrite()
+	}()
+	br := bufio.NewReader(nc)
+	var out strings.Builder
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) {
+				fmt.Fprintf(&out, "[%v]", err)
+			}
+			return out.String()
+		}
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Fprintf(&out, "[%d %q]", resp.StatusCode, body)
+	}
+}
