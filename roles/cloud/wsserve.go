@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/imcloud/imcloud/transport/http1"
 	"github.com/imcloud/imcloud/transport/ws"
 )
 
@@ -30,15 +31,13 @@ type WSListener struct {
 	ln   net.Listener
 	path string
 
-	readers   sync.Pool // *bufio.Reader (4 KiB) that handshakes parse requests with
-	others    chan net.Conn
-	done      chan struct{}
-	closeOnce sync.Once
+	readers sync.Pool      // *bufio.Reader (4 KiB) that handshakes parse requests with
+	others  *http1.Handoff // the connections for the http.Server
 }
 
 // WSListener wraps ln; call Serve to run it.
 func (h *Hub) WSListener(ln net.Listener, path string) *WSListener {
-	l := &WSListener{hub: h, ln: ln, path: path, others: make(chan net.Conn), done: make(chan struct{})}
+	l := &WSListener{hub: h, ln: ln, path: path, others: http1.NewHandoff(ln.Addr())}
 	l.readers.New = func() any { return bufio.NewReaderSize(nil, 4096) }
 	return l
 }
@@ -93,10 +92,8 @@ func (l *WSListener) handle(nc net.Conn) {
 	if !forPath(line, l.path) {
 		// Not ours: the http.Server reads the request from the start.
 		_ = nc.SetReadDeadline(time.Time{})
-		c := &bufferedConn{Conn: nc, br: br} // keeps br: what it holds is the request
-		select {
-		case l.others <- c:
-		case <-l.done:
+		read, _ := br.Peek(br.Buffered()) // keeps br: what it holds is the request
+		if !l.others.Give(&http1.PrefixConn{Conn: nc, Prefix: read}) {
 			_ = nc.Close()
 		}
 		return
@@ -171,18 +168,11 @@ func forPath(line []byte, path string) bool {
 }
 
 // Accept returns the connections that are not upgrades for l's path.
-func (l *WSListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.others:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
+func (l *WSListener) Accept() (net.Conn, error) { return l.others.Accept() }
 
 // Close closes the underlying listener and ends Accept.
 func (l *WSListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
+	_ = l.others.Close()
 	err := l.ln.Close()
 	if errors.Is(err, net.ErrClosed) {
 		return nil
@@ -192,21 +182,5 @@ func (l *WSListener) Close() error {
 
 // Addr is the underlying listener's address.
 func (l *WSListener) Addr() net.Addr { return l.ln.Addr() }
-
-// bufferedConn reads what br holds before reading the connection.
-type bufferedConn struct {
-	net.Conn
-	br *bufio.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) {
-	if c.br != nil {
-		if c.br.Buffered() > 0 {
-			return c.br.Read(p)
-		}
-		c.br = nil
-	}
-	return c.Conn.Read(p)
-}
 
 var _ net.Listener = (*WSListener)(nil)
