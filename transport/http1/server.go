@@ -217,8 +217,7 @@ func (c *conn) loop() bool {
 				return c.handOver()
 			}
 			if int64(c.w-c.r) < total {
-				c.reserve(int(total))
-				goto read
+				goto read // the buffer grows as the body arrives, not as declared
 			}
 			body := c.buf[c.r+h.size : c.r+int(total)]
 			keep, ok := c.serveRequest(&h, body)
@@ -276,14 +275,15 @@ func (c *conn) loop() bool {
 	}
 }
 
-// reserve makes room for a request of n bytes at the front of the buffer.
+// reserve moves the unread bytes to the front of the buffer and makes it
+// hold at least n bytes, doubling it up to maxBuffered.
 func (c *conn) reserve(n int) {
 	if c.r > 0 {
 		c.w = copy(c.buf, c.buf[c.r:c.w])
 		c.r = 0
 	}
 	if n > len(c.buf) {
-		grown := make([]byte, max(n, 2*len(c.buf)))
+		grown := make([]byte, max(n, min(2*len(c.buf), maxBuffered)))
 		copy(grown, c.buf[:c.w])
 		c.buf = grown
 	}
