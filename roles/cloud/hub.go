@@ -69,7 +69,7 @@ type Hub struct {
 
 	wgMu     sync.Mutex     // orders wg.Add against Shutdown's Wait
 	wg       sync.WaitGroup // serveConn goroutines
-	pending  sync.Map       // io.Closer (transport.Conn or net.Conn) -> struct{}: connections still in their handshake
+	pending  closerSet      // connections still in their handshake
 	shutdown atomic.Bool
 	// holding turns new clients away (Hold, until Open): a node that is not
 	// registered yet must not bind sessions nobody can route to.
@@ -433,7 +433,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.wgMu.Lock()
 	h.shutdown.Store(true)
 	h.wgMu.Unlock()
-	h.pending.Range(func(c, _ any) bool { _ = c.(io.Closer).Close(); return true })
+	h.pending.closeAll()
 	h.each(func(s *Session) { s.farewell("server shutting down") })
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
@@ -466,4 +466,42 @@ func hostOf(addr string) string {
 		return host
 	}
 	return addr
+}
+
+// closerSet is a set of connections (transport.Conn or net.Conn) guarded by
+// a mutex: cheaper than a sync.Map for a set that every connect adds to
+// and removes from once.
+type closerSet struct {
+	mu sync.Mutex
+	m  map[io.Closer]struct{}
+}
+
+func (s *closerSet) add(c io.Closer) {
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = make(map[io.Closer]struct{})
+	}
+	s.m[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *closerSet) remove(c io.Closer) {
+	s.mu.Lock()
+	delete(s.m, c)
+	s.mu.Unlock()
+}
+
+func (s *closerSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
+// closeAll closes every member.
+func (s *closerSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.m {
+		_ = c.Close()
+	}
 }

@@ -523,11 +523,7 @@ func TestShutdown(t *testing.T) {
 	b := dialClient(t, addr, protocol.Auth{Mid: 2, Key: "b"})
 	f := th.connectFake(t, "", protocol.Auth{Mid: 3, Key: "f", RoomID: "r"})
 	pending := dialRaw(t, addr) // connected, never authenticates
-	eventually(t, "handshake pending", func() bool {
-		n := 0
-		th.pending.Range(func(any, any) bool { n++; return true })
-		return n == 1
-	})
+	eventually(t, "handshake pending", func() bool { return th.pending.len() == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()

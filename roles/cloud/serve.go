@@ -63,14 +63,14 @@ func (h *Hub) acceptLoop(ln net.Listener, refuse, serve func(net.Conn)) error {
 // connection's reader goroutine.
 func (h *Hub) serveConn(c transport.Conn) {
 	log := connLog{h.log, c}
-	h.pending.Store(c, struct{}{})
+	h.pending.add(c)
 	if h.shutdown.Load() {
-		h.pending.Delete(c)
+		h.pending.remove(c)
 		_ = c.Close()
 		return
 	}
 	f, err := c.ReadFrame(time.Now().Add(h.cfg.HandshakeTimeout))
-	h.pending.Delete(c)
+	h.pending.remove(c)
 	if err != nil {
 		kind := h.readErrorKind(err)
 		log.Debug("handshake failed", zap.String("kind", kind), zap.Error(err))

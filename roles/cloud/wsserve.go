@@ -67,8 +67,8 @@ func (l *WSListener) handle(nc net.Conn) {
 	h := l.hub
 	// Shutdown closes what is still in its handshake (checked again after
 	// the store: Shutdown may have swept the map just before).
-	h.pending.Store(nc, struct{}{})
-	defer h.pending.Delete(nc)
+	h.pending.add(nc)
+	defer h.pending.remove(nc)
 	if h.shutdown.Load() {
 		refuseShuttingDown(nc)
 		return
@@ -125,7 +125,7 @@ func (l *WSListener) handle(nc net.Conn) {
 		h.log.Debug("websocket upgrade failed", zap.String("remote", req.RemoteAddr), zap.Error(err))
 		return
 	}
-	h.pending.Delete(nc) // serveConn tracks c from here
+	h.pending.remove(nc) // serveConn tracks c from here
 	h.serveConn(c)
 }
 

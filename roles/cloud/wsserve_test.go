@@ -237,11 +237,7 @@ func TestWSListenerShutdownClosesHandshakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	eventually(t, "the handshake to be pending", func() bool {
-		n := 0
-		th.pending.Range(func(_, _ any) bool { n++; return true })
-		return n == 1
-	})
+	eventually(t, "the handshake to be pending", func() bool { return th.pending.len() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	if err := th.Shutdown(ctx); err != nil {
