@@ -34,29 +34,16 @@ func (h *Hub) ServeTCP(ln net.Listener) error {
 // of its own for each connection the hub still takes (counted in h.wg);
 // once Shutdown has begun, refuse gets the connection instead.
 func (h *Hub) acceptLoop(ln net.Listener, refuse, serve func(net.Conn)) error {
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// Out of file descriptors and the like: wait instead of spinning.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			h.log.Warn("accept failed", zap.Error(err), zap.Duration("retry_in", backoff))
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
+	return transport.AcceptLoop(ln, h.log, func(c net.Conn) {
 		if !h.track() {
 			refuse(c)
-			continue
+			return
 		}
 		go func() {
 			defer h.wg.Done()
 			serve(c)
 		}()
-	}
+	})
 }
 
 // serveConn runs one connection from handshake to teardown; it is the

@@ -36,17 +36,7 @@ func FuzzServe(f *testing.F) {
 	}
 	ts := startServer(f, nil, func(s *Server) { s.ReadTimeout = 2 * time.Second })
 	f.Fuzz(func(t *testing.T, in []byte) {
-		nc, err := net.DialTimeout("tcp", ts.addr, wait)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		_ = nc.SetDeadline(time.Now().Add(wait))
-		go func() {
-			_, _ = nc.Write(in)
-			_ = nc.(*net.TCPConn).CloseWrite()
-		}()
-		out, err := io.ReadAll(nc)
+		out, err := io.ReadAll(sendAll(t, ts.addr, in))
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			t.Fatalf("connection still open %v after the input ended; read %q", wait, out)
 		}
@@ -108,17 +98,7 @@ func FuzzSameAsNetHTTP(f *testing.F) {
 // answers sends in on a new connection and lists the answers' statuses
 // and bodies.
 func answers(t *testing.T, addr string, in []byte) string {
-	nc, err := net.DialTimeout("tcp", addr, wait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(wait))
-	go func() {
-		_, _ = nc.Write(in)
-		_ = nc.(*net.TCPConn).CloseWrite()
-	}()
-	br := bufio.NewReader(nc)
+	br := bufio.NewReader(sendAll(t, addr, in))
 	var out strings.Builder
 	for {
 		resp, err := http.ReadResponse(br, nil)
@@ -131,4 +111,20 @@ func answers(t *testing.T, addr string, in []byte) string {
 		body, _ := io.ReadAll(resp.Body)
 		fmt.Fprintf(&out, "[%d %q]", resp.StatusCode, body)
 	}
+}
+
+// sendAll dials addr and sends in, then ends its side of the connection;
+// the connection, to read the answers from, is closed when t ends.
+func sendAll(t *testing.T, addr string, in []byte) net.Conn {
+	nc, err := net.DialTimeout("tcp", addr, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(wait))
+	go func() {
+		_, _ = nc.Write(in)
+		_ = nc.(*net.TCPConn).CloseWrite()
+	}()
+	return nc
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/imcloud/imcloud/transport"
 )
 
 // Buffer sizes of a connection.
@@ -82,30 +84,18 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.Log.Warn("fallback http server stopped", zap.Error(err))
 		}
 	}()
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return http.ErrServerClosed
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return err
-			}
-			// Out of file descriptors and the like: wait instead of spinning.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.Log.Warn("accept failed", zap.Error(err), zap.Duration("retry_in", backoff))
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
+	_ = transport.AcceptLoop(ln, s.Log, func(nc net.Conn) {
 		c := &conn{s: s, nc: nc}
 		if !s.track(c) {
 			_ = nc.Close()
-			continue
+			return
 		}
 		go c.serve()
+	})
+	if s.closing.Load() {
+		return http.ErrServerClosed
 	}
+	return net.ErrClosed // closed by someone else
 }
 
 // track adds c to the connection set unless the server is closing.
