@@ -23,6 +23,9 @@ func (w *response) reset(req *http.Request) {
 	w.header = make(http.Header, 4) // handlers may keep it; never reused
 	w.status = 0
 	w.wroteHeader = false
+	if cap(w.body) > maxBuffered {
+		w.body = nil // a large answer is gone
+	}
 	w.body = w.body[:0]
 }
 
