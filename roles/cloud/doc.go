@@ -8,7 +8,8 @@
 // GOMAXPROCS goroutines and returns when all are done; under a bucket's read
 // lock it hands the shared bytes to each member, which either queues them or
 // writes them in place without blocking, so no lock is ever held across a
-// blocking write. Each session has one reader goroutine
+// blocking write. Handshakes run on reused worker goroutines (their stacks
+// stay grown); each session has one reader goroutine
 // (which alone tears the session down) and at most one writer goroutine,
 // started when something is queued and gone when the queue is empty, so an
 // idle connection holds no writer. A session whose queue overflows is closed

@@ -30,19 +30,16 @@ func (h *Hub) ServeTCP(ln net.Listener) error {
 	})
 }
 
-// acceptLoop accepts on ln until it is closed, running serve on a goroutine
-// of its own for each connection the hub still takes (counted in h.wg);
-// once Shutdown has begun, refuse gets the connection instead.
+// acceptLoop accepts on ln until it is closed, running serve on a handshake
+// worker for each connection the hub still takes (counted in h.wg); once
+// Shutdown has begun, refuse gets the connection instead.
 func (h *Hub) acceptLoop(ln net.Listener, refuse, serve func(net.Conn)) error {
 	return transport.AcceptLoop(ln, h.log, func(c net.Conn) {
 		if !h.track() {
 			refuse(c)
 			return
 		}
-		go func() {
-			defer h.wg.Done()
-			serve(c)
-		}()
+		h.handshakers.run(c, serve)
 	})
 }
 
