@@ -68,7 +68,7 @@ type Hub struct {
 	ips   map[string]int
 
 	wgMu        sync.Mutex     // orders wg.Add against Shutdown's Wait
-	wg          sync.WaitGroup // serveConn goroutines
+	wg          sync.WaitGroup // handshakes and session reader goroutines
 	pending     closerSet      // connections still in their handshake
 	handshakers *handshakers   // the goroutines handshakes run on
 	shutdown    atomic.Bool

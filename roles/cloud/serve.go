@@ -43,8 +43,8 @@ func (h *Hub) acceptLoop(ln net.Listener, refuse, serve func(net.Conn)) error {
 	})
 }
 
-// serveConn runs one connection from handshake to teardown; it is the
-// connection's reader goroutine.
+// serveConn runs one connection's handshake (on a handshake worker) and
+// then starts its session's reader goroutine, runSession.
 func (h *Hub) serveConn(c transport.Conn) {
 	log := connLog{h.log, c}
 	h.pending.add(c)
