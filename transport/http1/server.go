@@ -187,28 +187,33 @@ func (c *conn) loop() bool {
 	var h head
 	var reqDeadline bool // the current request's read deadline is set
 	var served bool      // a request was answered here
+	var haveHead bool    // h is the head of the request at c.r, whose body is still arriving
 	for {
 		// Serve every complete request buffered.
 		for c.r < c.w {
 			if served && c.w-c.r < 4 {
 				goto read // as net/http: see the EOF case below
 			}
-			switch parseHead(c.buf[c.r:c.w], &h) {
-			case headIncomplete:
-				goto read
-			case headSlow:
-				return c.handOver()
-			}
-			if s.Slow != nil && s.Slow(h.url.Path) {
-				return c.handOver()
+			if !haveHead {
+				switch parseHead(c.buf[c.r:c.w], &h) {
+				case headIncomplete:
+					goto read
+				case headSlow:
+					return c.handOver()
+				}
+				if s.Slow != nil && s.Slow(h.url.Path) {
+					return c.handOver()
+				}
 			}
 			total := int64(h.size) + h.length
 			if total > maxBuffered {
 				return c.handOver()
 			}
 			if int64(c.w-c.r) < total {
+				haveHead = true
 				goto read // the buffer grows as the body arrives, not as declared
 			}
+			haveHead = false
 			body := c.buf[c.r+h.size : c.r+int(total)]
 			keep, ok := c.serveRequest(&h, body)
 			if !ok {
