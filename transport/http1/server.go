@@ -319,11 +319,12 @@ func (c *conn) serveRequest(h *head, body []byte) (keep, ok bool) {
 	}
 	req = req.WithContext(c.s.ctx)
 	c.resp.reset(req)
-	if !c.runHandler(req) {
-		return false, false
-	}
+	ok = c.runHandler(req)
 	if br != nil {
 		br.detach() // body aliases the connection buffer, reused from here
+	}
+	if !ok {
+		return false, false
 	}
 	keep = h.keepAlive && !c.resp.wantsClose() && !c.s.closing.Load()
 	c.out = c.resp.appendTo(c.out, h.minor, keep, c.date.get(time.Now()))
