@@ -52,6 +52,7 @@ type Hub struct {
 	store   SessionStore
 	seed    maphash.Seed
 	buckets []*bucket
+	counts  *roomCounts // member count of every room, over all buckets
 	dedup   *dedup
 
 	// RoomCount, when set, answers heartbeat counts (cluster-wide figures);
@@ -81,6 +82,42 @@ type bucket struct {
 	mu       sync.RWMutex
 	sessions map[string]*Session
 	rooms    map[string]*room
+	counts   *roomCounts // the hub's, kept in step by join and leave
+}
+
+// roomCounts is the node's member count of every room, over all buckets:
+// a heartbeat reply or a push answer reads one count instead of visiting
+// every bucket (cold in the cache on a large node). Updated under the
+// bucket's write lock, read without it.
+type roomCounts struct {
+	mu sync.Mutex
+	m  map[string]int32
+}
+
+func (c *roomCounts) add(id string, delta int32) {
+	c.mu.Lock()
+	if n := c.m[id] + delta; n > 0 {
+		c.m[id] = n
+	} else {
+		delete(c.m, id)
+	}
+	c.mu.Unlock()
+}
+
+func (c *roomCounts) get(id string) int32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[id]
+}
+
+func (c *roomCounts) snapshot() map[string]int32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int32, len(c.m))
+	for id, n := range c.m {
+		out[id] = n
+	}
+	return out
 }
 
 type room struct {
@@ -105,9 +142,10 @@ func New(cfg Config, st SessionStore, log *zap.Logger, m *Metrics) (*Hub, error)
 	h := &Hub{cfg: cfg, log: log, metrics: m, store: st, seed: maphash.MakeSeed(), ips: map[string]int{},
 		dedup: newDedup(cfg.DedupWindow, time.Now)}
 	h.handshakers = newHandshakers(h.wg.Done)
+	h.counts = &roomCounts{m: map[string]int32{}}
 	h.buckets = make([]*bucket, cfg.Buckets)
 	for i := range h.buckets {
-		h.buckets[i] = &bucket{sessions: map[string]*Session{}, rooms: map[string]*room{}}
+		h.buckets[i] = &bucket{sessions: map[string]*Session{}, rooms: map[string]*room{}, counts: h.counts}
 	}
 	return h, nil
 }
@@ -222,6 +260,7 @@ func (b *bucket) join(s *Session, id string) {
 	}
 	s.room, s.roomIdx = r, len(r.members)
 	r.members = append(r.members, s)
+	b.counts.add(id, 1)
 }
 
 func (b *bucket) leave(s *Session) {
@@ -238,6 +277,7 @@ func (b *bucket) leave(s *Session) {
 		delete(b.rooms, r.id)
 	}
 	s.room = nil
+	b.counts.add(r.id, -1)
 }
 
 // PushKeys queues frame to the named sessions that accept op and returns
@@ -368,30 +408,10 @@ func (h *Hub) pacedBroadcast(ctx context.Context, targets []*Session, out transp
 }
 
 // RoomCount is this node's member count of roomID.
-func (h *Hub) RoomCount(roomID string) int32 {
-	var n int32
-	for _, b := range h.buckets {
-		b.mu.RLock()
-		if r := b.rooms[roomID]; r != nil {
-			n += int32(len(r.members))
-		}
-		b.mu.RUnlock()
-	}
-	return n
-}
+func (h *Hub) RoomCount(roomID string) int32 { return h.counts.get(roomID) }
 
 // Rooms returns every room on this node with its member count.
-func (h *Hub) Rooms() map[string]int32 {
-	out := map[string]int32{}
-	for _, b := range h.buckets {
-		b.mu.RLock()
-		for id, r := range b.rooms {
-			out[id] += int32(len(r.members))
-		}
-		b.mu.RUnlock()
-	}
-	return out
-}
+func (h *Hub) Rooms() map[string]int32 { return h.counts.snapshot() }
 
 // Online returns this node's connection and distinct client IP counts.
 func (h *Hub) Online() (conns, ips int64) {
