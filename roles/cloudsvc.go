@@ -35,8 +35,10 @@ type cloudService struct {
 	bgCtx               context.Context
 	bgCancel            context.CancelFunc
 	errs                chan error
-	// reported is set once a report reached the store (Run's goroutine only).
-	reported bool
+	// reported is set once a report reached the store; troubled while
+	// the store fails and until a report cycle succeeds again (Run's
+	// goroutine only).
+	reported, troubled bool
 }
 
 func (c *cloudService) Name() string { return "cloud" }
@@ -176,14 +178,27 @@ func (c *cloudService) report(ctx context.Context) {
 	if err := c.b.registrar.Update(ctx, n); err != nil {
 		c.log.Warn("registry update failed", zap.Error(err))
 	}
+	ok := true
 	if c.b.shared {
-		c.followClusterCounts(ctx) // before this report replaces the last one
+		ok = c.followClusterCounts(ctx) // before this report replaces the last one
 	}
 	r := store.NodeOnline{Node: c.nodeID, Conns: n.Conns, IPs: n.IPs, Rooms: c.hub.Rooms()}
 	if err := c.b.online.ReportOnline(ctx, r, 3*c.cfg.Cloud.OnlineReportInterval); err != nil {
 		c.log.Warn("online report failed", zap.Error(err))
+		ok = false
 	} else {
 		c.reported = true
+	}
+	// A store that came back may have come back empty, and this cycle's
+	// own report cannot tell (it may be the first thing written since):
+	// after any failure, the first good cycle has every session rebind.
+	switch {
+	case !ok:
+		c.troubled = true
+	case c.troubled:
+		c.troubled = false
+		c.log.Info("session store answers again; sessions rebind at their next heartbeat")
+		c.hub.RefreshAll()
 	}
 }
 
@@ -192,12 +207,12 @@ func (c *cloudService) report(ctx context.Context) {
 // this node's own last report is gone, the store lost data (a Redis
 // restarted without persistence, or down for longer than a report lives),
 // likely the session bindings too: every session rebinds at its next
-// heartbeat.
-func (c *cloudService) followClusterCounts(ctx context.Context) {
+// heartbeat. It reports whether the store answered.
+func (c *cloudService) followClusterCounts(ctx context.Context) bool {
 	reports, err := c.b.online.AllOnline(ctx)
 	if err != nil {
 		c.log.Warn("reading other nodes' online reports failed", zap.Error(err))
-		return
+		return false
 	}
 	others := map[string]int32{}
 	own := false
@@ -216,6 +231,7 @@ func (c *cloudService) followClusterCounts(ctx context.Context) {
 	}
 	hub := c.hub
 	hub.SetRoomCounter(func(room string) int32 { return hub.RoomCount(room) + others[room] })
+	return true
 }
 
 func (c *cloudService) Stop(ctx context.Context) error {
