@@ -54,7 +54,9 @@ func TestReportRebindsAfterStoreTrouble(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rebinds := func() int { return logs.FilterMessage("session store answers again; sessions rebind at their next heartbeat").Len() }
+	rebinds := func() int {
+		return logs.FilterMessage("session store answers again; sessions rebind at their next heartbeat").Len()
+	}
 	ctx := context.Background()
 	steps := []struct {
 		name        string
