@@ -1,59 +1,24 @@
 package roles_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/transport/http1/http1test"
 )
 
-// restConn is a raw client connection to the REST port.
-type restConn struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
-}
-
-func dialREST(t *testing.T, s *server) *restConn {
+// restAnswer reads one answer to a POST: its status, envelope and whether
+// the server closes the connection after it.
+func restAnswer(t *testing.T, c *http1test.Conn) (int, envelope, bool) {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", s.addrs.HTTP, wait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(wait))
-	return &restConn{t: t, nc: nc, br: bufio.NewReader(nc)}
-}
-
-func (c *restConn) send(s string) {
-	c.t.Helper()
-	if _, err := io.WriteString(c.nc, s); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// answer reads one answer: its status, envelope and whether the server
-// closes the connection after it.
-func (c *restConn) answer() (int, envelope, bool) {
-	c.t.Helper()
-	resp, err := http.ReadResponse(c.br, nil)
-	if err != nil {
-		c.t.Fatalf("read answer: %v", err)
-	}
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	resp, raw := c.Answer(http.MethodPost)
 	var env envelope
-	if err := json.Unmarshal(raw, &env); err != nil {
-		c.t.Fatalf("answer %d is not the JSON envelope: %q", resp.StatusCode, raw)
+	if err := json.Unmarshal([]byte(raw), &env); err != nil {
+		t.Fatalf("answer %d is not the JSON envelope: %q", resp.StatusCode, raw)
 	}
 	return resp.StatusCode, env, resp.Close
 }
@@ -76,47 +41,47 @@ func TestRESTOverOneConnection(t *testing.T) {
 		}
 	}
 
-	c := dialREST(t, s)
+	c := http1test.Dial(t, s.addrs.HTTP, wait)
 	var pipeline strings.Builder
 	var want []string
 	for i := range 20 {
 		want = append(want, fmt.Sprintf("p-%02d", i))
 		pipeline.WriteString(roomPush(want[i]))
 	}
-	c.send(pipeline.String()) // one write, twenty requests
+	c.Send(pipeline.String()) // one write, twenty requests
 	for i := range 20 {
-		if code, env, closed := c.answer(); code != 200 || env.Code != 0 || closed {
+		if code, env, closed := restAnswer(t, c); code != 200 || env.Code != 0 || closed {
 			t.Fatalf("pipelined push %d: %d %+v closed=%v", i, code, env, closed)
 		}
 	}
 	delivered(want...)
 
 	// A message over the limit is a 413; the connection goes on.
-	c.send(roomPush(strings.Repeat("x", 64<<10+1)))
-	if code, env, closed := c.answer(); code != 413 || env.Code != -413 || closed {
+	c.Send(roomPush(strings.Repeat("x", 64<<10+1)))
+	if code, env, closed := restAnswer(t, c); code != 413 || env.Code != -413 || closed {
 		t.Fatalf("oversized push: %d %+v closed=%v", code, env, closed)
 	}
 	// A chunked body and an admin path, pipelined behind a push.
-	c.send(roomPush("after-413") +
+	c.Send(roomPush("after-413") +
 		"POST /goim/push/room?operation=1000&type=live&room=rest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nchunked\r\n0\r\n\r\n" +
 		"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 	for i, what := range []string{"push", "chunked push"} {
-		if code, env, _ := c.answer(); code != 200 || env.Code != 0 {
+		if code, env, _ := restAnswer(t, c); code != 200 || env.Code != 0 {
 			t.Fatalf("%s (%d): %d %+v", what, i, code, env)
 		}
 	}
-	if resp, err := http.ReadResponse(c.br, nil); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("healthz on the same connection: %v %v", resp, err)
+	if resp, body := c.Answer(http.MethodGet); resp.StatusCode != 200 {
+		t.Fatalf("healthz on the same connection: %d %q", resp.StatusCode, body)
 	}
 	delivered("after-413", "chunked")
 
 	// HTTP/1.0 without keep-alive: answered, then closed.
-	old := dialREST(t, s)
-	old.send(strings.Replace(roomPush("http-1.0"), "HTTP/1.1", "HTTP/1.0", 1))
-	if code, _, closed := old.answer(); code != 200 || !closed {
+	old := http1test.Dial(t, s.addrs.HTTP, wait)
+	old.Send(strings.Replace(roomPush("http-1.0"), "HTTP/1.1", "HTTP/1.0", 1))
+	if code, _, closed := restAnswer(t, old); code != 200 || !closed {
 		t.Fatalf("HTTP/1.0 push: %d closed=%v", code, closed)
 	}
-	if _, err := old.br.ReadByte(); err == nil {
+	if !old.Closed() {
 		t.Fatal("HTTP/1.0 connection left open")
 	}
 	delivered("http-1.0")

@@ -44,8 +44,8 @@ func FuzzServe(f *testing.F) {
 			t.Fatalf("answer is not HTTP: %.200q", out)
 		}
 		c := dialRaw(t, ts.addr)
-		c.send("GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
-		if resp, _ := c.answer("GET"); resp.StatusCode != 200 {
+		c.Send("GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp, _ := c.Answer("GET"); resp.StatusCode != 200 {
 			t.Fatalf("server unwell after the input: %d", resp.StatusCode)
 		}
 	})

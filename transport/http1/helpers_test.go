@@ -1,7 +1,6 @@
 package http1
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -14,6 +13,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/imcloud/imcloud/transport/http1/http1test"
 )
 
 // wait bounds every functional wait of these tests.
@@ -75,52 +76,4 @@ func startServer(t testing.TB, h http.Handler, adjust func(*Server)) *testServer
 	return ts
 }
 
-// rawConn is a client connection that writes raw bytes and reads answers.
-type rawConn struct {
-	t  testing.TB
-	nc net.Conn
-	br *bufio.Reader
-}
-
-func dialRaw(t testing.TB, addr string) *rawConn {
-	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, wait)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(wait))
-	return &rawConn{t: t, nc: nc, br: bufio.NewReader(nc)}
-}
-
-func (c *rawConn) send(s string) {
-	c.t.Helper()
-	if _, err := io.WriteString(c.nc, s); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// answer reads one response, body included.
-func (c *rawConn) answer(method string) (*http.Response, string) {
-	c.t.Helper()
-	resp, err := http.ReadResponse(c.br, &http.Request{Method: method})
-	for err == nil && resp.StatusCode < 200 { // 100 Continue
-		resp, err = http.ReadResponse(c.br, &http.Request{Method: method})
-	}
-	if err != nil {
-		c.t.Fatalf("read response: %v", err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		c.t.Fatalf("read body: %v", err)
-	}
-	return resp, string(body)
-}
-
-// closed reports whether the server closed the connection (EOF or reset
-// with nothing more to read).
-func (c *rawConn) closed() bool {
-	c.t.Helper()
-	_, err := c.br.ReadByte()
-	return err != nil
-}
+func dialRaw(t testing.TB, addr string) *http1test.Conn { return http1test.Dial(t, addr, wait) }

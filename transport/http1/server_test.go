@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imcloud/imcloud/transport/http1/http1test"
 )
 
 func TestServedHere(t *testing.T) {
@@ -28,8 +30,8 @@ func TestServedHere(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := dialRaw(t, ts.addr)
 			for range 2 { // the connection is kept alive
-				c.send(tt.req)
-				resp, body := c.answer(tt.method)
+				c.Send(tt.req)
+				resp, body := c.Answer(tt.method)
 				if resp.StatusCode != 200 || resp.Header.Get("X-Served-By") != "fast" || body != tt.wantBody {
 					t.Fatalf("got %d %q %q, want 200 fast %q", resp.StatusCode, resp.Header.Get("X-Served-By"), body, tt.wantBody)
 				}
@@ -48,9 +50,9 @@ func TestPipelinedAndSplit(t *testing.T) {
 	for i := range 3 {
 		all.WriteString("POST /p" + string(rune('0'+i)) + " HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n" + string(rune('a'+i)))
 	}
-	c.send(all.String())
+	c.Send(all.String())
 	for i := range 3 {
-		_, body := c.answer("POST")
+		_, body := c.Answer("POST")
 		if want := `POST /p` + string(rune('0'+i)) + ` ? ct="" host="h" body="` + string(rune('a'+i)) + `"`; body != want {
 			t.Fatalf("answer %d: %q, want %q", i, body, want)
 		}
@@ -59,10 +61,10 @@ func TestPipelinedAndSplit(t *testing.T) {
 	long := strings.Repeat("x", initialBuffer+100)
 	req := "POST /long HTTP/1.1\r\nHost: h\r\nContent-Length: " + strconv.Itoa(len(long)) + "\r\n\r\n" + long
 	for i := 0; i < len(req); i += 997 {
-		c.send(req[i:min(i+997, len(req))])
+		c.Send(req[i:min(i+997, len(req))])
 		time.Sleep(time.Millisecond)
 	}
-	if _, body := c.answer("POST"); !strings.HasSuffix(body, long+`"`) {
+	if _, body := c.Answer("POST"); !strings.HasSuffix(body, long+`"`) {
 		t.Fatalf("long body answer: %.80q...", body)
 	}
 }
@@ -83,20 +85,20 @@ func TestConnectionPersistence(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := dialRaw(t, ts.addr)
-			c.send(tt.req)
-			resp, _ := c.answer("GET")
+			c.Send(tt.req)
+			resp, _ := c.Answer("GET")
 			// ReadResponse turns "Connection: close" into Close.
 			if resp.Proto != tt.wantProto || resp.Close != tt.wantClosed || resp.Header.Get("Connection") != tt.wantHeader {
 				t.Fatalf("proto %s close %v connection %q, want %s %v %q", resp.Proto, resp.Close, resp.Header.Get("Connection"), tt.wantProto, tt.wantClosed, tt.wantHeader)
 			}
 			if tt.wantClosed {
-				if !c.closed() {
+				if !c.Closed() {
 					t.Fatal("connection left open")
 				}
 				return
 			}
-			c.send("GET /again HTTP/1.1\r\nHost: h\r\n\r\n")
-			if resp, _ := c.answer("GET"); resp.StatusCode != 200 {
+			c.Send("GET /again HTTP/1.1\r\nHost: h\r\n\r\n")
+			if resp, _ := c.Answer("GET"); resp.StatusCode != 200 {
 				t.Fatalf("second request: %d", resp.StatusCode)
 			}
 		})
@@ -132,8 +134,8 @@ func TestHandedOver(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := dialRaw(t, ts.addr)
-			c.send(tt.req)
-			resp, body := c.answer("GET")
+			c.Send(tt.req)
+			resp, body := c.Answer("GET")
 			if resp.StatusCode != tt.wantStatus || !strings.HasPrefix(body, tt.wantBody) {
 				t.Fatalf("got %d %.100q, want %d %q...", resp.StatusCode, body, tt.wantStatus, tt.wantBody)
 			}
@@ -149,9 +151,9 @@ func TestHandedOver(t *testing.T) {
 func TestPipelineHandedOverInOrder(t *testing.T) {
 	ts := startServer(t, nil, nil)
 	c := dialRaw(t, ts.addr)
-	c.send("GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /slow/2 HTTP/1.1\r\nHost: h\r\n\r\nGET /3 HTTP/1.1\r\nHost: h\r\n\r\n")
+	c.Send("GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /slow/2 HTTP/1.1\r\nHost: h\r\n\r\nGET /3 HTTP/1.1\r\nHost: h\r\n\r\n")
 	for i, want := range []string{"fast /1", "fallback /slow/2", "fallback /3"} {
-		resp, body := c.answer("GET")
+		resp, body := c.Answer("GET")
 		by, path, _ := strings.Cut(want, " ")
 		if resp.Header.Get("X-Served-By") != by || !strings.HasPrefix(body, "GET "+path+" ") {
 			t.Fatalf("answer %d: %s %q, want %s", i, resp.Header.Get("X-Served-By"), body, want)
@@ -165,11 +167,11 @@ func TestHead(t *testing.T) {
 		_, _ = w.Write([]byte("hello"))
 	}), nil)
 	c := dialRaw(t, ts.addr)
-	c.send("HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
-	if resp, body := c.answer("HEAD"); resp.ContentLength != 5 || body != "" {
+	c.Send("HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, body := c.Answer("HEAD"); resp.ContentLength != 5 || body != "" {
 		t.Fatalf("HEAD: length %d body %q", resp.ContentLength, body)
 	}
-	if _, body := c.answer("GET"); body != "hello" {
+	if _, body := c.Answer("GET"); body != "hello" {
 		t.Fatalf("GET after HEAD: %q", body)
 	}
 }
@@ -190,20 +192,20 @@ func TestAnswerHeaders(t *testing.T) {
 		}
 	}), nil)
 	c := dialRaw(t, ts.addr)
-	c.send("GET /nocontent HTTP/1.1\r\nHost: h\r\n\r\n")
-	if resp, body := c.answer("GET"); resp.StatusCode != 204 || body != "" || resp.Header.Get("Content-Length") != "" {
+	c.Send("GET /nocontent HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, body := c.Answer("GET"); resp.StatusCode != 204 || body != "" || resp.Header.Get("Content-Length") != "" {
 		t.Fatalf("204: %d %q %v", resp.StatusCode, body, resp.Header)
 	}
-	c.send("GET /sniff HTTP/1.1\r\nHost: h\r\n\r\n")
-	if resp, _ := c.answer("GET"); resp.Header.Get("Content-Type") != "text/html; charset=utf-8" {
+	c.Send("GET /sniff HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := c.Answer("GET"); resp.Header.Get("Content-Type") != "text/html; charset=utf-8" {
 		t.Fatalf("sniffed type %q", resp.Header.Get("Content-Type"))
 	}
-	c.send("GET /inject HTTP/1.1\r\nHost: h\r\n\r\n")
-	if resp, _ := c.answer("GET"); resp.StatusCode != 418 || resp.Header.Get("Injected") != "" || resp.Header.Get("X-Bad") != "a  Injected: yes" {
+	c.Send("GET /inject HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := c.Answer("GET"); resp.StatusCode != 418 || resp.Header.Get("Injected") != "" || resp.Header.Get("X-Bad") != "a  Injected: yes" {
 		t.Fatalf("header injection: %d %v", resp.StatusCode, resp.Header)
 	}
-	c.send("GET /close HTTP/1.1\r\nHost: h\r\n\r\n")
-	if resp, _ := c.answer("GET"); !resp.Close || !c.closed() {
+	c.Send("GET /close HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := c.Answer("GET"); !resp.Close || !c.Closed() {
 		t.Fatal("a handler's Connection: close did not close")
 	}
 }
@@ -214,8 +216,8 @@ func TestBodyNotReadableAfterHandler(t *testing.T) {
 		kept <- r
 	}), nil)
 	c := dialRaw(t, ts.addr)
-	c.send("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
-	c.answer("POST")
+	c.Send("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
+	c.Answer("POST")
 	r := <-kept
 	if n, err := r.Body.Read(make([]byte, 3)); n != 0 || err != http.ErrBodyReadAfterClose {
 		t.Fatalf("read after the handler: %d %v", n, err)
@@ -229,16 +231,16 @@ func TestHandlerPanic(t *testing.T) {
 		}
 	}), nil)
 	c := dialRaw(t, ts.addr)
-	c.send("GET /panic HTTP/1.1\r\nHost: h\r\n\r\n")
-	if !c.closed() {
+	c.Send("GET /panic HTTP/1.1\r\nHost: h\r\n\r\n")
+	if !c.Closed() {
 		t.Fatal("connection not closed after a panic")
 	}
 	if ts.logs.FilterMessage("http handler panicked").Len() != 1 {
 		t.Fatalf("logs: %v", ts.logs.All())
 	}
 	c = dialRaw(t, ts.addr)
-	c.send("GET /fine HTTP/1.1\r\nHost: h\r\n\r\n")
-	if resp, _ := c.answer("GET"); resp.StatusCode != 200 {
+	c.Send("GET /fine HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := c.Answer("GET"); resp.StatusCode != 200 {
 		t.Fatalf("after a panic: %d", resp.StatusCode)
 	}
 }
@@ -249,12 +251,12 @@ func TestTimeouts(t *testing.T) {
 		s.ReadTimeout = 300 * time.Millisecond
 	})
 	idle := dialRaw(t, ts.addr)
-	idle.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-	idle.answer("GET")
+	idle.Send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	idle.Answer("GET")
 	partial := dialRaw(t, ts.addr)
-	partial.send("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
-	for name, c := range map[string]*rawConn{"idle": idle, "partial request": partial} {
-		if !c.closed() {
+	partial.Send("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+	for name, c := range map[string]*http1test.Conn{"idle": idle, "partial request": partial} {
+		if !c.Closed() {
 			t.Fatalf("%s connection not closed", name)
 		}
 	}
@@ -271,13 +273,13 @@ func TestShutdown(t *testing.T) {
 		_, _ = w.Write([]byte("done"))
 	}), nil)
 	idle := dialRaw(t, ts.addr)
-	idle.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-	idle.answer("GET")
+	idle.Send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	idle.Answer("GET")
 	handedOver := dialRaw(t, ts.addr)
-	handedOver.send("GET /slow/x HTTP/1.1\r\nHost: h\r\n\r\n")
-	handedOver.answer("GET")
+	handedOver.Send("GET /slow/x HTTP/1.1\r\nHost: h\r\n\r\n")
+	handedOver.Answer("GET")
 	busy := dialRaw(t, ts.addr)
-	busy.send("GET /block HTTP/1.1\r\nHost: h\r\n\r\n")
+	busy.Send("GET /block HTTP/1.1\r\nHost: h\r\n\r\n")
 	<-entered
 
 	var wg sync.WaitGroup
@@ -289,11 +291,11 @@ func TestShutdown(t *testing.T) {
 		defer cancel()
 		shutdownErr = ts.Shutdown(ctx)
 	}()
-	if !idle.closed() || !handedOver.closed() {
+	if !idle.Closed() || !handedOver.Closed() {
 		t.Fatal("idle connections not closed by Shutdown")
 	}
 	close(release)
-	resp, body := busy.answer("GET")
+	resp, body := busy.Answer("GET")
 	if body != "done" || !resp.Close {
 		t.Fatalf("in-flight request: %q close=%v", body, resp.Close)
 	}
@@ -319,14 +321,14 @@ func TestShutdownGivesUp(t *testing.T) {
 		}
 	}), nil)
 	c := dialRaw(t, ts.addr)
-	c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	c.Send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 	<-entered
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := ts.Shutdown(ctx); err != context.DeadlineExceeded {
 		t.Fatalf("Shutdown: %v, want the deadline", err)
 	}
-	if !c.closed() {
+	if !c.Closed() {
 		t.Fatal("connection left open after Shutdown gave up")
 	}
 }
