@@ -34,7 +34,6 @@ type head struct {
 	host      string
 	length    int64 // Content-Length; 0 when absent
 	keepAlive bool  // the client keeps the connection open after this request
-	sawLength bool
 }
 
 // parseHead parses the request head at the start of b. It accepts only
@@ -59,8 +58,7 @@ func parseHead(b []byte, h *head) verdict {
 		return headSlow
 	}
 	pos := len(b) - len(rest)
-	var closeReq, keepAliveReq bool
-	sawHost := false
+	var closeReq, keepAliveReq, sawHost, sawLength bool
 	for n := 0; ; n++ {
 		line, rest, v = nextLine(b[pos:])
 		if v != headComplete {
@@ -85,10 +83,10 @@ func parseHead(b []byte, h *head) verdict {
 		case "Transfer-Encoding", "Expect", "Upgrade":
 			return headSlow
 		case "Content-Length":
-			if h.sawLength || !parseLength(value, &h.length) {
+			if sawLength || !parseLength(value, &h.length) {
 				return headSlow
 			}
-			h.sawLength = true
+			sawLength = true
 			h.header.Add(name, string(value))
 		case "Host":
 			if sawHost || !validHost(value) {
