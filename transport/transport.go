@@ -15,6 +15,10 @@ type Out struct {
 	Data []byte
 	Push bool
 	Raw  bool
+	// WSMessage, with Push, is Data already framed as the one WebSocket
+	// message it goes out in alone (ws.PushMessage), built once by a
+	// fan-out and shared like Data; nil lets each connection frame Data.
+	WSMessage []byte
 }
 
 // TryWriter is implemented by connections that can write without blocking,

@@ -17,6 +17,7 @@ import (
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/store"
 	"github.com/imcloud/imcloud/transport"
+	"github.com/imcloud/imcloud/transport/ws"
 )
 
 // SessionStore is what the hub needs from the session store.
@@ -297,7 +298,7 @@ func (h *Hub) PushKeys(keys []string, op int32, frame []byte) int {
 // PushRoom queues frames (one or more encoded frames back to back) to every
 // member of roomID, unfiltered, and returns how many members it reached.
 func (h *Hub) PushRoom(roomID string, frames []byte) int {
-	out := transport.Out{Data: frames, Push: true}
+	out := transport.Out{Data: frames, Push: true, WSMessage: ws.PushMessage(frames)}
 	n := h.fanOut(func() int { return int(h.RoomCount(roomID)) }, func(b *bucket) int {
 		n := 0
 		b.mu.RLock()
@@ -356,7 +357,7 @@ func (h *Hub) fanOut(members func() int, f func(*bucket) int) int {
 // it paces itself to that many sessions per second and runs in the
 // background until done or ctx ends; it returns the sessions targeted.
 func (h *Hub) Broadcast(ctx context.Context, op int32, frame []byte, speed int) int {
-	out := transport.Out{Data: frame, Push: true}
+	out := transport.Out{Data: frame, Push: true, WSMessage: ws.PushMessage(frame)}
 	if speed <= 0 {
 		n := h.fanOut(func() int { return int(h.conns.Load()) }, func(b *bucket) int {
 			n := 0

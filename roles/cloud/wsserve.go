@@ -125,7 +125,11 @@ func (l *WSListener) handle(nc net.Conn) {
 		h.log.Debug("websocket upgrade failed", zap.String("remote", req.RemoteAddr), zap.Error(err))
 		return
 	}
-	h.pending.remove(nc) // serveConn tracks c from here
+	// serveConn tracks c from here. Had Shutdown closed nc before this
+	// line, serveConn sees the shutdown and closes c before anything is
+	// written on its descriptor (which may already belong to another
+	// connection).
+	h.pending.remove(nc)
 	h.serveConn(c)
 }
 

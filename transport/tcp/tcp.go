@@ -3,7 +3,6 @@ package tcp
 import (
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
@@ -18,8 +17,8 @@ type Conn struct {
 	bufs    net.Buffers
 	once    sync.Once
 	remote  string
-	raw     syscall.RawConn // for TryWrite; nil when c has no descriptor
-	tw      tryWrite
+	fd      transport.RawFD // TryWrite's direct writes; released by Close
+	direct  bool            // fd has a descriptor; without one TryWrite defers all
 }
 
 var _ transport.Conn = (*Conn)(nil)
@@ -30,11 +29,8 @@ func New(c net.Conn, maxBody int) *Conn {
 	if tc, ok := c.(*net.TCPConn); ok {
 		// Pushes are coalesced by the writer already; Nagle would only delay them.
 		_ = tc.SetNoDelay(true)
-		if raw, err := tc.SyscallConn(); err == nil {
-			conn.raw = raw
-			conn.tw.fn = conn.writeOnce
-		}
 	}
+	conn.direct = conn.fd.Init(c)
 	return conn
 }
 
@@ -71,7 +67,10 @@ func (c *Conn) Write(items []transport.Out, deadline time.Time) error {
 // Close implements transport.Conn.
 func (c *Conn) Close() error {
 	var err error
-	c.once.Do(func() { err = c.c.Close() })
+	c.once.Do(func() {
+		c.fd.Release()
+		err = c.c.Close()
+	})
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/transport"
+	"github.com/imcloud/imcloud/transport/transporttest"
 )
 
 func pair(t *testing.T) (*Conn, net.Conn) {
@@ -50,6 +51,13 @@ func TestWriteAndTryWrite(t *testing.T) {
 	if want := append(append(append([]byte(nil), a...), b...), a...); !bytes.Equal(got, want) {
 		t.Fatalf("peer read %x, want %x", got, want)
 	}
+}
+
+// TestTryWriteAfterClose: direct writes stop at Close.
+func TestTryWriteAfterClose(t *testing.T) {
+	transporttest.TryWriteAfterClose(t, func(nc net.Conn) transporttest.Writer {
+		return New(nc, protocol.DefaultMaxBody)
+	}, transport.Out{Data: protocol.EncodePush(1000, []byte("a")), Push: true})
 }
 
 func TestTryWriteReturnsWhatDoesNotFit(t *testing.T) {

@@ -9,7 +9,9 @@
 // fragmented); pushes go out as op-9 messages holding one or more inner
 // frames, batched under protocol.MaxWSBatch, written with writev straight
 // from the shared push bytes (no copy), and, for an idle connection, with one
-// non-blocking write from the fan-out itself (TryWrite). After the upgrade
+// non-blocking write from the fan-out itself (TryWrite): of the message the
+// fan-out framed once for all receivers (PushMessage) when it has one, on
+// the descriptor directly (transport.RawFD). After the upgrade
 // the connection keeps no read or write buffer of its own while idle.
 //
 // It is its own implementation rather than github.com/coder/websocket

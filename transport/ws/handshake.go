@@ -13,7 +13,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -162,16 +161,4 @@ func headerHas(h http.Header, name, token string) bool {
 func acceptKey(key string) string {
 	s := sha1.Sum([]byte(key + acceptGUID))
 	return base64.StdEncoding.EncodeToString(s[:])
-}
-
-func rawConn(nc net.Conn) syscall.RawConn {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return raw
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/transport"
+	"github.com/imcloud/imcloud/transport/transporttest"
 )
 
 // tcpPair returns a Conn on one end of a loopback TCP connection and the
@@ -44,6 +45,8 @@ func TestTryWriteIdle(t *testing.T) {
 		want []byte // exact bytes on the wire
 	}{
 		{"push", transport.Out{Data: a, Push: true}, cat([]byte{0x82, byte(16 + len(a))}, protocol.AppendRaw(nil, a))},
+		{"push framed by the fan-out", transport.Out{Data: a, Push: true, WSMessage: PushMessage(a)},
+			cat([]byte{0x82, byte(16 + len(a))}, protocol.AppendRaw(nil, a))},
 		{"push batch, 16-bit length", transport.Out{Data: batch, Push: true},
 			cat([]byte{0x82, 126}, binary.BigEndian.AppendUint16(nil, uint16(16+len(batch))), protocol.AppendRaw(nil, batch))},
 		{"reply", transport.Out{Data: reply}, cat([]byte{0x82, byte(len(reply))}, reply)},
@@ -243,5 +246,82 @@ func TestTryWriteWithoutDescriptor(t *testing.T) {
 		if want := framed(t, o); !bytes.Equal(rest, want) {
 			t.Fatalf("rest %x, want %x", rest, want)
 		}
+	}
+}
+
+// TestPushMessage: the message a fan-out frames once is byte for byte what
+// a connection sends for the same push, across the frame header's length
+// forms; pushes too large for one message are left to the connections.
+func TestPushMessage(t *testing.T) {
+	for _, body := range []int{0, 1, 125 - 2*protocol.HeaderLen, 126 - 2*protocol.HeaderLen, 1000, protocol.MaxWSBatch - 2*protocol.HeaderLen} {
+		frames := protocol.EncodePush(1000, bytes.Repeat([]byte{'m'}, body))
+		got := PushMessage(frames)
+		if want := framed(t, transport.Out{Data: frames, Push: true}); !bytes.Equal(got, want) {
+			t.Errorf("body %d: PushMessage\n %x\nwant %x", body, got, want)
+		}
+	}
+	two := cat(push(1000, 'x', 3), push(1001, 'y', 4))
+	if got, want := PushMessage(two), framed(t, transport.Out{Data: two, Push: true}); !bytes.Equal(got, want) {
+		t.Errorf("two frames: PushMessage\n %x\nwant %x", got, want)
+	}
+	big := protocol.EncodePush(1000, make([]byte, protocol.MaxWSBatch-2*protocol.HeaderLen+1))
+	if got := PushMessage(big); got != nil {
+		t.Errorf("a push over MaxWSBatch: PushMessage gave %d bytes, want nil", len(got))
+	}
+}
+
+// TestTryWritePushMessagePartial: a socket that fills up mid-message leaves
+// the end of the shared message as the rest, and the stream stays whole.
+func TestTryWritePushMessagePartial(t *testing.T) {
+	c, peer := tcpPair(t, protocol.DefaultMaxBody)
+	frames := protocol.EncodePush(1000, bytes.Repeat([]byte{'q'}, 20000))
+	o := transport.Out{Data: frames, Push: true, WSMessage: PushMessage(frames)}
+	var rest []byte
+	whole := 0
+	for rest == nil {
+		if whole > 100000 {
+			t.Fatal("the socket never filled up")
+		}
+		var err error
+		if rest, err = c.TryWrite(o); err != nil {
+			t.Fatal(err)
+		}
+		if rest == nil {
+			whole++
+		}
+	}
+	if len(rest) == len(o.WSMessage) {
+		// Nothing of this one went out: it is all the rest.
+		whole--
+	} else if !bytes.Equal(rest, o.WSMessage[len(o.WSMessage)-len(rest):]) {
+		t.Fatal("the rest is not the end of the shared message")
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.Write([]transport.Out{{Data: rest, Raw: true}}, time.Now().Add(time.Minute)) }()
+	_ = peer.SetReadDeadline(time.Now().Add(time.Minute))
+	for i := 0; i <= whole; i++ {
+		got := make([]byte, len(o.WSMessage))
+		if _, err := io.ReadFull(peer, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, o.WSMessage) {
+			t.Fatalf("message %d of %d differs", i, whole+1)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTryWriteAfterClose: direct writes stop at Close.
+func TestTryWriteAfterClose(t *testing.T) {
+	a := push(1000, 'a', 1)
+	for _, o := range []transport.Out{
+		{Data: a, Push: true},
+		{Data: a, Push: true, WSMessage: PushMessage(a)},
+	} {
+		transporttest.TryWriteAfterClose(t, func(nc net.Conn) transporttest.Writer {
+			return newConn(nc, protocol.DefaultMaxBody, "test", nil)
+		}, o)
 	}
 }

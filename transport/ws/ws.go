@@ -7,10 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/transport"
@@ -26,9 +23,6 @@ const (
 	opPong         = 0xa
 )
 
-// maxIovecs is IOV_MAX on Linux, the most iovecs one writev takes.
-const maxIovecs = 1024
-
 // maxHeader is the longest frame header a server writes (no mask) plus the
 // op-9 header that may follow it.
 const maxHeader = 10 + protocol.HeaderLen
@@ -43,7 +37,6 @@ var (
 // Conn is a goim connection over WebSocket.
 type Conn struct {
 	c       net.Conn
-	raw     syscall.RawConn // nil without a descriptor: TryWrite defers all
 	maxBody int
 	remote  string
 	pending []byte // bytes that arrived with the handshake
@@ -55,13 +48,12 @@ type Conn struct {
 
 	// Write side.
 	wmu     sync.Mutex
-	partial bool // a TryWrite left bytes to finish: nothing may go in between
+	fd      transport.RawFD // TryWrite's direct writes; released by Close
+	direct  bool            // fd has a descriptor; without one TryWrite defers all
+	partial bool            // a TryWrite left bytes to finish: nothing may go in between
 	bufs    net.Buffers
 	wbufs   net.Buffers // what Write hands to WriteTo, which consumes it
 	hdrs    []byte
-	writev  func(fd uintptr) bool // bound once: no closure per TryWrite
-	wn      int
-	werr    error
 	once    sync.Once
 }
 
@@ -72,8 +64,8 @@ var (
 
 func newConn(nc net.Conn, maxBody int, remote string, pending []byte) *Conn {
 	// No SetNoDelay: Go sets TCP_NODELAY on every TCP connection it makes.
-	c := &Conn{c: nc, raw: rawConn(nc), maxBody: maxBody, remote: remote, pending: pending}
-	c.writev = c.tryWritev
+	c := &Conn{c: nc, maxBody: maxBody, remote: remote, pending: pending}
+	c.direct = c.fd.Init(nc)
 	return c
 }
 
@@ -226,6 +218,22 @@ func putFrameHeader(b []byte, opcode byte, n int) int {
 	}
 }
 
+// PushMessage returns frames (complete push frames back to back) as the
+// one WebSocket message a connection would send them in: a binary message
+// holding an op-9 frame. A fan-out builds it once and every receiver's
+// TryWrite writes the same bytes (transport.Out.WSMessage). Frames too large
+// for one message (protocol.MaxWSBatch) give nil: connections split them.
+func PushMessage(frames []byte) []byte {
+	n := protocol.HeaderLen + len(frames)
+	if n > protocol.MaxWSBatch {
+		return nil
+	}
+	b := make([]byte, maxHeader, maxHeader+len(frames))
+	wn := putFrameHeader(b, opBinary, n)
+	protocol.PutHeader(b[wn:], len(frames), protocol.PushVer, protocol.OpRaw, 0)
+	return append(b[:wn+protocol.HeaderLen], frames...)
+}
+
 // frame appends to c.bufs the iovecs that send items: replies as binary
 // messages, runs of pushes as op-9 messages under protocol.MaxWSBatch, raw
 // items as they are. Headers go to c.hdrs, whose capacity is reserved up
@@ -322,37 +330,35 @@ func (c *Conn) Write(items []transport.Out, deadline time.Time) error {
 	return err
 }
 
-// TryWrite implements transport.TryWriter with one non-blocking writev.
+// TryWrite implements transport.TryWriter with one non-blocking write:
+// of o.WSMessage as it is when the fan-out framed it for every receiver,
+// else of the frames built here.
 func (c *Conn) TryWrite(o transport.Out) ([]byte, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if o.Push && o.WSMessage != nil && c.direct {
+		n, err := c.fd.Write(o.WSMessage)
+		if err != nil {
+			return nil, err
+		}
+		c.partial = n < len(o.WSMessage)
+		if c.partial {
+			return o.WSMessage[n:], nil // shared bytes, no copy
+		}
+		return nil, nil
+	}
 	c.frame([]transport.Out{o})
 	defer clear(c.bufs[:cap(c.bufs)])
-	if c.raw == nil {
+	if !c.direct {
 		return c.flatten(0), nil
 	}
-	err := c.raw.Write(c.writev)
+	n, err := c.fd.Writev(c.bufs)
 	if err != nil {
 		return nil, err
-	}
-	n, werr := c.wn, c.werr
-	c.werr = nil
-	if werr != nil {
-		if !errors.Is(werr, unix.EAGAIN) && !errors.Is(werr, unix.EINTR) {
-			return nil, werr
-		}
-		n = 0
 	}
 	rest := c.flatten(n)
 	c.partial = len(rest) > 0
 	return rest, nil
-}
-
-func (c *Conn) tryWritev(fd uintptr) bool {
-	// writev takes at most IOV_MAX iovecs (EINVAL beyond); a batch split
-	// into more pieces leaves the others to the rest.
-	c.wn, c.werr = unix.Writev(int(fd), c.bufs[:min(len(c.bufs), maxIovecs)])
-	return true // never wait: what does not fit goes to the writer
 }
 
 // flatten returns the bytes of c.bufs after the first skip: a sub-slice of
@@ -382,15 +388,13 @@ func (c *Conn) Close() error {
 	var err error
 	c.once.Do(func() {
 		if c.wmu.TryLock() {
-			if !c.partial && c.raw != nil {
+			if !c.partial {
 				frame := [4]byte{0x80 | opClose, 2, 0x03, 0xe8} // 1000: normal closure
-				_ = c.raw.Write(func(fd uintptr) bool {
-					_, _ = unix.Write(int(fd), frame[:])
-					return true
-				})
+				_, _ = c.fd.Write(frame[:])
 			}
 			c.wmu.Unlock()
 		}
+		c.fd.Release()
 		err = c.c.Close()
 	})
 	return err

@@ -1,0 +1,62 @@
+// Package transporttest holds checks that every transport.Conn
+// implementation's tests run. Each check uses its own loopback connections
+// and is safe to run in parallel with others.
+package transporttest
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/imcloud/imcloud/transport"
+)
+
+// Writer is a connection with direct writes, as the transports build one
+// around a net.Conn.
+type Writer interface {
+	transport.TryWriter
+	Close() error
+}
+
+// loopback returns both ends of a new loopback TCP connection.
+func loopback(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ln.Accept()
+	if err != nil {
+		d.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close(); a.Close() })
+	return a, d
+}
+
+// TryWriteAfterClose checks that once a connection made by wrap is closed,
+// TryWrite(o) fails and writes nothing, even where newer connections got
+// its descriptor number: a direct write must never reach another client.
+func TryWriteAfterClose(t *testing.T, wrap func(net.Conn) Writer, o transport.Out) {
+	t.Helper()
+	srv, _ := loopback(t)
+	c := wrap(srv)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a, d := loopback(t) // likely to reuse the descriptor just closed
+	if rest, err := c.TryWrite(o); err == nil {
+		t.Fatalf("TryWrite after Close: no error (rest %d bytes)", len(rest))
+	}
+	for _, end := range []net.Conn{a, d} {
+		_ = end.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if n, _ := end.Read(make([]byte, 64)); n > 0 {
+			t.Fatalf("a write after Close reached another connection: %d bytes", n)
+		}
+	}
+}
