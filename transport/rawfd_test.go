@@ -1,4 +1,4 @@
-package transport
+package transport_test
 
 import (
 	"bytes"
@@ -8,27 +8,10 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// loopback returns both ends of a loopback TCP connection.
-func loopback(t testing.TB) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
+	"github.com/imcloud/imcloud/transport"
+	"github.com/imcloud/imcloud/transport/transporttest"
+)
 
 func readN(t testing.TB, c net.Conn, n int) []byte {
 	t.Helper()
@@ -41,8 +24,8 @@ func readN(t testing.TB, c net.Conn, n int) []byte {
 }
 
 func TestRawFDWrites(t *testing.T) {
-	a, b := loopback(t)
-	var r RawFD
+	a, b := transporttest.Loopback(t)
+	var r transport.RawFD
 	if !r.Init(a) {
 		t.Fatal("Init: a TCP connection has a descriptor")
 	}
@@ -56,31 +39,31 @@ func TestRawFDWrites(t *testing.T) {
 		t.Fatalf("peer read %q", got)
 	}
 
-	// More buffers than one writev takes: at most MaxIovecs of them go.
-	many := make([][]byte, MaxIovecs+10)
+	// More buffers than one writev takes: at most transport.MaxIovecs of them go.
+	many := make([][]byte, transport.MaxIovecs+10)
 	for i := range many {
 		many[i] = []byte{byte(i)}
 	}
 	n, err := r.Writev(many)
-	if err != nil || n == 0 || n > MaxIovecs {
-		t.Fatalf("Writev of %d one-byte buffers = %d, %v; want 1..%d", len(many), n, err, MaxIovecs)
+	if err != nil || n == 0 || n > transport.MaxIovecs {
+		t.Fatalf("Writev of %d one-byte buffers = %d, %v; want 1..%d", len(many), n, err, transport.MaxIovecs)
 	}
 	readN(t, b, n)
 
 	r.Release()
-	if _, err := r.Write([]byte("x")); !errors.Is(err, ErrNoFD) {
-		t.Fatalf("Write after Release: %v, want ErrNoFD", err)
+	if _, err := r.Write([]byte("x")); !errors.Is(err, transport.ErrNoFD) {
+		t.Fatalf("Write after Release: %v, want transport.ErrNoFD", err)
 	}
-	if _, err := r.Writev([][]byte{[]byte("x")}); !errors.Is(err, ErrNoFD) {
-		t.Fatalf("Writev after Release: %v, want ErrNoFD", err)
+	if _, err := r.Writev([][]byte{[]byte("x")}); !errors.Is(err, transport.ErrNoFD) {
+		t.Fatalf("Writev after Release: %v, want transport.ErrNoFD", err)
 	}
 }
 
 // TestRawFDFullSocket: a socket whose peer does not read takes what fits
 // and then short counts, without blocking and without an error.
 func TestRawFDFullSocket(t *testing.T) {
-	a, b := loopback(t)
-	var r RawFD
+	a, b := transporttest.Loopback(t)
+	var r transport.RawFD
 	r.Init(a)
 	chunk := bytes.Repeat([]byte{'z'}, 64<<10)
 	total := 0
@@ -106,22 +89,22 @@ func TestRawFDWithoutDescriptor(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	var r RawFD
+	var r transport.RawFD
 	if r.Init(a) {
 		t.Fatal("Init: a pipe has no descriptor")
 	}
-	if _, err := r.Write([]byte("x")); !errors.Is(err, ErrNoFD) {
-		t.Fatalf("Write without a descriptor: %v, want ErrNoFD", err)
+	if _, err := r.Write([]byte("x")); !errors.Is(err, transport.ErrNoFD) {
+		t.Fatalf("Write without a descriptor: %v, want transport.ErrNoFD", err)
 	}
 }
 
 // TestRawFDReleaseDuringWrites: writes racing Release either complete
-// before it or fail with ErrNoFD, never touch the descriptor after it,
+// before it or fail with transport.ErrNoFD, never touch the descriptor after it,
 // and the connection then closes normally.
 func TestRawFDReleaseDuringWrites(t *testing.T) {
-	a, b := loopback(t)
+	a, b := transporttest.Loopback(t)
 	go func() { _, _ = io.Copy(io.Discard, b) }()
-	var r RawFD
+	var r transport.RawFD
 	r.Init(a)
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -143,8 +126,8 @@ func TestRawFDReleaseDuringWrites(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		if !errors.Is(err, ErrNoFD) {
-			t.Fatalf("a write racing Release failed with %v, want ErrNoFD", err)
+		if !errors.Is(err, transport.ErrNoFD) {
+			t.Fatalf("a write racing Release failed with %v, want transport.ErrNoFD", err)
 		}
 	}
 }

@@ -14,20 +14,7 @@ import (
 
 func pair(t *testing.T) (*Conn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { peer.Close(); srv.Close() })
+	srv, peer := transporttest.Loopback(t)
 	return New(srv, protocol.DefaultMaxBody), peer
 }
 
@@ -97,21 +84,8 @@ func TestReadFrameLimits(t *testing.T) {
 }
 
 func BenchmarkTryWrite(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer peer.Close()
+	srv, peer := transporttest.Loopback(b)
 	go func() { _, _ = io.Copy(io.Discard, peer) }()
-	srv, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
 	c := New(srv, protocol.DefaultMaxBody)
 	defer c.Close()
 	out := transport.Out{Data: protocol.EncodePush(1000, make([]byte, 100)), Push: true}

@@ -1,6 +1,6 @@
-// Package transporttest holds checks that every transport.Conn
-// implementation's tests run. Each check uses its own loopback connections
-// and is safe to run in parallel with others.
+// Package transporttest holds what the transports' tests share: loopback
+// connections and checks every transport.Conn implementation must pass.
+// Each check uses its own connections and may run in parallel with others.
 package transporttest
 
 import (
@@ -18,8 +18,9 @@ type Writer interface {
 	Close() error
 }
 
-// loopback returns both ends of a new loopback TCP connection.
-func loopback(t testing.TB) (net.Conn, net.Conn) {
+// Loopback returns both ends of a new loopback TCP connection, the accepted
+// one first; both are closed when the test ends.
+func Loopback(t testing.TB) (net.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -44,12 +45,12 @@ func loopback(t testing.TB) (net.Conn, net.Conn) {
 // its descriptor number: a direct write must never reach another client.
 func TryWriteAfterClose(t *testing.T, wrap func(net.Conn) Writer, o transport.Out) {
 	t.Helper()
-	srv, _ := loopback(t)
+	srv, _ := Loopback(t)
 	c := wrap(srv)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	a, d := loopback(t) // likely to reuse the descriptor just closed
+	a, d := Loopback(t) // likely to reuse the descriptor just closed
 	if rest, err := c.TryWrite(o); err == nil {
 		t.Fatalf("TryWrite after Close: no error (rest %d bytes)", len(rest))
 	}

@@ -17,21 +17,9 @@ import (
 // other end, with no handshake.
 func tcpPair(t testing.TB, maxBody int) (*Conn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, peer := transporttest.Loopback(t)
 	c := newConn(srv, maxBody, peer.LocalAddr().String(), nil)
-	t.Cleanup(func() { peer.Close(); c.Close() })
+	t.Cleanup(func() { c.Close() })
 	return c, peer
 }
 
