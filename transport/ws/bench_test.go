@@ -58,9 +58,17 @@ func benchWriteReply(b *testing.B) {
 	}
 }
 
+// BenchmarkTryWrite1Push: the fan-out's write to an idle connection, with
+// the message framed here (frames) or once by the fan-out (shared).
 func BenchmarkTryWrite1Push(b *testing.B) {
+	b.Run("frames", func(b *testing.B) { benchTryWrite(b, transport.Out{Data: benchPush, Push: true}) })
+	b.Run("shared", func(b *testing.B) {
+		benchTryWrite(b, transport.Out{Data: benchPush, Push: true, WSMessage: PushMessage(benchPush)})
+	})
+}
+
+func benchTryWrite(b *testing.B, o transport.Out) {
 	c := discardPair(b)
-	o := transport.Out{Data: benchPush, Push: true}
 	_, _ = c.TryWrite(o)
 	b.SetBytes(int64(len(benchPush)))
 	b.ReportAllocs()
