@@ -164,6 +164,13 @@ func ReadFrame(r io.Reader, hdr *[HeaderLen]byte, maxBody int) (Frame, error) {
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return Frame{}, err
 	}
+	return ReadBody(r, hdr, maxBody)
+}
+
+// ReadBody is ReadFrame once the header is in hdr: it checks the header and
+// reads the body. A caller that waits long for frames reads the header
+// itself and calls ReadBody, so little is on its stack while it waits.
+func ReadBody(r io.Reader, hdr *[HeaderLen]byte, maxBody int) (Frame, error) {
 	f, n, err := parseHeader(hdr[:], maxBody)
 	if err != nil {
 		return Frame{}, err

@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -405,15 +407,26 @@ func (th *testHub) startTCP(tb testing.TB) string {
 }
 
 // hookStore is the real memory store with an optional hook after Bind, used
-// to pause a handshake at a chosen point, and a count of Refresh calls.
+// to pause a handshake at a chosen point, a count of Refresh calls and a
+// count of Bind and Refresh calls made on a session's reader goroutine.
 type hookStore struct {
 	*memory.Store
 	hook      atomic.Pointer[func(store.Session)]
 	refreshes atomic.Int64
+	onReader  atomic.Int64
+}
+
+// countOnReader counts the call if it runs on a session's reader.
+func (s *hookStore) countOnReader() {
+	buf := make([]byte, 64<<10)
+	if bytes.Contains(buf[:runtime.Stack(buf, false)], []byte("cloud.(*Hub).runSession")) {
+		s.onReader.Add(1)
+	}
 }
 
 func (s *hookStore) Refresh(ctx context.Context, sess store.Session) error {
 	s.refreshes.Add(1)
+	s.countOnReader()
 	return s.Store.Refresh(ctx, sess)
 }
 
@@ -426,6 +439,7 @@ func (s *hookStore) setBindHook(fn func(store.Session)) {
 }
 
 func (s *hookStore) Bind(ctx context.Context, sess store.Session) error {
+	s.countOnReader()
 	err := s.Store.Bind(ctx, sess)
 	if fn := s.hook.Load(); fn != nil && err == nil {
 		(*fn)(sess)

@@ -69,11 +69,11 @@ type Hub struct {
 	ipMu  sync.Mutex
 	ips   map[string]int
 
-	wgMu        sync.Mutex     // orders wg.Add against Shutdown's Wait
-	wg          sync.WaitGroup // handshakes and session reader goroutines
-	pending     closerSet      // connections still in their handshake
-	handshakers *handshakers   // the goroutines handshakes run on
-	shutdown    atomic.Bool
+	wgMu     sync.Mutex     // orders wg.Add against Shutdown's Wait
+	wg       sync.WaitGroup // handshakes and session reader goroutines
+	pending  closerSet      // connections still in their handshake
+	workers  *workers       // the goroutines handshakes and store calls run on
+	shutdown atomic.Bool
 	// holding turns new clients away (Hold, until Open): a node that is not
 	// registered yet must not bind sessions nobody can route to.
 	holding atomic.Bool
@@ -142,7 +142,7 @@ func New(cfg Config, st SessionStore, log *zap.Logger, m *Metrics) (*Hub, error)
 	}
 	h := &Hub{cfg: cfg, log: log, metrics: m, store: st, seed: maphash.MakeSeed(), ips: map[string]int{},
 		dedup: newDedup(cfg.DedupWindow, time.Now)}
-	h.handshakers = newHandshakers(h.wg.Done)
+	h.workers = newWorkers(h.wg.Done)
 	h.counts = &roomCounts{m: map[string]int32{}}
 	h.buckets = make([]*bucket, cfg.Buckets)
 	for i := range h.buckets {
@@ -457,7 +457,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.shutdown.Store(true)
 	h.wgMu.Unlock()
 	h.pending.closeAll()
-	h.handshakers.stop()
+	h.workers.stop()
 	h.each(func(s *Session) { s.farewell("server shutting down") })
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()

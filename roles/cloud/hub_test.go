@@ -7,10 +7,12 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/store"
 	"github.com/imcloud/imcloud/transport/client"
 )
 
@@ -602,6 +604,31 @@ func TestFanOutOverProcs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A session's reader makes no store call itself (heartbeat refreshes, the
+// bind after a room change): a store client's deep call stack would grow
+// the reader's stack for the rest of the connection's life.
+func TestStoreCallsOffTheReader(t *testing.T) {
+	th := newTestHub(t, func(c *Config) { c.RefreshEvery = 0 })
+	c := th.connectFake(t, "10.0.0.1", protocol.Auth{Mid: 1, Key: "k", RoomID: "live://1"})
+	var rebound atomic.Pointer[string]
+	th.store.setBindHook(func(s store.Session) { rebound.Store(&s.Room) })
+	c.send(t, protocol.OpHeartbeat, 1, "")
+	c.waitOp(t, protocol.OpHeartbeatReply, 1)
+	c.send(t, protocol.OpChangeRoom, 2, "live://2")
+	c.waitOp(t, protocol.OpChangeRoomReply, 2)
+	c.send(t, protocol.OpHeartbeat, 3, "")
+	c.waitOp(t, protocol.OpHeartbeatReply, 3)
+	if n := th.store.refreshes.Load(); n != 2 {
+		t.Fatalf("refreshes = %d, want 2", n)
+	}
+	if r := rebound.Load(); r == nil || *r != "live://2" {
+		t.Fatalf("no bind of the new room after the room change (last bound: %v)", r)
+	}
+	if n := th.store.onReader.Load(); n != 0 {
+		t.Fatalf("%d store calls ran on the session's reader", n)
 	}
 }
 

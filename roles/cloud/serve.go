@@ -39,7 +39,7 @@ func (h *Hub) acceptLoop(ln net.Listener, refuse, serve func(net.Conn)) error {
 			refuse(c)
 			return
 		}
-		h.handshakers.run(c, serve)
+		h.workers.run(c, serve)
 	})
 }
 
@@ -126,18 +126,42 @@ func (h *Hub) serveConn(c transport.Conn) {
 
 	// The handshake (JSON, the store) grew this goroutine's stack; the long
 	// idle life of the connection continues on a fresh, small one.
+	s.roomID, s.bound = roomID, bound
 	h.wg.Add(1)
-	go h.runSession(s, log, roomID, bound)
+	go h.runSession(s)
 }
 
 // runSession is the reader goroutine of an authenticated session, from its
-// first frame after Auth to teardown.
-func (h *Hub) runSession(s *Session, log connLog, roomID string, bound bindingsAge) {
-	defer h.wg.Done()
-	c := s.conn
-	reason := h.readLoop(s, log, roomID, bound)
+// first frame after Auth to teardown. It spends the connection's life parked
+// in ReadFrame, so what is on its stack then is kept small (runSession,
+// readLoop, the transports' ReadFrame): under 1 KiB, which lets the garbage
+// collector shrink the goroutine to the runtime's smallest stack (2 KiB)
+// whenever handling a frame grew it. Frame handling and teardown run in
+// calls that return before the next wait, and session store calls, whose
+// clients have deep call stacks, run on a worker (storeCall).
+func (h *Hub) runSession(s *Session) {
+	h.endSession(s, h.readLoop(s))
+}
 
-	h.metrics.Conns.WithLabelValues(c.Network()).Dec()
+// readLoop reads and handles frames until the connection ends and returns
+// why it ended.
+func (h *Hub) readLoop(s *Session) string {
+	for {
+		f, err := s.conn.ReadFrame(time.Now().Add(h.cfg.HeartbeatTimeout))
+		if err != nil {
+			return h.readFailed(s, err)
+		}
+		if stop := h.handleFrame(s, f); stop != "" {
+			return stop
+		}
+	}
+}
+
+// endSession tears a session down once its reader stopped for reason.
+func (h *Hub) endSession(s *Session, reason string) {
+	defer h.wg.Done()
+	log := connLog{h.log, s.conn}
+	h.metrics.Conns.WithLabelValues(s.conn.Network()).Dec()
 	h.metrics.Disconnects.WithLabelValues(reason).Inc()
 	h.teardown(s, log)
 	log.Debug("session closed", zap.String("key", s.key), zap.String("reason", reason))
@@ -148,70 +172,76 @@ type controlConn interface {
 	SetControl(func(transport.Out) bool)
 }
 
-// readLoop handles frames until the connection ends; it returns why. bound
-// is when the session's bindings were last written.
-func (h *Hub) readLoop(s *Session, log connLog, roomID string, bound bindingsAge) string {
-	for {
-		f, err := s.conn.ReadFrame(time.Now().Add(h.cfg.HeartbeatTimeout))
-		if err != nil {
-			kind := h.readErrorKind(err)
-			switch kind {
-			case "eof":
-			case "timeout":
-				s.farewell("heartbeat timeout")
-			default:
-				h.metrics.ProtocolErrs.WithLabelValues(kind).Inc()
-				log.Info("connection closed: protocol error", zap.String("key", s.key), zap.String("kind", kind), zap.Error(err))
-				s.farewell("protocol error: " + kind)
-			}
-			return kind
-		}
-		switch f.Op {
-		case protocol.OpHeartbeat:
-			// Refreshed before the reply, so a client holding the reply knows
-			// its binding is in place; at most every RefreshEvery, since
-			// with frequent heartbeats the store round trips add up.
-			if h.refreshDue(bound) {
-				now := h.bindings()
-				if h.refresh(s, roomID, log) {
-					bound = now
-				}
-			}
-			s.send(reply(f, protocol.OpHeartbeatReply, heartbeatBody(h.heartbeatCount(roomID))))
-		case protocol.OpSendMsg:
-			h.metrics.Upstream.Inc()
-			log.Debug("client message", zap.String("key", s.key), zap.Int("bytes", len(f.Body)))
-			s.send(reply(f, protocol.OpSendMsgReply, nil))
-		case protocol.OpChangeRoom:
-			next := string(f.Body)
-			if err := protocol.ValidRoom(next); err != nil {
-				return h.refuse(s, log, "bad_room", err.Error())
-			}
-			h.changeRoom(s, next)
-			roomID = next
-			now := h.bindings()
-			if h.rebind(s, roomID, log) {
-				bound = now
-			}
-			s.send(reply(f, protocol.OpChangeRoomReply, f.Body))
-		case protocol.OpSub, protocol.OpUnsub:
-			ops, err := protocol.ParseOps(f.Body)
-			if err != nil {
-				return h.refuse(s, log, "bad_ops", err.Error())
-			}
-			if f.Op == protocol.OpSub {
-				s.sub(ops)
-				s.send(reply(f, protocol.OpSubReply, f.Body))
-			} else {
-				s.unsub(ops)
-				s.send(reply(f, protocol.OpUnsubReply, f.Body))
-			}
-		case protocol.OpAuth:
-			return h.refuse(s, log, "auth_twice", "already authenticated")
-		default:
-			return h.refuse(s, log, "unknown_op", "unknown op "+strconv.Itoa(int(f.Op)))
-		}
+// readFailed says goodbye as the read error err calls for and returns the
+// kind of error, the session's end reason.
+func (h *Hub) readFailed(s *Session, err error) string {
+	kind := h.readErrorKind(err)
+	switch kind {
+	case "eof":
+	case "timeout":
+		s.farewell("heartbeat timeout")
+	default:
+		h.metrics.ProtocolErrs.WithLabelValues(kind).Inc()
+		connLog{h.log, s.conn}.Info("connection closed: protocol error", zap.String("key", s.key), zap.String("kind", kind), zap.Error(err))
+		s.farewell("protocol error: " + kind)
 	}
+	return kind
+}
+
+// handleFrame answers one client frame; a non-empty result ends the session
+// with that reason.
+func (h *Hub) handleFrame(s *Session, f protocol.Frame) string {
+	log := connLog{h.log, s.conn}
+	switch f.Op {
+	case protocol.OpHeartbeat:
+		// Refreshed before the reply, so a client holding the reply knows
+		// its binding is in place; at most every RefreshEvery, since
+		// with frequent heartbeats the store round trips add up.
+		if h.refreshDue(s.bound) {
+			now := h.bindings()
+			var ok bool
+			h.workers.callOn(func() { ok = h.refresh(s, s.roomID, log) })
+			if ok {
+				s.bound = now
+			}
+		}
+		s.send(reply(f, protocol.OpHeartbeatReply, heartbeatBody(h.heartbeatCount(s.roomID))))
+	case protocol.OpSendMsg:
+		h.metrics.Upstream.Inc()
+		log.Debug("client message", zap.String("key", s.key), zap.Int("bytes", len(f.Body)))
+		s.send(reply(f, protocol.OpSendMsgReply, nil))
+	case protocol.OpChangeRoom:
+		next := string(f.Body)
+		if err := protocol.ValidRoom(next); err != nil {
+			return h.refuse(s, log, "bad_room", err.Error())
+		}
+		h.changeRoom(s, next)
+		s.roomID = next
+		now := h.bindings()
+		var ok bool
+		h.workers.callOn(func() { ok = h.rebind(s, next, log) })
+		if ok {
+			s.bound = now
+		}
+		s.send(reply(f, protocol.OpChangeRoomReply, f.Body))
+	case protocol.OpSub, protocol.OpUnsub:
+		ops, err := protocol.ParseOps(f.Body)
+		if err != nil {
+			return h.refuse(s, log, "bad_ops", err.Error())
+		}
+		if f.Op == protocol.OpSub {
+			s.sub(ops)
+			s.send(reply(f, protocol.OpSubReply, f.Body))
+		} else {
+			s.unsub(ops)
+			s.send(reply(f, protocol.OpUnsubReply, f.Body))
+		}
+	case protocol.OpAuth:
+		return h.refuse(s, log, "auth_twice", "already authenticated")
+	default:
+		return h.refuse(s, log, "unknown_op", "unknown op "+strconv.Itoa(int(f.Op)))
+	}
+	return ""
 }
 
 func (h *Hub) refuse(s *Session, log connLog, kind, reason string) string {

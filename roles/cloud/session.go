@@ -29,6 +29,11 @@ type Session struct {
 	room    *room
 	roomIdx int
 
+	// The reader goroutine's own (runSession): kept here rather than on its
+	// stack, which it keeps small.
+	roomID string      // the room its bindings name
+	bound  bindingsAge // when its bindings were last written
+
 	mu      sync.Mutex
 	queue   []transport.Out
 	spare   []transport.Out

@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -39,7 +40,12 @@ func (c *Conn) ReadFrame(deadline time.Time) (protocol.Frame, error) {
 	if err := c.c.SetReadDeadline(deadline); err != nil {
 		return protocol.Frame{}, err
 	}
-	return protocol.ReadFrame(c.c, &c.hdr, c.maxBody)
+	// The session's reader spends its life waiting for a header: it waits
+	// here, with little on the stack (see cloud's runSession).
+	if _, err := io.ReadFull(c.c, c.hdr[:]); err != nil {
+		return protocol.Frame{}, err
+	}
+	return protocol.ReadBody(c.c, &c.hdr, c.maxBody)
 }
 
 // Write implements transport.Conn: every item, in order, in one writev.

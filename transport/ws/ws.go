@@ -73,97 +73,116 @@ func newConn(nc net.Conn, maxBody int, remote string, pending []byte) *Conn {
 // through the session's queue, so they never cut into other writes.
 func (c *Conn) SetControl(fn func(transport.Out) bool) { c.control = fn }
 
-// ReadFrame implements transport.Conn.
+// ReadFrame implements transport.Conn. The session's reader spends its
+// life waiting in here, so the wait for a WebSocket frame's first bytes
+// happens with little on the stack (see cloud's runSession); reading the
+// rest of the frame is readFrame's.
 func (c *Conn) ReadFrame(deadline time.Time) (protocol.Frame, error) {
 	if err := c.c.SetReadDeadline(deadline); err != nil {
 		return protocol.Frame{}, err
 	}
-	limit := c.maxBody + protocol.HeaderLen
-	var msg []byte
-	inMessage := false
+	var m message
 	for {
 		if err := c.readFull(c.hdr[:2]); err != nil {
 			return protocol.Frame{}, err
 		}
-		fin := c.hdr[0]&0x80 != 0
-		if c.hdr[0]&0x70 != 0 {
-			return protocol.Frame{}, fmt.Errorf("%w: reserved bits set", ErrProtocol)
-		}
-		opcode := c.hdr[0] & 0x0f
-		if c.hdr[1]&0x80 == 0 {
-			return protocol.Frame{}, fmt.Errorf("%w: unmasked client frame", ErrProtocol)
-		}
-		n := uint64(c.hdr[1] & 0x7f)
-		switch n {
-		case 126:
-			if err := c.readFull(c.hdr[2:4]); err != nil {
-				return protocol.Frame{}, err
-			}
-			n = uint64(binary.BigEndian.Uint16(c.hdr[2:4]))
-		case 127:
-			if err := c.readFull(c.hdr[2:10]); err != nil {
-				return protocol.Frame{}, err
-			}
-			n = binary.BigEndian.Uint64(c.hdr[2:10])
-		}
-		var mask [4]byte
-		if err := c.readFull(mask[:]); err != nil {
-			return protocol.Frame{}, err
-		}
-		if opcode >= opClose {
-			if !fin || n > 125 {
-				return protocol.Frame{}, fmt.Errorf("%w: bad control frame", ErrProtocol)
-			}
-			payload := make([]byte, n)
-			if err := c.readFull(payload); err != nil {
-				return protocol.Frame{}, err
-			}
-			unmask(payload, mask)
-			switch opcode {
-			case opPing:
-				c.sendControl(opPong, payload)
-				continue
-			case opPong:
-				continue
-			case opClose:
-				// Echo the status code, not the reason; a lone byte is no
-				// code (a close body is empty or starts with two bytes).
-				var code []byte
-				if len(payload) >= 2 {
-					code = payload[:2]
-				}
-				c.sendControl(opClose, code)
-				return protocol.Frame{}, ErrClosedByPeer
-			default:
-				return protocol.Frame{}, fmt.Errorf("%w: unknown opcode %d", ErrProtocol, opcode)
-			}
-		}
-		switch opcode {
-		case opText, opBinary:
-			if inMessage {
-				return protocol.Frame{}, fmt.Errorf("%w: new message inside a fragmented one", ErrProtocol)
-			}
-			inMessage = true
-		case opContinuation:
-			if !inMessage {
-				return protocol.Frame{}, fmt.Errorf("%w: continuation without a message", ErrProtocol)
-			}
-		default:
-			return protocol.Frame{}, fmt.Errorf("%w: unknown opcode %d", ErrProtocol, opcode)
-		}
-		if n > uint64(limit-len(msg)) {
-			return protocol.Frame{}, fmt.Errorf("%w: message over %d bytes", protocol.ErrTooLarge, limit)
-		}
-		start := len(msg)
-		msg = append(msg, make([]byte, n)...)
-		if err := c.readFull(msg[start:]); err != nil {
-			return protocol.Frame{}, err
-		}
-		unmask(msg[start:], mask)
-		if fin {
-			return protocol.DecodeMessage(msg, c.maxBody)
+		if f, done, err := c.readFrame(&m); done || err != nil {
+			return f, err
 		}
 	}
+}
+
+// message is a goim message read so far, from one or more frames.
+type message struct {
+	body []byte
+	open bool // a fragmented message has begun
+}
+
+// readFrame reads the WebSocket frame whose first two bytes are in c.hdr,
+// handles it if it is a control frame, adds it to m otherwise, and reports
+// done with the goim frame once m is complete.
+func (c *Conn) readFrame(m *message) (protocol.Frame, bool, error) {
+	limit := c.maxBody + protocol.HeaderLen
+	fin := c.hdr[0]&0x80 != 0
+	if c.hdr[0]&0x70 != 0 {
+		return protocol.Frame{}, true, fmt.Errorf("%w: reserved bits set", ErrProtocol)
+	}
+	opcode := c.hdr[0] & 0x0f
+	if c.hdr[1]&0x80 == 0 {
+		return protocol.Frame{}, true, fmt.Errorf("%w: unmasked client frame", ErrProtocol)
+	}
+	n := uint64(c.hdr[1] & 0x7f)
+	switch n {
+	case 126:
+		if err := c.readFull(c.hdr[2:4]); err != nil {
+			return protocol.Frame{}, true, err
+		}
+		n = uint64(binary.BigEndian.Uint16(c.hdr[2:4]))
+	case 127:
+		if err := c.readFull(c.hdr[2:10]); err != nil {
+			return protocol.Frame{}, true, err
+		}
+		n = binary.BigEndian.Uint64(c.hdr[2:10])
+	}
+	var mask [4]byte
+	if err := c.readFull(mask[:]); err != nil {
+		return protocol.Frame{}, true, err
+	}
+	if opcode >= opClose {
+		if !fin || n > 125 {
+			return protocol.Frame{}, true, fmt.Errorf("%w: bad control frame", ErrProtocol)
+		}
+		payload := make([]byte, n)
+		if err := c.readFull(payload); err != nil {
+			return protocol.Frame{}, true, err
+		}
+		unmask(payload, mask)
+		switch opcode {
+		case opPing:
+			c.sendControl(opPong, payload)
+			return protocol.Frame{}, false, nil
+		case opPong:
+			return protocol.Frame{}, false, nil
+		case opClose:
+			// Echo the status code, not the reason; a lone byte is no
+			// code (a close body is empty or starts with two bytes).
+			var code []byte
+			if len(payload) >= 2 {
+				code = payload[:2]
+			}
+			c.sendControl(opClose, code)
+			return protocol.Frame{}, true, ErrClosedByPeer
+		default:
+			return protocol.Frame{}, true, fmt.Errorf("%w: unknown opcode %d", ErrProtocol, opcode)
+		}
+	}
+	switch opcode {
+	case opText, opBinary:
+		if m.open {
+			return protocol.Frame{}, true, fmt.Errorf("%w: new message inside a fragmented one", ErrProtocol)
+		}
+		m.open = true
+	case opContinuation:
+		if !m.open {
+			return protocol.Frame{}, true, fmt.Errorf("%w: continuation without a message", ErrProtocol)
+		}
+	default:
+		return protocol.Frame{}, true, fmt.Errorf("%w: unknown opcode %d", ErrProtocol, opcode)
+	}
+	if n > uint64(limit-len(m.body)) {
+		return protocol.Frame{}, true, fmt.Errorf("%w: message over %d bytes", protocol.ErrTooLarge, limit)
+	}
+	start := len(m.body)
+	m.body = append(m.body, make([]byte, n)...)
+	if err := c.readFull(m.body[start:]); err != nil {
+		return protocol.Frame{}, true, err
+	}
+	unmask(m.body[start:], mask)
+	if !fin {
+		return protocol.Frame{}, false, nil
+	}
+	f, err := protocol.DecodeMessage(m.body, c.maxBody)
+	return f, true, err
 }
 
 // readFull reads len(p) bytes, first from what came with the handshake.

@@ -7,11 +7,11 @@ import (
 	"testing"
 )
 
-// TestHandshakers: every connection is served and counted done, busy
-// workers do not hold others up, and stop sends idle workers away.
-func TestHandshakers(t *testing.T) {
+// TestWorkers: every connection is served and counted done, busy workers
+// do not hold others up, and stop sends idle workers away.
+func TestWorkers(t *testing.T) {
 	var done atomic.Int32
-	p := newHandshakers(func() { done.Add(1) })
+	p := newWorkers(func() { done.Add(1) })
 	base := runtime.NumGoroutine()
 	release := make(chan struct{})
 	served := make(chan net.Conn, 4)
@@ -38,4 +38,33 @@ func TestHandshakers(t *testing.T) {
 	p.stop()
 	p.stop() // idempotent
 	eventually(t, "workers gone after stop", func() bool { return runtime.NumGoroutine() <= base })
+}
+
+// TestWorkersCallOn: callOn returns only after fn ran, on a goroutine of
+// the pool (not counted as a handshake), before and after stop.
+func TestWorkersCallOn(t *testing.T) {
+	var done atomic.Int32
+	p := newWorkers(func() { done.Add(1) })
+	for _, stopped := range []bool{false, true} {
+		if stopped {
+			p.stop()
+		}
+		ran := false
+		caller := make(chan struct{})
+		p.callOn(func() {
+			ran = true
+			select {
+			case <-caller:
+				t.Error("fn ran after callOn returned")
+			default:
+			}
+		})
+		close(caller)
+		if !ran {
+			t.Fatalf("stopped %v: callOn returned before fn ran", stopped)
+		}
+	}
+	if n := done.Load(); n != 0 {
+		t.Fatalf("calls counted as %d handshakes", n)
+	}
 }
