@@ -47,6 +47,7 @@ BENCH = [  # column, JSON path, digits, scale
     ("server CPU %", "server.cpu_percent", 1, 1),
     ("bench µs/delivery", "bench.cpu_us_per_delivery", 2, 1),
     ("RSS KiB/conn", "server.rss_per_conn_bytes", 2, 1 / 1024),
+    ("RSS KiB/conn at the end", "server.rss_end_per_conn_bytes", 2, 1 / 1024),
 ]
 
 

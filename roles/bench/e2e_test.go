@@ -94,7 +94,7 @@ func TestRoomPushTCPAndWS(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkClean(t, s, 40, 40*20)
-			if sv := s.Server; sv == nil || sv.Error != "" || sv.RSSBeforeKB <= 0 || sv.RSSAfterConnectKB <= 0 || sv.CPUSeconds < 0 || sv.PhaseSeconds <= 0 {
+			if sv := s.Server; sv == nil || sv.Error != "" || sv.RSSBeforeKB <= 0 || sv.RSSAfterConnectKB <= 0 || sv.RSSEndKB <= 0 || sv.CPUSeconds < 0 || sv.PhaseSeconds <= 0 {
 				t.Errorf("server figures %+v", sv)
 			}
 			if s.Heartbeats.Sent == 0 || s.Heartbeats.Replies == 0 {

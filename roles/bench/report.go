@@ -133,7 +133,10 @@ type HBSummary struct {
 }
 
 // ServerSummary is read from /proc for --server-pids (summed over them).
-// RSS per connection = (after_connect - before_connect) / established.
+// RSS per connection = (after_connect - before_connect) / established, and
+// at the end (end - before_connect) / established: the figure for idle
+// connections, once each has had its heartbeats handled (which may grow
+// what the server keeps per connection, e.g. its reader's stack).
 // CPU covers the push phase: from its start until every expected delivery
 // arrived (or the grace period ended).
 type ServerSummary struct {
@@ -142,6 +145,7 @@ type ServerSummary struct {
 	RSSAfterConnectKB int64   `json:"rss_after_connect_kb"` // sampled at the start of the push phase
 	RSSEndKB          int64   `json:"rss_end_kb"`
 	RSSPerConnBytes   float64 `json:"rss_per_conn_bytes"`
+	RSSEndPerConn     float64 `json:"rss_end_per_conn_bytes"`
 	CPUSeconds        float64 `json:"cpu_seconds"`
 	PhaseSeconds      float64 `json:"phase_seconds"`
 	CPUPercent        float64 `json:"cpu_percent"` // of one core
@@ -209,8 +213,8 @@ func (s *Summary) WriteText(w io.Writer) error {
 	}
 	p("heartbeats   %d sent, %d replies", s.Heartbeats.Sent, s.Heartbeats.Replies)
 	if sv := s.Server; sv != nil {
-		p("server       RSS %s before connecting, %s after (%.1f KiB per connection), %s at the end",
-			fmtKB(sv.RSSBeforeKB), fmtKB(sv.RSSAfterConnectKB), sv.RSSPerConnBytes/1024, fmtKB(sv.RSSEndKB))
+		p("server       RSS %s before connecting, %s after (%.1f KiB per connection), %s at the end (%.1f KiB per connection)",
+			fmtKB(sv.RSSBeforeKB), fmtKB(sv.RSSAfterConnectKB), sv.RSSPerConnBytes/1024, fmtKB(sv.RSSEndKB), sv.RSSEndPerConn/1024)
 		p("             CPU %.2fs over %.2fs (%.1f%% of a core), %.2f µs per delivery",
 			sv.CPUSeconds, sv.PhaseSeconds, sv.CPUPercent, sv.CPUMicrosPerDeliv)
 		if sv.Error != "" {

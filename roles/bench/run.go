@@ -516,6 +516,9 @@ func (r *runner) summarize(finals []Report, connected []bool, phaseStart, phaseE
 		if c.Established > 0 && sv.RSSAfterConnectKB > 0 {
 			sv.RSSPerConnBytes = float64(sv.RSSAfterConnectKB-sv.RSSBeforeKB) * 1024 / float64(count(connected))
 		}
+		if c.Established > 0 && sv.RSSEndKB > 0 {
+			sv.RSSEndPerConn = float64(sv.RSSEndKB-sv.RSSBeforeKB) * 1024 / float64(count(connected))
+		}
 		if phase > 0 && srvEnd.CPU > 0 {
 			cpu := srvEnd.CPU - srvStart.CPU
 			sv.CPUSeconds = cpu.Seconds()
