@@ -293,3 +293,54 @@ func TestCloseReplyPayload(t *testing.T) {
 		})
 	}
 }
+
+// countingConn counts the reads that reach the connection.
+type countingConn struct {
+	net.Conn
+	reads int
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.reads++
+	return c.Conn.Read(p)
+}
+
+// TestReadAhead: a heartbeat's WebSocket frame (header, mask and payload)
+// is read with one read of the socket, and bytes read ahead of one frame
+// start the next.
+func TestReadAhead(t *testing.T) {
+	hb := protocol.Encode(1, protocol.OpHeartbeat, 7, nil)
+	auth := protocol.Encode(1, protocol.OpAuth, 1, []byte(`{"mid":1,"room_id":"live://1000","accepts":[1000]}`))
+	cases := []struct {
+		name  string
+		in    []byte
+		want  [][]byte // frames, in order
+		reads int      // reads that reach the socket for all of them
+	}{
+		{"one heartbeat", msg(hb), [][]byte{hb}, 1},
+		{"two heartbeats in one write", cat(msg(hb), msg(hb)), [][]byte{hb, hb}, 2},
+		{"an auth frame", msg(auth), [][]byte{auth}, 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer b.Close()
+			cc := &countingConn{Conn: a}
+			c := newConn(cc, protocol.DefaultMaxBody, "pipe", nil)
+			defer c.Close()
+			go func() { _, _ = b.Write(tc.in) }()
+			for i, want := range tc.want {
+				f, err := c.ReadFrame(time.Now().Add(wait))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := f.Append(nil); !bytes.Equal(got, want) {
+					t.Fatalf("frame %d: %x, want %x", i, got, want)
+				}
+			}
+			if cc.reads != tc.reads {
+				t.Fatalf("%d reads of the socket, want %d", cc.reads, tc.reads)
+			}
+		})
+	}
+}

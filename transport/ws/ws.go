@@ -44,7 +44,9 @@ type Conn struct {
 	control func(transport.Out) bool // queues pongs and close replies
 
 	// Read side, used by the reader goroutine only.
-	hdr [14]byte
+	hdr        [14]byte
+	rbuf       [readAhead]byte // reads shorter than this land here first
+	rpos, rend uint8           // what of rbuf is still unread
 
 	// Write side.
 	wmu     sync.Mutex
@@ -185,7 +187,13 @@ func (c *Conn) readFrame(m *message) (protocol.Frame, bool, error) {
 	return f, true, err
 }
 
-// readFull reads len(p) bytes, first from what came with the handshake.
+// readAhead is how much a read of a few bytes asks the socket for: a whole
+// heartbeat (22 bytes) arrives with the read for its first two, not in
+// three reads (header, mask, payload).
+const readAhead = 32
+
+// readFull reads len(p) bytes: first what came with the handshake, then
+// what an earlier read took ahead, then the socket.
 func (c *Conn) readFull(p []byte) error {
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)
@@ -195,10 +203,21 @@ func (c *Conn) readFull(p []byte) error {
 		}
 		p = p[n:]
 	}
+	if c.rpos < c.rend {
+		n := copy(p, c.rbuf[c.rpos:c.rend])
+		c.rpos += uint8(n)
+		p = p[n:]
+	}
 	if len(p) == 0 {
 		return nil
 	}
-	_, err := io.ReadFull(c.c, p)
+	if len(p) >= readAhead {
+		_, err := io.ReadFull(c.c, p)
+		return err
+	}
+	n, err := io.ReadAtLeast(c.c, c.rbuf[:], len(p))
+	copy(p, c.rbuf[:n])
+	c.rpos, c.rend = uint8(min(n, len(p))), uint8(n)
 	return err
 }
 
