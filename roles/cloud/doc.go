@@ -8,14 +8,18 @@
 // GOMAXPROCS goroutines and returns when all are done; under a bucket's read
 // lock it hands the shared bytes to each member, which either queues them or
 // writes them in place without blocking, so no lock is ever held across a
-// blocking write. Handshakes run on reused worker goroutines (their stacks
-// stay grown); each session has one reader goroutine
-// (which alone tears the session down) and at most one writer goroutine,
+// blocking write. Handshakes and the readers' session store calls run on
+// reused worker goroutines (their stacks stay grown); each session has one
+// reader goroutine, which keeps a small stack because it waits for frames
+// with little on it and never calls the store itself (see runSession),
+// which alone tears the session down, and at most one writer goroutine,
 // started when something is queued and gone when the queue is empty, so an
 // idle connection holds no writer. A session whose queue overflows is closed
 // as a slow consumer; nobody else waits for it. Pushes to an idle session
-// are written in place by the fan-out (a non-blocking write); only what the
-// socket does not take at once goes to a writer goroutine.
+// are written in place by the fan-out (a non-blocking write on the socket's
+// descriptor, which the connection's Close stops before it closes the
+// socket); only what the socket does not take at once goes to a writer
+// goroutine.
 //
 // WebSocket upgrades are read by WSListener on the connection's own
 // goroutine, which then becomes its reader; requests for other paths are
