@@ -98,7 +98,7 @@ func (l *WSListener) handle(nc net.Conn) {
 		}
 		return
 	}
-	req, err := http.ReadRequest(br)
+	head, err := readHead(br)
 	if err != nil {
 		release()
 		if lr.N == 0 {
@@ -108,7 +108,7 @@ func (l *WSListener) handle(nc net.Conn) {
 		}
 		return
 	}
-	req.RemoteAddr = nc.RemoteAddr().String()
+	head.RemoteAddr = nc.RemoteAddr().String()
 	if h.shutdown.Load() {
 		release()
 		ws.Refuse(nc, http.StatusServiceUnavailable, "", "shutting down")
@@ -119,10 +119,10 @@ func (l *WSListener) handle(nc net.Conn) {
 		ws.Refuse(nc, http.StatusServiceUnavailable, "Retry-After: 1\r\n", "starting: not registered yet")
 		return
 	}
-	c, err := ws.Upgrade(nc, req, br, ws.AcceptOptions{OriginPatterns: h.cfg.WSOrigins, MaxBody: h.cfg.MaxBody})
+	c, err := ws.Upgrade(nc, head, br, ws.AcceptOptions{OriginPatterns: h.cfg.WSOrigins, MaxBody: h.cfg.MaxBody})
 	release()
 	if err != nil {
-		h.log.Debug("websocket upgrade failed", zap.String("remote", req.RemoteAddr), zap.Error(err))
+		h.log.Debug("websocket upgrade failed", zap.String("remote", head.RemoteAddr), zap.Error(err))
 		return
 	}
 	// serveConn tracks c from here. Had Shutdown closed nc before this
@@ -134,6 +134,31 @@ func (l *WSListener) handle(nc net.Conn) {
 }
 
 var errLineTooLong = errors.New("request line too long")
+
+// readHead reads an upgrade request's head from br: parsed in place by
+// ws.ParseHead once it is all buffered, or, when it is not of that plain
+// shape or does not fit br's buffer, by http.ReadRequest.
+func readHead(br *bufio.Reader) (ws.Head, error) {
+	for n := 1; n <= br.Size(); n = br.Buffered() + 1 {
+		_, err := br.Peek(n) // waits for at least n bytes
+		b, _ := br.Peek(br.Buffered())
+		if bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n")) { // a blank line: the head is all here
+			if h, size, ok := ws.ParseHead(b); ok {
+				_, _ = br.Discard(size)
+				return h, nil
+			}
+			break
+		}
+		if err != nil {
+			break // http.ReadRequest reports it as it reads
+		}
+	}
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return ws.Head{}, err
+	}
+	return ws.HeadOf(req), nil
+}
 
 // peekLine returns the request line (up to LF) without consuming it,
 // reading only until it is complete.

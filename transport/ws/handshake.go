@@ -33,7 +33,7 @@ const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 // Accept upgrades an HTTP request to a WebSocket connection. On failure the
 // HTTP answer is already written.
 func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, error) {
-	key, status, err := checkRequest(r, o.OriginPatterns)
+	key, status, err := checkRequest(HeadOf(r), o.OriginPatterns)
 	if err != nil {
 		if status == http.StatusUpgradeRequired {
 			w.Header().Set("Sec-WebSocket-Version", "13")
@@ -53,12 +53,13 @@ func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, err
 	return finish(nc, key, brw.Reader, r.RemoteAddr, o)
 }
 
-// Upgrade is Accept for a connection served without net/http: req was read
-// from nc through br, and whatever br holds beyond it is the start of the
+// Upgrade is Accept for a connection served without net/http: the request
+// whose head is h was read from nc through br (ParseHead, or HeadOf of
+// http.ReadRequest's), and whatever br holds beyond it is the start of the
 // WebSocket stream. A request that is not a valid upgrade is answered with
 // its HTTP status, and nc is closed.
-func Upgrade(nc net.Conn, req *http.Request, br *bufio.Reader, o AcceptOptions) (*Conn, error) {
-	key, status, err := checkRequest(req, o.OriginPatterns)
+func Upgrade(nc net.Conn, h Head, br *bufio.Reader, o AcceptOptions) (*Conn, error) {
+	key, status, err := checkRequest(h, o.OriginPatterns)
 	if err != nil {
 		extra := ""
 		if status == http.StatusUpgradeRequired {
@@ -67,7 +68,7 @@ func Upgrade(nc net.Conn, req *http.Request, br *bufio.Reader, o AcceptOptions) 
 		Refuse(nc, status, extra, err.Error())
 		return nil, err
 	}
-	return finish(nc, key, br, req.RemoteAddr, o)
+	return finish(nc, key, br, h.RemoteAddr, o)
 }
 
 // Refuse writes a plain-text HTTP error response (extra: more header lines,
@@ -106,36 +107,35 @@ func finish(nc net.Conn, key string, br *bufio.Reader, remote string, o AcceptOp
 
 // checkRequest validates an upgrade request and returns its key, or the
 // status to refuse it with.
-func checkRequest(r *http.Request, origins []string) (string, int, error) {
-	if r.Method != http.MethodGet {
-		return "", http.StatusMethodNotAllowed, fmt.Errorf("%w: method %s, want GET", ErrHandshake, r.Method)
+func checkRequest(h Head, origins []string) (string, int, error) {
+	if h.Method != http.MethodGet {
+		return "", http.StatusMethodNotAllowed, fmt.Errorf("%w: method %s, want GET", ErrHandshake, h.Method)
 	}
-	if !headerHas(r.Header, "Connection", "upgrade") || !headerHas(r.Header, "Upgrade", "websocket") {
+	if !hasToken(h.Connection, "upgrade") || !hasToken(h.Upgrade, "websocket") {
 		return "", http.StatusUpgradeRequired, fmt.Errorf("%w: not a websocket upgrade", ErrHandshake)
 	}
-	if v := r.Header.Get("Sec-WebSocket-Version"); v != "13" {
-		return "", http.StatusUpgradeRequired, fmt.Errorf("%w: Sec-WebSocket-Version %q, want 13", ErrHandshake, v)
+	if h.Version != "13" {
+		return "", http.StatusUpgradeRequired, fmt.Errorf("%w: Sec-WebSocket-Version %q, want 13", ErrHandshake, h.Version)
 	}
-	key := strings.TrimSpace(r.Header.Get("Sec-WebSocket-Key"))
+	key := strings.TrimSpace(h.Key)
 	if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) != 16 {
 		return "", http.StatusBadRequest, fmt.Errorf("%w: invalid Sec-WebSocket-Key", ErrHandshake)
 	}
-	if err := checkOrigin(r, origins); err != nil {
+	if err := checkOrigin(h, origins); err != nil {
 		return "", http.StatusForbidden, err
 	}
 	return key, 0, nil
 }
 
-func checkOrigin(r *http.Request, patterns []string) error {
-	origin := r.Header.Get("Origin")
-	if len(patterns) == 0 || origin == "" {
+func checkOrigin(h Head, patterns []string) error {
+	if len(patterns) == 0 || h.Origin == "" {
 		return nil
 	}
-	u, err := url.Parse(origin)
+	u, err := url.Parse(h.Origin)
 	if err != nil {
-		return fmt.Errorf("%w: bad Origin %q", ErrHandshake, origin)
+		return fmt.Errorf("%w: bad Origin %q", ErrHandshake, h.Origin)
 	}
-	if strings.EqualFold(u.Host, r.Host) {
+	if strings.EqualFold(u.Host, h.Host) {
 		return nil
 	}
 	for _, p := range patterns {
@@ -143,16 +143,14 @@ func checkOrigin(r *http.Request, patterns []string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: Origin %q not allowed", ErrHandshake, origin)
+	return fmt.Errorf("%w: Origin %q not allowed", ErrHandshake, h.Origin)
 }
 
-// headerHas reports whether a comma-separated header holds token.
-func headerHas(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
+// hasToken reports whether a comma-separated header value holds token.
+func hasToken(v, token string) bool {
+	for t := range strings.SplitSeq(v, ",") {
+		if strings.EqualFold(strings.TrimSpace(t), token) {
+			return true
 		}
 	}
 	return false

@@ -188,7 +188,7 @@ func TestCheckOrigin(t *testing.T) {
 			if tc.origin != "" {
 				r.Header.Set("Origin", tc.origin)
 			}
-			err := checkOrigin(r, tc.patterns)
+			err := checkOrigin(HeadOf(r), tc.patterns)
 			if (err == nil) != tc.ok {
 				t.Fatalf("checkOrigin: %v, want ok=%v", err, tc.ok)
 			}

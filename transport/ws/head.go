@@ -1,0 +1,205 @@
+package ws
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+)
+
+// Head is what an upgrade looks at in an HTTP request.
+type Head struct {
+	Method     string
+	Host       string
+	Connection string // the values of every Connection header, joined by commas
+	Upgrade    string // likewise for Upgrade
+	Version    string // the first Sec-WebSocket-Version
+	Key        string // the first Sec-WebSocket-Key
+	Origin     string // the first Origin
+	RemoteAddr string
+}
+
+// HeadOf takes what an upgrade needs from r.
+func HeadOf(r *http.Request) Head {
+	return Head{
+		Method:     r.Method,
+		Host:       r.Host,
+		Connection: strings.Join(r.Header.Values("Connection"), ","),
+		Upgrade:    strings.Join(r.Header.Values("Upgrade"), ","),
+		Version:    r.Header.Get("Sec-WebSocket-Version"),
+		Key:        r.Header.Get("Sec-WebSocket-Key"),
+		Origin:     r.Header.Get("Origin"),
+		RemoteAddr: r.RemoteAddr,
+	}
+}
+
+// maxHeadLines bounds the header lines ParseHead reads itself.
+const maxHeadLines = 64
+
+// ParseHead reads the request head at the start of b without net/http: an
+// upgrade is a short GET whose head is all a connect storm parses, and
+// http.ReadRequest (header map, URL, textproto) was ~8% of a connect. It
+// takes only the plain shape: CRLF lines, "HTTP/1.1", one Host of the bytes
+// net/http accepts there, header names that are tokens, values without
+// control bytes, no body (no Content-Length or Transfer-Encoding), at most
+// maxHeadLines headers. Anything else is !ok, and the caller has
+// http.ReadRequest read it, which accepts or refuses it as it would any
+// request. n is the head's length, blank line included; RemoteAddr is
+// left empty.
+func ParseHead(b []byte) (h Head, n int, ok bool) {
+	end := bytes.Index(b, []byte("\r\n\r\n"))
+	if end < 0 {
+		return Head{}, 0, false
+	}
+	lines := b[:end+2] // each line ends in CRLF
+	line, lines, _ := bytes.Cut(lines, []byte("\r\n"))
+	method, rest, ok1 := bytes.Cut(line, []byte(" "))
+	target, proto, ok2 := bytes.Cut(rest, []byte(" "))
+	if !ok1 || !ok2 || !isToken(method) || len(target) == 0 || target[0] != '/' ||
+		!printable(target) || string(proto) != "HTTP/1.1" {
+		return Head{}, 0, false
+	}
+	h.Method = internMethod(method)
+	var connection, upgrade [][]byte
+	var hosts int
+	var haveVersion, haveKey, haveOrigin bool // the first of each wins, as with Header.Get
+	for count := 0; len(lines) > 0; count++ {
+		if count == maxHeadLines {
+			return Head{}, 0, false
+		}
+		line, lines, _ = bytes.Cut(lines, []byte("\r\n"))
+		name, value, found := bytes.Cut(line, []byte(":"))
+		if !found || !isToken(name) || !validValue(value) {
+			return Head{}, 0, false
+		}
+		value = bytes.Trim(value, " \t")
+		switch {
+		case equalFold(name, "Host"):
+			if hosts++; hosts > 1 || !validHost(value) {
+				return Head{}, 0, false
+			}
+			h.Host = string(value)
+		case equalFold(name, "Connection"):
+			connection = append(connection, value)
+		case equalFold(name, "Upgrade"):
+			upgrade = append(upgrade, value)
+		case equalFold(name, "Sec-WebSocket-Version"):
+			if !haveVersion {
+				h.Version, haveVersion = internVersion(value), true
+			}
+		case equalFold(name, "Sec-WebSocket-Key"):
+			if !haveKey {
+				h.Key, haveKey = string(value), true
+			}
+		case equalFold(name, "Origin"):
+			if !haveOrigin {
+				h.Origin, haveOrigin = string(value), true
+			}
+		case equalFold(name, "Content-Length"), equalFold(name, "Transfer-Encoding"):
+			return Head{}, 0, false
+		}
+	}
+	if hosts != 1 {
+		return Head{}, 0, false
+	}
+	h.Connection = string(bytes.Join(connection, []byte(",")))
+	h.Upgrade = string(bytes.Join(upgrade, []byte(",")))
+	return h, end + 4, true
+}
+
+func internMethod(m []byte) string {
+	if string(m) == http.MethodGet {
+		return http.MethodGet
+	}
+	return string(m)
+}
+
+func internVersion(v []byte) string {
+	if string(v) == "13" {
+		return "13"
+	}
+	return string(v)
+}
+
+// isToken reports whether b is an RFC 9110 token.
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c >= 0x80 || !tokenByte[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenByte = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// validValue reports whether a header value has no control bytes but tab.
+func validValue(v []byte) bool {
+	for _, c := range v {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// printable reports whether a request target has only visible ASCII.
+func printable(b []byte) bool {
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost reports whether a Host value has only the bytes net/http
+// accepts there.
+func validHost(v []byte) bool {
+	for _, c := range v {
+		if c >= 0x80 || !hostByte[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var hostByte = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!$%&'()*+,-.:;=[]_~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// equalFold compares b and s ignoring ASCII case.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		x, y := b[i], s[i]
+		if x|0x20 != y|0x20 || (x|0x20 < 'a' || x|0x20 > 'z') && x != y {
+			return false
+		}
+	}
+	return true
+}
