@@ -132,13 +132,13 @@ func (h *Hub) serveConn(c transport.Conn) {
 }
 
 // runSession is the reader goroutine of an authenticated session, from its
-// first frame after Auth to teardown. It spends the connection's life parked
-// in ReadFrame, so what is on its stack then is kept small (runSession,
-// readLoop, the transports' ReadFrame): under 1 KiB, which lets the garbage
-// collector shrink the goroutine to the runtime's smallest stack (2 KiB)
-// whenever handling a frame grew it. Frame handling and teardown run in
-// calls that return before the next wait, and session store calls, whose
-// clients have deep call stacks, run on a worker (storeCall).
+// first frame after Auth to teardown. Its stack is one per connection and
+// must stay at 4 KiB for the connection's life: what is on it while it waits
+// in ReadFrame is kept small (runSession, readLoop, the transports'
+// ReadFrame: ~1.2 KiB), frame handling and teardown run in calls that return
+// before the next wait, and session store calls, whose clients have deep
+// call stacks (go-redis grew every reader to 8 KiB for good), run on a
+// worker (workers.callOn).
 func (h *Hub) runSession(s *Session) {
 	growStack(0)
 	h.endSession(s, h.readLoop(s))
