@@ -93,7 +93,9 @@ type conn struct {
 // open dials, upgrades (WebSocket) and sends the Auth frame. The caller then
 // runs readNet(true), which waits for the reply.
 func (c *conn) open(ctx context.Context, cfg *Config, t *wsTarget, local *net.TCPAddr, auth []byte) error {
-	d := net.Dialer{Timeout: cfg.Timeout}
+	// No TCP keep-alive: four setsockopt calls per connect, for probes that
+	// heartbeats make pointless.
+	d := net.Dialer{Timeout: cfg.Timeout, KeepAlive: -1}
 	if local != nil {
 		d.LocalAddr = local
 		d.Control = bindNoPort
