@@ -72,11 +72,11 @@ func parseHead(b []byte, h *head) verdict {
 			return headSlow
 		}
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isToken(line[:colon]) {
+		if colon <= 0 || !IsToken(line[:colon]) {
 			return headSlow
 		}
 		value := bytes.Trim(line[colon+1:], " \t")
-		if !validValue(value) {
+		if !ValidValue(value) {
 			return headSlow
 		}
 		switch name := canonicalName(line[:colon]); name {
@@ -89,7 +89,7 @@ func parseHead(b []byte, h *head) verdict {
 			sawLength = true
 			h.header.Add(name, string(value))
 		case "Host":
-			if sawHost || !validHost(value) {
+			if sawHost || !ValidHost(value) {
 				return headSlow
 			}
 			sawHost = true
@@ -97,11 +97,11 @@ func parseHead(b []byte, h *head) verdict {
 		case "Connection":
 			for _, tok := range bytes.Split(value, []byte(",")) {
 				switch tok = bytes.Trim(tok, " \t"); {
-				case asciiEqualFold(tok, "close"):
+				case EqualFold(tok, "close"):
 					closeReq = true
-				case asciiEqualFold(tok, "keep-alive"):
+				case EqualFold(tok, "keep-alive"):
 					keepAliveReq = true
-				case asciiEqualFold(tok, "upgrade"):
+				case EqualFold(tok, "upgrade"):
 					return headSlow
 				}
 			}
@@ -135,7 +135,7 @@ func nextLine(b []byte) (line, rest []byte, v verdict) {
 // "METHOD /target HTTP/1.x"; false if the line is anything else.
 func parseRequestLine(line []byte, h *head) bool {
 	method, rest, ok := bytes.Cut(line, []byte(" "))
-	if !ok || len(method) == 0 || !isToken(method) {
+	if !ok || len(method) == 0 || !IsToken(method) {
 		return false
 	}
 	target, proto, ok := bytes.Cut(rest, []byte(" "))
@@ -201,15 +201,15 @@ var commonNames = [...]string{
 // canonicalName is textproto's canonical form of a header name.
 func canonicalName(name []byte) string {
 	for _, s := range commonNames {
-		if asciiEqualFold(name, s) {
+		if EqualFold(name, s) {
 			return s
 		}
 	}
 	return textproto.CanonicalMIMEHeaderKey(string(name))
 }
 
-// asciiEqualFold compares b and s ignoring ASCII case.
-func asciiEqualFold(b []byte, s string) bool {
+// EqualFold compares b and s ignoring ASCII case.
+func EqualFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
@@ -228,8 +228,8 @@ func asciiEqualFold(b []byte, s string) bool {
 	return true
 }
 
-// isToken reports whether b is an RFC 9110 token (method, header name).
-func isToken(b []byte) bool {
+// IsToken reports whether b is an RFC 9110 token (method, header name).
+func IsToken(b []byte) bool {
 	if len(b) == 0 {
 		return false
 	}
@@ -244,8 +244,8 @@ func isToken(b []byte) bool {
 	return true
 }
 
-// validValue reports whether a header value has no control bytes but tab.
-func validValue(v []byte) bool {
+// ValidValue reports whether a header value has no control bytes but tab.
+func ValidValue(v []byte) bool {
 	for _, c := range v {
 		if (c < ' ' && c != '\t') || c == 0x7f {
 			return false
@@ -254,9 +254,9 @@ func validValue(v []byte) bool {
 	return true
 }
 
-// validHost reports whether a Host value has only the bytes net/http
+// ValidHost reports whether a Host value has only the bytes net/http
 // accepts there (it answers 400 for any other).
-func validHost(v []byte) bool {
+func ValidHost(v []byte) bool {
 	for _, c := range v {
 		switch {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':

@@ -140,7 +140,7 @@ func (w *response) appendTo(out []byte, minor int, keepAlive bool, date []byte) 
 
 // validName reports whether a header name set by a handler can be sent.
 func validName(k string) bool {
-	return k != "" && isToken([]byte(k))
+	return k != "" && IsToken([]byte(k))
 }
 
 // appendValue appends v with CR and LF turned into spaces, as net/http

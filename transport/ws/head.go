@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/http"
 	"strings"
+
+	"github.com/imcloud/imcloud/transport/http1"
 )
 
 // Head is what an upgrade looks at in an HTTP request.
@@ -54,7 +56,7 @@ func ParseHead(b []byte) (h Head, n int, ok bool) {
 	line, lines, _ := bytes.Cut(lines, []byte("\r\n"))
 	method, rest, ok1 := bytes.Cut(line, []byte(" "))
 	target, proto, ok2 := bytes.Cut(rest, []byte(" "))
-	if !ok1 || !ok2 || !isToken(method) || len(target) == 0 || target[0] != '/' ||
+	if !ok1 || !ok2 || !http1.IsToken(method) || len(target) == 0 || target[0] != '/' ||
 		!printable(target) || string(proto) != "HTTP/1.1" {
 		return Head{}, 0, false
 	}
@@ -68,33 +70,33 @@ func ParseHead(b []byte) (h Head, n int, ok bool) {
 		}
 		line, lines, _ = bytes.Cut(lines, []byte("\r\n"))
 		name, value, found := bytes.Cut(line, []byte(":"))
-		if !found || !isToken(name) || !validValue(value) {
+		if !found || !http1.IsToken(name) || !http1.ValidValue(value) {
 			return Head{}, 0, false
 		}
 		value = bytes.Trim(value, " \t")
 		switch {
-		case equalFold(name, "Host"):
-			if hosts++; hosts > 1 || !validHost(value) {
+		case http1.EqualFold(name, "Host"):
+			if hosts++; hosts > 1 || !http1.ValidHost(value) {
 				return Head{}, 0, false
 			}
 			h.Host = string(value)
-		case equalFold(name, "Connection"):
+		case http1.EqualFold(name, "Connection"):
 			connection = append(connection, value)
-		case equalFold(name, "Upgrade"):
+		case http1.EqualFold(name, "Upgrade"):
 			upgrade = append(upgrade, value)
-		case equalFold(name, "Sec-WebSocket-Version"):
+		case http1.EqualFold(name, "Sec-WebSocket-Version"):
 			if !haveVersion {
 				h.Version, haveVersion = internVersion(value), true
 			}
-		case equalFold(name, "Sec-WebSocket-Key"):
+		case http1.EqualFold(name, "Sec-WebSocket-Key"):
 			if !haveKey {
 				h.Key, haveKey = string(value), true
 			}
-		case equalFold(name, "Origin"):
+		case http1.EqualFold(name, "Origin"):
 			if !haveOrigin {
 				h.Origin, haveOrigin = string(value), true
 			}
-		case equalFold(name, "Content-Length"), equalFold(name, "Transfer-Encoding"):
+		case http1.EqualFold(name, "Content-Length"), http1.EqualFold(name, "Transfer-Encoding"):
 			return Head{}, 0, false
 		}
 	}
@@ -120,84 +122,10 @@ func internVersion(v []byte) string {
 	return string(v)
 }
 
-// isToken reports whether b is an RFC 9110 token.
-func isToken(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for _, c := range b {
-		if c >= 0x80 || !tokenByte[c] {
-			return false
-		}
-	}
-	return true
-}
-
-var tokenByte = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c], t[c-'a'+'A'] = true, true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
-
-// validValue reports whether a header value has no control bytes but tab.
-func validValue(v []byte) bool {
-	for _, c := range v {
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // printable reports whether a request target has only visible ASCII.
 func printable(b []byte) bool {
 	for _, c := range b {
 		if c <= ' ' || c >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// validHost reports whether a Host value has only the bytes net/http
-// accepts there.
-func validHost(v []byte) bool {
-	for _, c := range v {
-		if c >= 0x80 || !hostByte[c] {
-			return false
-		}
-	}
-	return true
-}
-
-var hostByte = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c], t[c-'a'+'A'] = true, true
-	}
-	for _, c := range "!$%&'()*+,-.:;=[]_~" {
-		t[c] = true
-	}
-	return t
-}()
-
-// equalFold compares b and s ignoring ASCII case.
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		x, y := b[i], s[i]
-		if x|0x20 != y|0x20 || (x|0x20 < 'a' || x|0x20 > 'z') && x != y {
 			return false
 		}
 	}
