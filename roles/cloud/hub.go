@@ -298,8 +298,14 @@ func (h *Hub) PushKeys(keys []string, op int32, frame []byte) int {
 // PushRoom queues frames (one or more encoded frames back to back) to every
 // member of roomID, unfiltered, and returns how many members it reached.
 func (h *Hub) PushRoom(roomID string, frames []byte) int {
+	members := int(h.RoomCount(roomID))
+	if members == 0 {
+		// Nobody here: no message to frame, no bucket to walk. A member
+		// whose join completed before this push is counted already.
+		return 0
+	}
 	out := transport.Out{Data: frames, Push: true, WSMessage: ws.PushMessage(frames)}
-	n := h.fanOut(func() int { return int(h.RoomCount(roomID)) }, func(b *bucket) int {
+	n := h.fanOut(func() int { return members }, func(b *bucket) int {
 		n := 0
 		b.mu.RLock()
 		if r := b.rooms[roomID]; r != nil {
