@@ -230,18 +230,7 @@ func EqualFold(b []byte, s string) bool {
 
 // IsToken reports whether b is an RFC 9110 token (method, header name).
 func IsToken(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for _, c := range b {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
+	return len(b) > 0 && alnumOr(b, "!#$%&'*+-.^_`|~")
 }
 
 // ValidValue reports whether a header value has no control bytes but tab.
@@ -257,10 +246,16 @@ func ValidValue(v []byte) bool {
 // ValidHost reports whether a Host value has only the bytes net/http
 // accepts there (it answers 400 for any other).
 func ValidHost(v []byte) bool {
-	for _, c := range v {
+	return alnumOr(v, "!$&'()*+,;=:[]-._~%")
+}
+
+// alnumOr reports whether every byte of b is an ASCII letter or digit or
+// one of punct.
+func alnumOr(b []byte, punct string) bool {
+	for _, c := range b {
 		switch {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!$&'()*+,;=:[]-._~%", c) >= 0:
+		case strings.IndexByte(punct, c) >= 0:
 		default:
 			return false
 		}
