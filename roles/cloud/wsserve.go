@@ -139,20 +139,13 @@ var errLineTooLong = errors.New("request line too long")
 // ws.ParseHead once it is all buffered, or, when it is not of that plain
 // shape or does not fit br's buffer, by http.ReadRequest.
 func readHead(br *bufio.Reader) (ws.Head, error) {
-	for n := 1; n <= br.Size(); n = br.Buffered() + 1 {
-		_, err := br.Peek(n) // waits for at least n bytes
-		b, _ := br.Peek(br.Buffered())
-		if bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n")) { // a blank line: the head is all here
-			if h, size, ok := ws.ParseHead(b); ok {
-				_, _ = br.Discard(size)
-				return h, nil
-			}
-			break
+	blankLine := func(b []byte) bool { return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n")) }
+	if b, err := peekUntil(br, blankLine); err == nil {
+		if h, size, ok := ws.ParseHead(b); ok {
+			_, _ = br.Discard(size)
+			return h, nil
 		}
-		if err != nil {
-			break // http.ReadRequest reports it as it reads
-		}
-	}
+	} // else http.ReadRequest reports the error as it reads
 	req, err := http.ReadRequest(br)
 	if err != nil {
 		return ws.Head{}, err
@@ -163,22 +156,31 @@ func readHead(br *bufio.Reader) (ws.Head, error) {
 // peekLine returns the request line (up to LF) without consuming it,
 // reading only until it is complete.
 func peekLine(br *bufio.Reader) ([]byte, error) {
-	for n := 1; ; {
+	b, err := peekUntil(br, func(b []byte) bool { return bytes.IndexByte(b, '\n') >= 0 })
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return nil, errLineTooLong
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b[:bytes.IndexByte(b, '\n')], nil
+}
+
+// peekUntil reads into br until done holds for what it buffered and
+// returns that, consuming nothing; bufio.ErrBufferFull if br fills up
+// first, or the read's error.
+func peekUntil(br *bufio.Reader, done func([]byte) bool) ([]byte, error) {
+	for n := 1; ; n = br.Buffered() + 1 {
+		if n > br.Size() {
+			return nil, bufio.ErrBufferFull
+		}
 		_, err := br.Peek(n) // waits for at least n bytes
 		b, _ := br.Peek(br.Buffered())
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			return b[:i], nil
+		if done(b) {
+			return b, nil
 		}
 		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return nil, errLineTooLong
-			}
 			return nil, err
-		}
-		// Everything buffered so far, plus at least one more byte.
-		n = br.Buffered() + 1
-		if n > br.Size() {
-			return nil, errLineTooLong
 		}
 	}
 }
