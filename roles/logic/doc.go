@@ -27,9 +27,11 @@
 //
 // Parameters are read from the query string and, for push routes, from a
 // form body. A body is a form only when its Content-Type is
-// application/x-www-form-urlencoded AND it parses as a form AND it names at
-// least one parameter of the route (msg, operation, mids, keys, type, room,
-// speed, with or without PHP's []). Then parameters may come from both
+// application/x-www-form-urlencoded or multipart/form-data (with a
+// boundary; what PHP's curl sends for an array of fields) AND it parses as
+// such a form AND it names at least one parameter of the route (msg,
+// operation, mids, keys, type, room, speed, with or without PHP's []); a
+// multipart part's bytes are taken as sent. Then parameters may come from both
 // (scalars: the body's value first, as net/http does; lists: the union) and
 // the message is the msg parameter. Otherwise the body is not a form: the
 // message is the msg parameter if the query has a non-empty one (the body is
@@ -43,7 +45,8 @@
 // Limits: a message is at most Config.MaxMessage bytes (413 beyond; a raw
 // body is read through http.MaxBytesReader, so an oversized body is never
 // read whole); a form body at most 3*MaxMessage + 64*MaxIDs + 4 KiB (room
-// for a percent-encoded message and MaxIDs ids). A list holds at most
+// for a percent-encoded message and MaxIDs ids), a multipart one
+// MaxMessage + 192*MaxIDs + 8 KiB (room for a part per id). A list holds at most
 // Config.MaxIDs distinct ids (after duplicates are removed); more is a 400,
 // not a 413, because the limit is on the number of targets, wherever they
 // are sent (the query string usually), not on the size of a body.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -277,4 +278,16 @@ func sameMsg(t testing.TB, got, want *pb.PushMsg) {
 func pushMsg(id string, op int32, server string, msg string, keys ...string) *pb.PushMsg {
 	return &pb.PushMsg{Version: 1, Id: id, CreatedAt: fixedNow.UnixMilli(), Type: pb.PushMsg_PUSH,
 		Operation: op, Server: server, Keys: keys, Msg: []byte(msg)}
+}
+
+// multipartForm encodes fields (name, value pairs) as multipart/form-data
+// with a fixed boundary, as PHP's curl does for an array of fields.
+func multipartForm(fields ...string) (ct, body string) {
+	const boundary = "------------------------a1b2c3d4e5f6"
+	var b strings.Builder
+	for i := 0; i+1 < len(fields); i += 2 {
+		fmt.Fprintf(&b, "--%s\r\nContent-Disposition: form-data; name=%q\r\n\r\n%s\r\n", boundary, fields[i], fields[i+1])
+	}
+	fmt.Fprintf(&b, "--%s--\r\n", boundary)
+	return "multipart/form-data; boundary=" + boundary, b.String()
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -183,13 +185,60 @@ func (p *params) intParam(name string, required bool, def, lo, hi int64, want st
 	return n, nil
 }
 
-// formType is the Content-Type of a form body.
-const formType = "application/x-www-form-urlencoded"
+// The Content-Types of form bodies: URL-encoded, and multipart (what PHP's
+// curl sends for an array of fields, and Guzzle's multipart option).
+const (
+	formType      = "application/x-www-form-urlencoded"
+	multipartType = "multipart/form-data"
+)
 
-// isForm reports whether a Content-Type header names a form body.
-func isForm(ct string) bool {
+// formBoundary reports whether a Content-Type header names a form body and,
+// for a multipart one, returns its boundary ("" for a URL-encoded form).
+func formBoundary(ct string) (boundary string, ok bool) {
 	mt, _, _ := strings.Cut(ct, ";")
-	return strings.EqualFold(strings.TrimSpace(mt), formType)
+	mt = strings.TrimSpace(mt)
+	switch {
+	case strings.EqualFold(mt, formType):
+		return "", true
+	case strings.EqualFold(mt, multipartType):
+		_, ps, err := mime.ParseMediaType(ct)
+		if err != nil || ps["boundary"] == "" {
+			return "", false // not parseable as multipart: a raw message
+		}
+		return ps["boundary"], true
+	}
+	return "", false
+}
+
+// parseForm parses a form body: URL-encoded if boundary is "", else
+// multipart with that boundary. Multipart values are the parts' bytes
+// unchanged (a file part's too), so a binary msg survives. ok is false if
+// body is not a well-formed form.
+func parseForm(body []byte, boundary string) (form url.Values, ok bool) {
+	if boundary == "" {
+		form, err := url.ParseQuery(string(body))
+		return form, err == nil
+	}
+	form = url.Values{}
+	mr := multipart.NewReader(bytes.NewReader(body), boundary)
+	for {
+		// Raw: no Content-Transfer-Encoding decoding, bytes as sent.
+		part, err := mr.NextRawPart()
+		if err == io.EOF { // only the final boundary; a body cut short is a wrapped EOF
+			return form, true
+		}
+		if err != nil {
+			return nil, false
+		}
+		name := part.FormName()
+		v, err := io.ReadAll(part) // bounded: body is in memory, read within the form limit
+		if err != nil {
+			return nil, false
+		}
+		if name != "" {
+			form[name] = append(form[name], string(v))
+		}
+	}
 }
 
 // formParams are the parameter names whose presence makes a form-typed body
@@ -218,14 +267,15 @@ func (l *Logic) pushInput(w http.ResponseWriter, r *http.Request) (*params, []by
 		return nil, nil, err
 	}
 	qmsg := p.value("msg")
+	boundary, isForm := formBoundary(r.Header.Get("Content-Type"))
 	var msg []byte
 	switch {
-	case isForm(r.Header.Get("Content-Type")):
-		body, err := readBody(w, r, l.formLimit())
+	case isForm:
+		body, err := readBody(w, r, l.formLimit(boundary != ""))
 		if err != nil {
 			return nil, nil, err
 		}
-		if form, err := url.ParseQuery(string(body)); err == nil && namesParam(form) {
+		if form, ok := parseForm(body, boundary); ok && namesParam(form) {
 			p.form = form
 			msg = []byte(p.value("msg"))
 			if len(msg) == 0 {
@@ -265,8 +315,13 @@ func queryParams(r *http.Request) (*params, error) {
 	return &params{query: q}, nil
 }
 
-// formLimit bounds a form body: a percent-encoded message plus MaxIDs ids.
-func (l *Logic) formLimit() int64 {
+// formLimit bounds a form body: a percent-encoded message plus MaxIDs ids
+// or, multipart, a message plus MaxIDs ids each in a part of its own (a
+// part's boundary and header are ~100 bytes).
+func (l *Logic) formLimit(isMultipart bool) int64 {
+	if isMultipart {
+		return int64(l.cfg.MaxMessage) + 192*int64(l.cfg.MaxIDs) + 8192
+	}
 	return 3*int64(l.cfg.MaxMessage) + 64*int64(l.cfg.MaxIDs) + 4096
 }
 

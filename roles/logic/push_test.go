@@ -17,6 +17,7 @@ import (
 // ignoring bindings to dead nodes, with the exact messages published.
 func TestPushMids(t *testing.T) {
 	const form = "application/x-www-form-urlencoded"
+	mpType, mpBody := multipartForm("mids[]", "2", "mids[]", "1", "operation", "1200", "msg", "from multipart")
 	tests := []struct {
 		name     string
 		target   string
@@ -63,6 +64,10 @@ func TestPushMids(t *testing.T) {
 		}},
 		{"form operation wins over query", "/goim/push/mids?operation=1000&mids=2", form, "operation=1500&msg=x", 1, []*pb.PushMsg{
 			pushMsg("", 1500, "n1", "x", "k2"),
+		}},
+		{"multipart form body php style", "/goim/push/mids?operation=1000", mpType, mpBody, 3, []*pb.PushMsg{
+			pushMsg("", 1200, "n1", "from multipart", "k1a", "k2"),
+			pushMsg("", 1200, "n2", "from multipart", "k1b"),
 		}},
 		{"dead node ignored", "/goim/push/mids?operation=1000&mids=4", "", "m", 1, []*pb.PushMsg{
 			pushMsg("", 1000, "n2", "m", "k4a"),
@@ -200,6 +205,11 @@ func TestPushOnlineDown(t *testing.T) {
 // Content-Type; a form-typed body is a form only if it names a parameter.
 func TestMessageSource(t *testing.T) {
 	binary := "\x00\xff\x01bin\r\n%zz&="
+	mpBinary, mpBinaryBody := multipartForm("msg", binary)
+	mpKeys, mpKeysBody := multipartForm("keys", "k2", "msg", "hi")
+	mpNoMsg, mpNoMsgBody := multipartForm("keys", "k2")
+	mpOther, mpOtherBody := multipartForm("a", "b")
+	mpCut := mpKeysBody[:len(mpKeysBody)-10]
 	tests := []struct {
 		name   string
 		query  string
@@ -223,6 +233,15 @@ func TestMessageSource(t *testing.T) {
 		{"form keys merge with query", "", "application/x-www-form-urlencoded", "keys=k2&msg=hi", "hi", []string{"k1a", "k2"}, 200, ""},
 		{"query msg, form body of params", "&msg=q", "application/x-www-form-urlencoded", "keys=k2", "q", []string{"k1a", "k2"}, 200, ""},
 		{"query msg, form-typed body not a form", "&msg=q", "application/x-www-form-urlencoded", "hello", "q", nil, 200, ""},
+		{"multipart msg bytes unchanged", "", mpBinary, mpBinaryBody, binary, nil, 200, ""},
+		{"multipart keys merge with query", "", mpKeys, mpKeysBody, "hi", []string{"k1a", "k2"}, 200, ""},
+		{"multipart content type is case-insensitive", "", strings.ToUpper(mpKeys[:19]) + mpKeys[19:], mpKeysBody, "hi", []string{"k1a", "k2"}, 200, ""},
+		{"multipart, no known names, is a message", "", mpOther, mpOtherBody, mpOtherBody, nil, 200, ""},
+		{"multipart without boundary is a message", "", "multipart/form-data", "hello", "hello", nil, 200, ""},
+		{"multipart, no parts, is a message", "", mpKeys, "hello", "hello", nil, 200, ""},
+		{"multipart cut short is a message", "", mpKeys, mpCut, mpCut, nil, 200, ""},
+		{"query msg, multipart of params", "&msg=q", mpNoMsg, mpNoMsgBody, "q", []string{"k1a", "k2"}, 200, ""},
+		{"multipart of params without msg", "", mpNoMsg, mpNoMsgBody, "", nil, 400, "msg: required when the parameters come in a form body"},
 		{"query msg wins over raw body", "&msg=from%20query", "text/plain", "ignored", "from query", nil, 200, ""},
 		{"query msg, empty body", "&msg=q", "", "", "q", nil, 200, ""},
 		{"empty msg param falls back to body", "&msg=", "", "body", "body", nil, 200, ""},
@@ -331,6 +350,9 @@ func TestTooLarge(t *testing.T) {
 	const max = 100
 	fits := strings.Repeat("m", max)
 	over := fits + "m"
+	mpType, mpFits := multipartForm("msg", fits)
+	_, mpOver := multipartForm("msg", over)
+	_, mpHuge := multipartForm("msg", strings.Repeat("m", 9000))
 	tests := []struct {
 		name   string
 		target string
@@ -346,6 +368,9 @@ func TestTooLarge(t *testing.T) {
 		{"form msg at the limit", "/goim/push/keys?operation=1000&keys=k1a", "application/x-www-form-urlencoded", strings.NewReader("msg=" + fits), 200, ""},
 		{"form msg over", "/goim/push/keys?operation=1000&keys=k1a", "application/x-www-form-urlencoded", strings.NewReader("msg=" + over), 413, "message larger than 100 bytes"},
 		{"form-typed raw over", "/goim/push/keys?operation=1000&keys=k1a", "application/x-www-form-urlencoded", strings.NewReader(over), 413, "message larger than 100 bytes"},
+		{"multipart msg at the limit", "/goim/push/keys?operation=1000&keys=k1a", mpType, strings.NewReader(mpFits), 200, ""},
+		{"multipart msg over", "/goim/push/keys?operation=1000&keys=k1a", mpType, strings.NewReader(mpOver), 413, "message larger than 100 bytes"},
+		{"multipart body over its limit", "/goim/push/keys?operation=1000&keys=k1a", mpType, io.MultiReader(strings.NewReader(mpHuge)), 413, "request body larger than 8868 bytes"},
 		{"form body over its limit", "/goim/push/keys?operation=1000&keys=k1a", "application/x-www-form-urlencoded", io.MultiReader(strings.NewReader("msg=" + strings.Repeat("m", 5000))), 413, "request body larger than 4588 bytes"},
 	}
 	for _, tt := range tests {
