@@ -31,6 +31,7 @@ func FuzzREST(f *testing.F) {
 		{"GET", "/goim/nodes/weighted", "platform=web", "", ""},
 		{"DELETE", "/goim/nodes/instances", "", "", ""},
 		{"POST", "/goim/push/mids", "operation=%zz&mids=;;", "multipart/form-data; boundary=x", "--x\r\n"},
+		{"POST", "/im/push/mids", "", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"mids[]\"\r\n\r\n1\r\n--x\r\nContent-Disposition: form-data; name=\"msg\"\r\n\r\nhi\r\n--x--\r\n"},
 		{"POST", "/goim/push/keys", "operation=99999999999&keys=", "application/x-www-form-urlencoded", "%%%&&=="},
 		{"GET", "/nope", "a=b", "", ""},
 	}
