@@ -2,17 +2,16 @@ package bench
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
@@ -44,13 +43,15 @@ var (
 	errAuthRefused = errors.New("auth not accepted")
 )
 
-// conn is one client connection. A goroutine of its own dials, upgrades and
-// authenticates it with a 4 KiB buffer of its own; then (on Linux) the socket
-// is handed to one of the pool's epoll read loops and the goroutine ends, so
-// an established connection costs no goroutine and no buffer: the loop reads
-// into its shared buffer and only a partial frame left at the end of a read
-// is kept, in rem. The pool's heartbeat goroutine writes to the socket too,
-// under wmu (so do pong replies from the reader).
+// conn is one client connection. On Linux the pool's connect loop opens a
+// non-blocking socket and starts the connect, and one of the pool's epoll
+// read loops drives the rest of the handshake (upgrade, auth) as the
+// socket's events come and then reads the deliveries: a connection costs no
+// goroutine and no buffer of its own; the loop reads into its shared buffer
+// and only a partial frame (or response head) left at the end of a read is
+// kept, in rem. Elsewhere a goroutine per connection dials and reads it. The
+// pool's heartbeat goroutine writes to the socket too, under wmu (so do pong
+// replies and the handshake's writes from the reader).
 //
 // The receive path parses frames in place without allocating:
 // [r, g) holds goim bytes not yet parsed (at most one partial frame once a
@@ -65,8 +66,8 @@ type conn struct {
 	stripe *stripe
 	ws     bool
 
-	nc      net.Conn // during the handshake (and for good where there is no epoll)
-	fd      int      // after the handoff to a read loop: the socket; -1 once closed
+	nc      net.Conn // where there is no epoll: the connection
+	fd      int      // with epoll: the socket; -1 once closed
 	buf     []byte
 	r, g, w int
 	payLeft int64  // WebSocket: payload bytes of the current data frame not yet admitted
@@ -86,86 +87,66 @@ type conn struct {
 
 	t0 time.Time // dial start
 
+	// The handshake on a read loop (Linux): its step (the loop's only),
+	// what to send once upgraded, and the deadline's timer; est once the
+	// AuthReply came (heartbeats wait for it), expired if the deadline
+	// shut the socket.
+	hs      handshakeStep
+	wsKey   string
+	auth    []byte
+	timer   *time.Timer
+	est     atomic.Bool
+	expired atomic.Bool
+
 	// onFrame, when set (tests), sees every frame instead of the handlers.
 	onFrame func(op, seq int32, body []byte)
 }
 
-// open dials, upgrades (WebSocket) and sends the Auth frame. The caller then
-// runs readNet(true), which waits for the reply.
-func (c *conn) open(ctx context.Context, cfg *Config, t *wsTarget, local *net.TCPAddr, auth []byte) error {
-	// No TCP keep-alive: four setsockopt calls per connect, for probes that
-	// heartbeats make pointless.
-	d := net.Dialer{Timeout: cfg.Timeout, KeepAlive: -1}
-	if local != nil {
-		d.LocalAddr = local
-		d.Control = bindNoPort
-	}
-	nc, err := d.DialContext(ctx, "tcp", t.hostPort)
-	if err != nil {
-		return fmt.Errorf("dial: %w", err)
-	}
-	c.nc = nc
-	c.buf = make([]byte, readBufSize)
-	deadline := time.Now().Add(cfg.Timeout)
-	_ = nc.SetDeadline(deadline)
-	if c.ws {
-		if err := c.upgrade(t); err != nil {
-			return err
-		}
-	}
-	var frame []byte
-	if c.ws {
-		frame = appendWSHeader(nil, len(auth)+protocol.HeaderLen)
-		mark := len(frame)
-		frame = protocol.AppendHeader(frame, len(auth), 1, protocol.OpAuth, 1)
-		frame = append(frame, auth...)
-		maskWS(frame[mark-4:mark], frame[mark:])
-	} else {
-		frame = protocol.AppendHeader(nil, len(auth), 1, protocol.OpAuth, 1)
-		frame = append(frame, auth...)
-	}
-	if _, err := nc.Write(frame); err != nil {
-		return fmt.Errorf("auth: %w", err)
-	}
-	_ = nc.SetWriteDeadline(time.Time{})
-	return nil
-}
+// handshakeStep is where the handshake of a connection on a read loop is.
+type handshakeStep uint8
+
+const (
+	hsNone       handshakeStep = iota // done (or not on a read loop)
+	hsConnecting                      // connect started: waiting for the socket to turn writable
+	hsUpgrading                       // upgrade request sent: reading the response's head
+	hsAuthing                         // Auth sent: reading the AuthReply
+)
 
 // wsTarget is one parsed --tcp-addr or --ws-url entry, shared by the
 // connections that go to it.
 type wsTarget struct {
 	hostPort string
+	addr     *net.TCPAddr // hostPort resolved, once for the run
 	host     string // Host header (WebSocket only)
 	path     string // request target (WebSocket only)
 }
 
-// upgrade performs the client side of the WebSocket handshake on c.nc. Bytes
-// the server sent after the response stay in buf as raw WebSocket data.
-func (c *conn) upgrade(t *wsTarget) error {
+// upgradeRequest is a WebSocket upgrade request for t and its key.
+func upgradeRequest(t *wsTarget) (req, key string) {
 	var kb [16]byte
 	for i := range kb {
 		kb[i] = byte(rand.Uint32())
 	}
-	key := base64.StdEncoding.EncodeToString(kb[:])
-	req := "GET " + t.path + " HTTP/1.1\r\nHost: " + t.host +
+	key = base64.StdEncoding.EncodeToString(kb[:])
+	req = "GET " + t.path + " HTTP/1.1\r\nHost: " + t.host +
 		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key +
 		"\r\nSec-WebSocket-Version: 13\r\nUser-Agent: imcloud-bench\r\n\r\n"
-	if _, err := io.WriteString(c.nc, req); err != nil {
-		return fmt.Errorf("upgrade: %w", err)
+	return req, key
+}
+
+// authFrame is the op-7 frame carrying auth, in a masked WebSocket frame if
+// ws.
+func authFrame(auth []byte, ws bool) []byte {
+	if !ws {
+		frame := protocol.AppendHeader(nil, len(auth), 1, protocol.OpAuth, 1)
+		return append(frame, auth...)
 	}
-	for {
-		if c.w == len(c.buf) {
-			return errors.New("upgrade: response headers over 4 KiB")
-		}
-		n, err := c.nc.Read(c.buf[c.w:])
-		c.w += n
-		if end := bytes.Index(c.buf[:c.w], []byte("\r\n\r\n")); end >= 0 {
-			return c.checkUpgrade(c.buf[:end+2], key, end+4)
-		}
-		if err != nil {
-			return fmt.Errorf("upgrade: %w", err)
-		}
-	}
+	frame := appendWSHeader(nil, len(auth)+protocol.HeaderLen)
+	mark := len(frame)
+	frame = protocol.AppendHeader(frame, len(auth), 1, protocol.OpAuth, 1)
+	frame = append(frame, auth...)
+	maskWS(frame[mark-4:mark], frame[mark:])
+	return frame
 }
 
 func (c *conn) checkUpgrade(head []byte, key string, end int) error {

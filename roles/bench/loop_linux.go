@@ -93,7 +93,7 @@ func (l *loop) run() {
 		}
 		for i := range max(n, 0) {
 			if c := l.p.conns[l.events[i].Fd].Load(); c != nil {
-				l.read(c)
+				l.handle(c, l.events[i].Events)
 			}
 		}
 		switch {
@@ -108,6 +108,22 @@ func (l *loop) run() {
 			pause = min(2*pause, pollIdleMax)
 		}
 		time.Sleep(pause)
+	}
+}
+
+// handle is c's epoll event ev: the end of its connect, or data to read.
+// Registered for EPOLLOUT too (a connect ends with the socket writable), a
+// socket reports it again only in the rare case of a send buffer that had
+// filled up; such an event alone is ignored.
+func (l *loop) handle(c *conn, ev uint32) {
+	if c.hs == hsConnecting {
+		if err := c.connected(); err != nil {
+			l.p.ended(c, err)
+			return
+		}
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		l.read(c)
 	}
 }
 
@@ -130,7 +146,13 @@ func (l *loop) read(c *conn) {
 		}
 		if n > 0 {
 			c.w += n
-			if perr := c.process(now); perr != nil {
+			var perr error
+			if c.hs != hsNone {
+				perr = c.step(now)
+			} else {
+				perr = c.process(now)
+			}
+			if perr != nil {
 				err = perr
 			}
 		} else if err == nil {
@@ -183,70 +205,38 @@ func (l *loop) stamp() int64 {
 	return time.Now().UnixNano()
 }
 
-// handoff moves an authenticated connection from its net.Conn to a read
-// loop. It returns at once (async).
-func (c *conn) handoff() (async bool, err error) {
-	if _, err := c.handoffFD(); err != nil {
-		return true, err
-	}
-	return true, c.p.register(c)
-}
-
-// handoffFD takes the socket out of the net.Conn: it is duplicated, the
-// net.Conn closed (which only drops Go's descriptor and poller
-// registration) and c.fd set to the duplicate, with SO_TIMESTAMPNS on.
-func (c *conn) handoffFD() (int, error) {
-	tc, ok := c.nc.(*net.TCPConn)
-	if !ok {
-		return -1, errors.New("not a TCP connection")
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	var derr error
-	if err := raw.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	if derr != nil {
-		return -1, fmt.Errorf("dup: %w", derr)
-	}
-	_ = c.nc.Close()
-	c.nc = nil
-	c.fd = fd
-	c.keepRest()
-	// Best effort: without it the receive time is taken after the read.
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
-	return fd, nil
-}
-
 // register lists c in the pool and adds its socket to a loop.
 func (p *pool) register(c *conn) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closing.Load() {
-		c.closeFD()
 		return errors.New("bench stopping")
 	}
 	local := c.idx - p.lo
 	l := p.loops[local%len(p.loops)]
+	fd := c.fd // c is the loop's from the Store on (it may end c before EpollCtl returns)
 	p.conns[local].Store(c)
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(local)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(local)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		p.conns[local].Store(nil)
-		c.closeFD()
 		return fmt.Errorf("epoll add: %w", err)
 	}
-	// Bytes that came with the AuthReply are processed now; what they left
-	// (a partial frame) waits in rem for the next read.
 	return nil
 }
 
-// ended is called by a loop when c's connection is over.
+// ended is called by a loop when c's connection is over, or its handshake
+// failed.
 func (p *pool) ended(c *conn, err error) {
 	p.conns[c.idx-p.lo].Store(nil)
 	c.closeFD() // closing the only descriptor also removes it from epoll
+	if !c.est.Load() {
+		c.timer.Stop()
+		if c.expired.Load() {
+			err = os.ErrDeadlineExceeded
+		}
+		p.handshakeFailed(c, err)
+		return
+	}
 	if !p.closing.Load() {
 		p.nClosed.Add(1)
 		p.noteError(classify("closed during the run", err))

@@ -29,11 +29,7 @@ func TestRecvKernelTimestamp(t *testing.T) {
 	}
 	srv := <-accepted
 	defer srv.Close()
-	c := &conn{nc: nc, fd: -1}
-	c.p = &pool{}
-	if _, err := c.handoffFD(); err != nil {
-		t.Fatal(err)
-	}
+	c := &conn{fd: rawSocket(t, nc), p: &pool{}}
 	defer c.closeFD()
 
 	l := &loop{}
@@ -73,4 +69,27 @@ func TestRecvKernelTimestamp(t *testing.T) {
 			t.Fatalf("no kernel timestamp: %d not between the write (%d) and the read (%d)", at, before, readAt)
 		}
 	}
+}
+
+// rawSocket takes nc's socket out of it, non-blocking and with receive
+// timestamps on, as the bench's own dialer makes them.
+func rawSocket(t *testing.T, nc net.Conn) int {
+	t.Helper()
+	f, err := nc.(*net.TCPConn).File() // a blocking duplicate
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	_ = nc.Close()
+	if err := unix.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		t.Fatal(err)
+	}
+	return fd
 }

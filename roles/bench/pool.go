@@ -20,8 +20,8 @@ const (
 )
 
 // pool holds the connections of one process: clients [lo, hi) of the run.
-// A goroutine per connection for its handshake only, the read loops
-// (loop_linux.go) for established ones, one connect loop, one heartbeat
+// One connect loop, the read loops (loop_linux.go) for every connection from
+// its connect on (elsewhere: a goroutine per connection), one heartbeat
 // goroutine.
 type pool struct {
 	cfg    Config
@@ -37,7 +37,7 @@ type pool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	conns   []atomic.Pointer[conn] // index: client - lo; set once handed to a read loop
+	conns   []atomic.Pointer[conn] // index: client - lo; set while on a read loop
 	loops   []*loop
 	stripes [nStripes]stripe
 	connLat atomicHist
@@ -50,6 +50,7 @@ type pool struct {
 	began                                      time.Time
 	lastHandshake                              atomic.Int64
 	connDone                                   chan struct{}
+	sem                                        chan struct{} // a slot per handshake under way
 
 	mu        sync.Mutex
 	errs      map[string]int64
@@ -67,12 +68,18 @@ func newPool(cfg Config, lo, hi int, rate float64, conc int, maxErr int64) (*poo
 		conns:     make([]atomic.Pointer[conn], hi-lo),
 		perPush:   make([]atomic.Int32, cfg.pushCount()),
 		connDone:  make(chan struct{}),
+		sem:       make(chan struct{}, max(1, conc)),
 		errs:      map[string]int64{},
 		connected: make([]bool, hi-lo),
 	}
 	tgts, err := cfg.targets()
 	if err != nil {
 		return nil, err
+	}
+	for i := range tgts {
+		if tgts[i].addr, err = net.ResolveTCPAddr("tcp", tgts[i].hostPort); err != nil {
+			return nil, fmt.Errorf("resolve %s: %w", tgts[i].hostPort, err)
+		}
 	}
 	p.tgts = tgts
 	for _, s := range cfg.SourceIPs {
@@ -97,7 +104,7 @@ func (p *pool) start() error {
 
 func (p *pool) connectAll() {
 	defer close(p.connDone)
-	sem := make(chan struct{}, p.conc)
+	sem := p.sem
 	n := p.hi - p.lo
 	for k := range n {
 		if p.rate > 0 {
@@ -122,22 +129,24 @@ func (p *pool) connectAll() {
 			break
 		}
 		p.nAttempted.Add(1)
-		p.wg.Add(1)
-		go p.runConn(p.lo+k, sem)
+		p.launch(p.lo + k)
 	}
-	// Wait for the handshakes under way: each one holds a slot until it ends.
+	// Wait for the handshakes under way: each one holds a slot until it ends
+	// (or the pool stops: handshakes in a stopped read loop never end).
 	for range p.conc {
-		sem <- struct{}{}
+		select {
+		case sem <- struct{}{}:
+		case <-p.ctx.Done():
+			return
+		}
 	}
 	if last := p.lastHandshake.Load(); last > 0 {
 		p.connectNanos = last - p.began.UnixNano()
 	}
 }
 
-// runConn is client i's goroutine: dial, upgrade, auth, then hand the
-// socket to a read loop (on Linux; elsewhere it goes on reading here).
-func (p *pool) runConn(i int, sem chan struct{}) {
-	defer p.wg.Done()
+// newConn is client i, before its handshake.
+func (p *pool) newConn(i int) *conn {
 	c := &conn{p: p, idx: i, fd: -1, ws: p.cfg.Network == "ws", stripe: &p.stripes[i%nStripes]}
 	switch p.cfg.Push {
 	case PushRoom:
@@ -145,39 +154,32 @@ func (p *pool) runConn(i int, sem chan struct{}) {
 	case PushMid:
 		c.target = uint32(p.cfg.midOf(i))
 	}
-	var local *net.TCPAddr
-	if len(p.locals) > 0 {
-		local = p.locals[i%len(p.locals)]
-	}
 	c.t0 = time.Now()
-	err := c.open(p.ctx, &p.cfg, &p.tgts[i%len(p.tgts)], local, authBody(&p.cfg, i))
-	if err == nil {
-		err = c.readNet(true)
-	}
-	if err == nil {
-		_ = c.nc.SetReadDeadline(time.Time{})
-		p.connLat.record(c.authAt-c.t0.UnixNano(), c.authAt)
-		p.mu.Lock()
-		p.connected[i-p.lo] = true
-		p.mu.Unlock()
-		p.nEstablished.Add(1)
-		p.lastHandshake.Store(c.authAt)
-		<-sem
-		if _, herr := c.handoff(); herr != nil && !p.closing.Load() {
-			p.nClosed.Add(1)
-			p.noteError(classify("handoff", herr))
-		}
-		return
-	}
-	if c.nc != nil {
-		_ = c.nc.Close()
-	}
+	return c
+}
+
+// established accounts c's completed handshake (its AuthReply came at
+// c.authAt) and frees its slot.
+func (p *pool) established(c *conn) {
+	c.est.Store(true)
+	p.connLat.record(c.authAt-c.t0.UnixNano(), c.authAt)
+	p.mu.Lock()
+	p.connected[c.idx-p.lo] = true
+	p.mu.Unlock()
+	p.nEstablished.Add(1)
+	p.lastHandshake.Store(c.authAt)
+	<-p.sem
+}
+
+// handshakeFailed accounts c's failed handshake and frees its slot; c's
+// socket is already closed.
+func (p *pool) handshakeFailed(c *conn, err error) {
 	p.nFailed.Add(1)
 	p.lastHandshake.Store(time.Now().UnixNano())
 	if p.ctx.Err() == nil {
 		p.noteError(classify("connect", err))
 	}
-	<-sem
+	<-p.sem
 }
 
 // heartbeats sends each connection an op-2 frame every cfg.Heartbeat,
@@ -193,7 +195,7 @@ func (p *pool) heartbeats() {
 		case <-t.C:
 		}
 		for j := n % slots; j < len(p.conns); j += slots {
-			if c := p.conns[j].Load(); c != nil {
+			if c := p.conns[j].Load(); c != nil && c.est.Load() {
 				c.heartbeat(p.cfg.Timeout)
 			}
 		}
