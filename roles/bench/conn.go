@@ -117,8 +117,8 @@ const (
 type wsTarget struct {
 	hostPort string
 	addr     *net.TCPAddr // hostPort resolved, once for the run
-	host     string // Host header (WebSocket only)
-	path     string // request target (WebSocket only)
+	host     string       // Host header (WebSocket only)
+	path     string       // request target (WebSocket only)
 }
 
 // upgradeRequest is a WebSocket upgrade request for t and its key.
