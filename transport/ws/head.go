@@ -57,7 +57,7 @@ func ParseHead(b []byte) (h Head, n int, ok bool) {
 	method, rest, ok1 := bytes.Cut(line, []byte(" "))
 	target, proto, ok2 := bytes.Cut(rest, []byte(" "))
 	if !ok1 || !ok2 || !http1.IsToken(method) || len(target) == 0 || target[0] != '/' ||
-		!printable(target) || string(proto) != "HTTP/1.1" {
+		!printable(target) || !pathEscapes(target) || string(proto) != "HTTP/1.1" {
 		return Head{}, 0, false
 	}
 	h.Method = internMethod(method)
@@ -120,6 +120,24 @@ func internVersion(v []byte) string {
 		return "13"
 	}
 	return string(v)
+}
+
+// pathEscapes reports whether every % in a request target's path (the
+// query is not decoded) starts a two-digit hex escape, as net/http's URL
+// parsing requires.
+func pathEscapes(target []byte) bool {
+	path, _, _ := bytes.Cut(target, []byte("?"))
+	for i := bytes.IndexByte(path, '%'); i >= 0; i = bytes.IndexByte(path, '%') {
+		if i+2 >= len(path) || !isHex(path[i+1]) || !isHex(path[i+2]) {
+			return false
+		}
+		path = path[i+3:]
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // printable reports whether a request target has only visible ASCII.

@@ -38,6 +38,9 @@ var headSeeds = []string{
 	"GET http://h/sub HTTP/1.1\r\nHost: h\r\n\r\n",
 	"GET  /sub HTTP/1.1\r\nHost: h\r\n\r\n",
 	"GET /sub HTTP/1.1\r\nHost: h\r\nX:\tv\t \r\n\r\n",
+	"GET /s%20b%2F?q=%zz HTTP/1.1\r\nHost: h\r\n\r\n", // the query is not decoded
+	"GET /s%2 HTTP/1.1\r\nHost: h\r\n\r\n",
+	"GET /s%g0 HTTP/1.1\r\nHost: h\r\n\r\n",
 }
 
 // TestParseHeadShapes: the plain shapes are parsed here, the others left to
@@ -45,7 +48,7 @@ var headSeeds = []string{
 func TestParseHeadShapes(t *testing.T) {
 	for i, in := range headSeeds {
 		_, _, ok := ParseHead([]byte(in))
-		want := i < 5 || i == 14 || i == 17
+		want := i < 5 || i == 14 || i == 17 || i == 18
 		if ok != want {
 			t.Errorf("seed %d: ParseHead ok=%v, want %v:\n%q", i, ok, want, in)
 		}
