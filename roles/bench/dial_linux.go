@@ -21,6 +21,9 @@ import (
 func (p *pool) launch(i int) {
 	c := p.newConn(i)
 	if err := p.dial(c); err != nil {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
 		c.closeFD()
 		p.handshakeFailed(c, err)
 	}
@@ -53,6 +56,7 @@ func (p *pool) dial(c *conn) error {
 	}
 	c.auth = authFrame(authBody(&p.cfg, c.idx), c.ws)
 	c.hs = hsConnecting
+	// Set before register: from then on the loop may finish (and stop it).
 	c.timer = time.AfterFunc(p.cfg.Timeout, c.expire)
 	return p.register(c)
 }

@@ -8,8 +8,6 @@ import (
 	"syscall"
 )
 
-var bindNoPort func(_, _ string, rc syscall.RawConn) error
-
 // workerSysProcAttr: no parent-death signal here; workers still exit when
 // their stdin closes.
 func workerSysProcAttr() *syscall.SysProcAttr { return nil }
