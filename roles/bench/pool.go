@@ -30,7 +30,6 @@ type pool struct {
 	tgts   []wsTarget // client i dials tgts[i % len]
 	locals []*net.TCPAddr
 	rate   float64
-	conc   int
 	maxErr int64
 
 	ctx    context.Context
@@ -64,7 +63,7 @@ type pool struct {
 // that stop connecting (0: never).
 func newPool(cfg Config, lo, hi int, rate float64, conc int, maxErr int64) (*pool, error) {
 	p := &pool{
-		cfg: cfg, lo: lo, hi: hi, op: cfg.Op, rate: rate, conc: max(1, conc), maxErr: maxErr,
+		cfg: cfg, lo: lo, hi: hi, op: cfg.Op, rate: rate, maxErr: maxErr,
 		conns:     make([]atomic.Pointer[conn], hi-lo),
 		perPush:   make([]atomic.Int32, cfg.pushCount()),
 		connDone:  make(chan struct{}),
@@ -133,7 +132,7 @@ func (p *pool) connectAll() {
 	}
 	// Wait for the handshakes under way: each one holds a slot until it ends
 	// (or the pool stops: handshakes in a stopped read loop never end).
-	for range p.conc {
+	for range cap(sem) {
 		select {
 		case sem <- struct{}{}:
 		case <-p.ctx.Done():
