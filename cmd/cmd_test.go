@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imcloud/imcloud/internal/freeport"
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/transport/client"
 )
@@ -87,16 +88,6 @@ func TestClientFlags(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestBinaryServesAndStopsOnSignal builds imcloud, starts `imcloud all` on
 // config.yaml with ports moved by environment, pushes through it and stops
 // it with SIGTERM.
@@ -109,11 +100,11 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	tcpAddr, httpAddr := freePort(t), freePort(t)
+	tcpAddr, httpAddr := freeport.Addr(t), freeport.Addr(t)
 	cmd := exec.Command(bin, "all", "--config", filepath.Join("..", "config.yaml"))
 	cmd.Env = append(os.Environ(),
-		"IMCLOUD_CLOUD_TCP_ADDR="+tcpAddr, "IMCLOUD_CLOUD_WS_ADDR="+freePort(t),
-		"IMCLOUD_CLOUD_GRPC_ADDR="+freePort(t), "IMCLOUD_LOGIC_HTTP_ADDR="+httpAddr,
+		"IMCLOUD_CLOUD_TCP_ADDR="+tcpAddr, "IMCLOUD_CLOUD_WS_ADDR="+freeport.Addr(t),
+		"IMCLOUD_CLOUD_GRPC_ADDR="+freeport.Addr(t), "IMCLOUD_LOGIC_HTTP_ADDR="+httpAddr,
 		"IMCLOUD_NODE_ID=bin-test")
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imcloud/imcloud/internal/freeport"
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/queue/kafka/kafkatest"
 	"github.com/imcloud/imcloud/registry/etcd/etcdtest"
@@ -97,16 +97,6 @@ func waitUntil(t testing.TB, what string, d time.Duration, ok func() bool) {
 	}
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestCluster runs two cloud nodes, a job and a logic as separate processes
 // on a real Redis, a real etcd and a Kafka-protocol broker, and checks
 // delivery across nodes and what survives killing a job and a cloud node.
@@ -163,16 +153,16 @@ store:
 	var clouds []cloudAddrs
 	var cloudProcs []*proc
 	for i := 1; i <= 2; i++ {
-		c := cloudAddrs{tcp: freeAddr(t), ws: freeAddr(t)}
+		c := cloudAddrs{tcp: freeport.Addr(t), ws: freeport.Addr(t)}
 		clouds = append(clouds, c)
 		cloudProcs = append(cloudProcs, newProc(fmt.Sprintf("cloud%d", i), "cloud", fmt.Sprintf(`
 node: {id: cloud%d}
 cloud: {tcp_addr: %s, ws_addr: %s, grpc_addr: %s, online_report_interval: 1s}
-`, i, c.tcp, c.ws, freeAddr(t)), c.ws))
+`, i, c.tcp, c.ws, freeport.Addr(t)), c.ws))
 	}
-	jobAdmin := freeAddr(t)
+	jobAdmin := freeport.Addr(t)
 	job := newProc("job", "job", fmt.Sprintf("node: {id: job1, admin_addr: %s}\njob: {max_age: 5m}\n", jobAdmin), jobAdmin)
-	httpAddr := freeAddr(t)
+	httpAddr := freeport.Addr(t)
 	newProc("logic", "logic", fmt.Sprintf("node: {id: logic1}\nlogic: {http_addr: %s}\n", httpAddr), httpAddr)
 	for _, p := range procs {
 		p.start(t)

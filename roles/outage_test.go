@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/imcloud/imcloud/internal/freeport"
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/queue/kafka/kafkatest"
 	"github.com/imcloud/imcloud/registry/etcd/etcdtest"
@@ -180,7 +181,7 @@ func TestStartBeforeBackends(t *testing.T) {
 	etcdSrv.Stop()
 	rs := redistest.NewServer(t)
 	rs.Stop()
-	kafkaAddr := freeAddr(t)
+	kafkaAddr := freeport.Addr(t)
 	_, port, _ := net.SplitHostPort(kafkaAddr)
 	kafkaPort, _ := strconv.Atoi(port)
 
@@ -203,7 +204,7 @@ func TestStartBeforeBackends(t *testing.T) {
 	runs := map[string]*roleRun{}
 	// The cloud node's ports are fixed, to be tried before it is ready; its
 	// admin endpoints ride on its WebSocket port.
-	tcpAddr, wsAddr := freeAddr(t), freeAddr(t)
+	tcpAddr, wsAddr := freeport.Addr(t), freeport.Addr(t)
 	for _, role := range []string{roles.RoleCloud, roles.RoleJob, roles.RoleLogic} {
 		cfg := base
 		cfg.Node.ID = "early-" + role

@@ -15,7 +15,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +25,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/imcloud/imcloud/internal/freeport"
 	"go.uber.org/zap"
 )
 
@@ -69,11 +70,16 @@ func Start(t testing.TB) *Server {
 			s.dumpLog()
 		}
 	})
-	// A free port may be taken by someone else between picking and binding
-	// it: the first start retries with fresh ports.
+	// The ports are reserved for this process and outside the ephemeral
+	// range (so a restart finds them free again), but a program outside the
+	// scheme may still bind one first: the first start retries with others.
 	var lastErr error
 	for range 3 {
-		client, peer, err := freePorts()
+		client, err := freeport.Port()
+		if err != nil {
+			t.Fatalf("etcdtest: pick ports: %v", err)
+		}
+		peer, err := freeport.Port()
 		if err != nil {
 			t.Fatalf("etcdtest: pick ports: %v", err)
 		}
@@ -234,24 +240,4 @@ func environ() []string {
 		env = append(env, "ETCD_UNSUPPORTED_ARCH="+runtime.GOARCH)
 	}
 	return env
-}
-
-// freePorts returns two loopback ports that were free a moment ago.
-func freePorts() (int, int, error) {
-	var ports [2]int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			_ = l.Close()
-		}
-	}()
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, 0, err
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports[0], ports[1], nil
 }

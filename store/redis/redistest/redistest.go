@@ -24,6 +24,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imcloud/imcloud/internal/freeport"
 )
 
 // readyTimeout bounds how long a server may take to answer PING.
@@ -72,11 +74,12 @@ func NewServer(t testing.TB, args ...string) *Server {
 	s := &Server{t: t, bin: bin, dir: t.TempDir(), args: args}
 	t.Cleanup(s.Stop)
 	var err error
-	// The free port is found by closing a listener, so another process may
-	// take it before redis-server binds it: try a few ports.
+	// The port is reserved for this process and outside the ephemeral
+	// range, but a program outside the scheme may still bind it first: try
+	// a few ports.
 	for range 5 {
 		var port int
-		if port, err = freePort(); err != nil {
+		if port, err = freeport.Port(); err != nil {
 			continue
 		}
 		s.port = port
@@ -202,16 +205,6 @@ func ping(addr string) error {
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // fallbacks are where redis-server is looked for if it is not on PATH.
