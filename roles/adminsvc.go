@@ -2,8 +2,10 @@ package roles
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -11,19 +13,31 @@ import (
 
 // adminService serves the admin endpoints on node.admin_addr.
 type adminService struct {
-	addr    string
-	handler http.Handler
-	log     *zap.Logger
-	ln      net.Listener
-	srv     *http.Server
-	errs    chan error
+	addr string
+	// implicit: addr is the job's default, not configured. If it is taken
+	// (a second job on the machine), a free port on the same host serves
+	// instead of the process failing for want of its metrics endpoint.
+	implicit bool
+	handler  http.Handler
+	log      *zap.Logger
+	ln       net.Listener
+	srv      *http.Server
+	errs     chan error
 }
 
 func (s *adminService) Name() string { return "admin" }
 
 func (s *adminService) Start(ctx context.Context) error {
 	var err error
-	if s.ln, err = listen(ctx, "node.admin_addr", s.addr); err != nil {
+	s.ln, err = listen(ctx, "node.admin_addr", s.addr)
+	if err != nil && s.implicit && errors.Is(err, syscall.EADDRINUSE) {
+		host, _, _ := net.SplitHostPort(s.addr)
+		if s.ln, err = listen(ctx, "node.admin_addr", net.JoinHostPort(host, "0")); err == nil {
+			s.log.Warn("default admin address in use, serving admin on a free port instead; set node.admin_addr to choose one",
+				zap.String("default", s.addr), zap.String("addr", s.ln.Addr().String()))
+		}
+	}
+	if err != nil {
 		return err
 	}
 	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(s.log)}

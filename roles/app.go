@@ -85,12 +85,12 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 
 	// Admin endpoints ride on the role's own HTTP listener unless
 	// node.admin_addr names one; a lone job has none, so it gets a default.
-	adminAddr := a.cfg.Node.AdminAddr
+	adminAddr, implicit := a.cfg.Node.AdminAddr, false
 	if adminAddr == "" && role == RoleJob {
-		adminAddr = DefaultJobAdminAddr
+		adminAddr, implicit = DefaultJobAdminAddr, true
 	}
 	if adminAddr != "" {
-		a.admin = &adminService{addr: adminAddr, handler: admin, log: log.Named("admin")}
+		a.admin = &adminService{addr: adminAddr, implicit: implicit, handler: admin, log: log.Named("admin")}
 		a.services = append(a.services, a.admin)
 		admin = nil
 	}
