@@ -54,7 +54,7 @@ func newCloudService(cfg *Config, role, nodeID string, log *zap.Logger, b *backe
 	hub, err := cloud.New(cloud.Config{
 		NodeID: nodeID, HandshakeTimeout: cc.HandshakeTimeout, HeartbeatTimeout: cc.HeartbeatTimeout,
 		WriteTimeout: cc.WriteTimeout, MaxBody: cc.MaxBody, SendQueue: cc.SendQueue, Buckets: cc.Buckets,
-		WSOrigins: cc.WSOrigins, DedupWindow: dedup,
+		WSOrigins: cc.WSOrigins, WSSubprotocols: cc.WSSubprotocols, DedupWindow: dedup,
 		// With heartbeats at least every 3/4 of store.ttl, bindings never
 		// lapse; more frequent heartbeats skip the store.
 		RefreshEvery: cfg.Store.TTL / 4,

@@ -44,6 +44,7 @@ type CloudConfig struct {
 	SendQueue            int           `yaml:"send_queue"`      // queued frames per connection before it is dropped as slow
 	Buckets              int           `yaml:"buckets"`         // hub shards
 	WSOrigins            []string      `yaml:"ws_origins"`      // allowed Origin host patterns; empty: any
+	WSSubprotocols       []string      `yaml:"ws_subprotocols"` // subprotocols selected when offered, by preference
 	DedupWindow          time.Duration `yaml:"dedup_window"`    // repeats of a push id within it are dropped; 0: off
 	PublicTCPAddr        string        `yaml:"public_tcp_addr"` // client address published in the registry; default tcp_addr
 	PublicWSAddr         string        `yaml:"public_ws_addr"`  // default ws://ws_addr/sub

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/imcloud/imcloud/transport/http1"
 )
 
 // EnvPrefix starts every environment variable that overrides a key:
@@ -464,6 +466,11 @@ func (c *Config) Validate(role string) error {
 		for _, o := range cc.WSOrigins {
 			if strings.TrimSpace(o) == "" {
 				v.addf("cloud.ws_origins", "empty pattern in the list")
+			}
+		}
+		for _, p := range cc.WSSubprotocols {
+			if !http1.IsToken([]byte(p)) {
+				v.addf("cloud.ws_subprotocols", "%q is not a protocol name (an HTTP token: letters, digits and !#$%%&'*+-.^_`|~)", p)
 			}
 		}
 		v.atLeast("node.weight", c.Node.Weight, 0)

@@ -329,6 +329,7 @@ func TestValidateErrors(t *testing.T) {
 		{"buckets 0", "cloud", func(c *Config) { c.Cloud.Buckets = 0 }, []string{"cloud.buckets"}},
 		{"buckets large", "cloud", func(c *Config) { c.Cloud.Buckets = 4097 }, []string{"cloud.buckets"}},
 		{"empty origin", "cloud", func(c *Config) { c.Cloud.WSOrigins = []string{"a.com", ""} }, []string{"cloud.ws_origins"}},
+		{"bad subprotocol", "cloud", func(c *Config) { c.Cloud.WSSubprotocols = []string{"goim", "a b"} }, []string{"cloud.ws_subprotocols"}},
 		{"batch window negative", "job", func(c *Config) { c.Job.RoomBatchWindow = -1 }, []string{"job.room_batch_window"}},
 		{"batch window large", "job", func(c *Config) { c.Job.RoomBatchWindow = 11 * time.Second }, []string{"job.room_batch_window"}},
 		{"batch size", "job", func(c *Config) { c.Job.RoomBatchSize = 0 }, []string{"job.room_batch_size"}},

@@ -38,6 +38,7 @@ type Config struct {
 	SendQueue        int
 	Buckets          int
 	WSOrigins        []string
+	WSSubprotocols   []string      // selected when a client offers one (ws.AcceptOptions.Subprotocols)
 	DedupWindow      time.Duration // repeats of a push id within it are dropped; 0: off
 	// RefreshEvery is the least time between two refreshes of a session's
 	// bindings by its heartbeats (0: every heartbeat). A store that lost

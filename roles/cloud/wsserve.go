@@ -119,7 +119,9 @@ func (l *WSListener) handle(nc net.Conn) {
 		ws.Refuse(nc, http.StatusServiceUnavailable, "Retry-After: 1\r\n", "starting: not registered yet")
 		return
 	}
-	c, err := ws.Upgrade(nc, head, br, ws.AcceptOptions{OriginPatterns: h.cfg.WSOrigins, MaxBody: h.cfg.MaxBody})
+	c, err := ws.Upgrade(nc, head, br, ws.AcceptOptions{
+		OriginPatterns: h.cfg.WSOrigins, Subprotocols: h.cfg.WSSubprotocols, MaxBody: h.cfg.MaxBody,
+	})
 	release()
 	if err != nil {
 		h.log.Debug("websocket upgrade failed", zap.String("remote", head.RemoteAddr), zap.Error(err))

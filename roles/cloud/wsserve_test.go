@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/transport/client"
 )
@@ -169,6 +171,48 @@ func TestWSListener(t *testing.T) {
 	}
 	if got := rawExchange(t, addr, "GET /sub HTTP/1.1\r\nHost: x\r\n\r\n"); got != "HTTP/1.1 503 Service Unavailable" {
 		t.Errorf("after Shutdown: %q", got)
+	}
+}
+
+// TestWSSubprotocol: cloud.ws_subprotocols reaches the upgrade: a client
+// offering a listed protocol gets it selected and a working session; one
+// offering nothing listed gets none (a browser then refuses the socket).
+func TestWSSubprotocol(t *testing.T) {
+	th := newTestHub(t, func(c *Config) { c.WSSubprotocols = []string{"goim", "goim.v2"} })
+	addr := startWSListener(t, th)
+	for _, tc := range []struct {
+		name  string
+		offer []string
+		want  string
+	}{
+		{"listed", []string{"chat", "goim.v2"}, "goim.v2"},
+		{"server preference", []string{"goim.v2", "goim"}, "goim"},
+		{"not listed", []string{"chat"}, ""},
+		{"none offered", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			c, _, err := websocket.Dial(ctx, "ws://"+addr+"/sub", &websocket.DialOptions{Subprotocols: tc.offer})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			if got := c.Subprotocol(); got != tc.want {
+				t.Fatalf("selected %q, want %q", got, tc.want)
+			}
+			body, _ := json.Marshal(protocol.Auth{Mid: 3, Key: "sp-" + tc.name})
+			if err := c.Write(ctx, websocket.MessageBinary, protocol.Encode(1, protocol.OpAuth, 1, body)); err != nil {
+				t.Fatal(err)
+			}
+			_, msg, err := c.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f, err := protocol.DecodeMessage(msg, 1<<16); err != nil || f.Op != protocol.OpAuthReply {
+				t.Fatalf("first message %v %v, want the auth reply", f, err)
+			}
+		})
 	}
 }
 

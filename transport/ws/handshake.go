@@ -22,7 +22,12 @@ type AcceptOptions struct {
 	// allows any Origin, since auth is by the first frame, not by cookies.
 	// The request's own host is always allowed.
 	OriginPatterns []string
-	MaxBody        int
+	// Subprotocols are the Sec-WebSocket-Protocol values the server speaks,
+	// in its order of preference; the first one the client offers is
+	// selected. A client that offers only others gets none, which RFC 6455
+	// lets it refuse; goim's clients offer none.
+	Subprotocols []string
+	MaxBody      int
 }
 
 // ErrHandshake is wrapped by every refused upgrade.
@@ -33,7 +38,8 @@ const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 // Accept upgrades an HTTP request to a WebSocket connection. On failure the
 // HTTP answer is already written.
 func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, error) {
-	key, status, err := checkRequest(HeadOf(r), o.OriginPatterns)
+	h := HeadOf(r)
+	key, status, err := checkRequest(h, o.OriginPatterns)
 	if err != nil {
 		if status == http.StatusUpgradeRequired {
 			w.Header().Set("Sec-WebSocket-Version", "13")
@@ -50,7 +56,7 @@ func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, err
 	if err != nil {
 		return nil, fmt.Errorf("ws: hijack: %w", err)
 	}
-	return finish(nc, key, brw.Reader, r.RemoteAddr, o)
+	return finish(nc, key, selectSubprotocol(h.Protocol, o.Subprotocols), brw.Reader, r.RemoteAddr, o)
 }
 
 // Upgrade is Accept for a connection served without net/http: the request
@@ -68,7 +74,7 @@ func Upgrade(nc net.Conn, h Head, br *bufio.Reader, o AcceptOptions) (*Conn, err
 		Refuse(nc, status, extra, err.Error())
 		return nil, err
 	}
-	return finish(nc, key, br, h.RemoteAddr, o)
+	return finish(nc, key, selectSubprotocol(h.Protocol, o.Subprotocols), br, h.RemoteAddr, o)
 }
 
 // Refuse writes a plain-text HTTP error response (extra: more header lines,
@@ -83,10 +89,10 @@ func Refuse(nc net.Conn, status int, extra, msg string) {
 	_ = nc.Close()
 }
 
-// finish writes the 101 answer and wraps nc; what br holds beyond the
-// request is kept, since a client may send its first frame right behind the
-// handshake.
-func finish(nc net.Conn, key string, br *bufio.Reader, remote string, o AcceptOptions) (*Conn, error) {
+// finish writes the 101 answer (with protocol, if one was selected) and
+// wraps nc; what br holds beyond the request is kept, since a client may
+// send its first frame right behind the handshake.
+func finish(nc net.Conn, key, protocol string, br *bufio.Reader, remote string, o AcceptOptions) (*Conn, error) {
 	var pending []byte
 	if n := br.Buffered(); n > 0 {
 		b, _ := br.Peek(n)
@@ -95,7 +101,11 @@ func finish(nc net.Conn, key string, br *bufio.Reader, remote string, o AcceptOp
 	// The server's read deadline may still be set from the HTTP request.
 	_ = nc.SetDeadline(time.Time{})
 	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-		acceptKey(key) + "\r\n\r\n"
+		acceptKey(key) + "\r\n"
+	if protocol != "" {
+		resp += "Sec-WebSocket-Protocol: " + protocol + "\r\n"
+	}
+	resp += "\r\n"
 	_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := nc.Write([]byte(resp)); err != nil {
 		nc.Close()
@@ -144,6 +154,23 @@ func checkOrigin(h Head, patterns []string) error {
 		}
 	}
 	return fmt.Errorf("%w: Origin %q not allowed", ErrHandshake, h.Origin)
+}
+
+// selectSubprotocol picks the first of the server's protocols that the
+// client's comma-separated offer holds (case-sensitive, as RFC 6455 says),
+// or "" for none.
+func selectSubprotocol(offer string, supported []string) string {
+	if offer == "" {
+		return ""
+	}
+	for _, p := range supported {
+		for o := range strings.SplitSeq(offer, ",") {
+			if strings.TrimSpace(o) == p {
+				return p
+			}
+		}
+	}
+	return ""
 }
 
 // hasToken reports whether a comma-separated header value holds token.

@@ -229,6 +229,48 @@ func TestOriginAllowList(t *testing.T) {
 	}
 }
 
+// TestSubprotocol: the first of the server's protocols that the client
+// offers (in any of its Sec-WebSocket-Protocol headers) is selected; an
+// offer the server does not speak, or none, selects nothing.
+func TestSubprotocol(t *testing.T) {
+	cases := []struct {
+		name      string
+		supported []string
+		offer     []string // one header each
+		want      string
+	}{
+		{"nothing offered", []string{"goim"}, nil, ""},
+		{"nothing supported", nil, []string{"goim"}, ""},
+		{"offered", []string{"goim"}, []string{"goim"}, "goim"},
+		{"server preference wins", []string{"v2", "v1"}, []string{"v1, v2"}, "v2"},
+		{"in a second header", []string{"goim"}, []string{"json", " goim "}, "goim"},
+		{"not spoken", []string{"goim"}, []string{"json, xml"}, ""},
+		{"case-sensitive", []string{"goim"}, []string{"GOIM"}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestServer(t, AcceptOptions{Subprotocols: tc.supported, MaxBody: protocol.DefaultMaxBody})
+			extra := ""
+			for _, o := range tc.offer {
+				extra += "Sec-WebSocket-Protocol: " + o + "\r\n"
+			}
+			req := strings.Replace(upgradeRequest(ts.addr()), "\r\n\r\n", "\r\n"+extra+"\r\n", 1)
+			head, resp := roundTrip(t, ts, req)
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			got, ok := resp.Header["Sec-Websocket-Protocol"]
+			if tc.want == "" && ok {
+				t.Fatalf("selected %q, want none:\n%s", got, head)
+			}
+			if tc.want != "" && (len(got) != 1 || got[0] != tc.want) {
+				t.Fatalf("selected %q, want %q:\n%s", got, tc.want, head)
+			}
+			ts.accept(t)
+		})
+	}
+}
+
 // TestPipelinedFirstFrame: frames sent in the same write as the handshake,
 // which net/http has already buffered when Accept runs, are not lost.
 func TestPipelinedFirstFrame(t *testing.T) {

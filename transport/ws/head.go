@@ -17,6 +17,7 @@ type Head struct {
 	Version    string // the first Sec-WebSocket-Version
 	Key        string // the first Sec-WebSocket-Key
 	Origin     string // the first Origin
+	Protocol   string // the values of every Sec-WebSocket-Protocol header, joined by commas
 	RemoteAddr string
 }
 
@@ -30,6 +31,7 @@ func HeadOf(r *http.Request) Head {
 		Version:    r.Header.Get("Sec-WebSocket-Version"),
 		Key:        r.Header.Get("Sec-WebSocket-Key"),
 		Origin:     r.Header.Get("Origin"),
+		Protocol:   strings.Join(r.Header.Values("Sec-WebSocket-Protocol"), ","),
 		RemoteAddr: r.RemoteAddr,
 	}
 }
@@ -61,7 +63,7 @@ func ParseHead(b []byte) (h Head, n int, ok bool) {
 		return Head{}, 0, false
 	}
 	h.Method = internMethod(method)
-	var connection, upgrade [][]byte
+	var connection, upgrade, protocol [][]byte
 	var hosts int
 	var haveVersion, haveKey, haveOrigin bool // the first of each wins, as with Header.Get
 	for count := 0; len(lines) > 0; count++ {
@@ -96,6 +98,8 @@ func ParseHead(b []byte) (h Head, n int, ok bool) {
 			if !haveOrigin {
 				h.Origin, haveOrigin = string(value), true
 			}
+		case http1.EqualFold(name, "Sec-WebSocket-Protocol"):
+			protocol = append(protocol, value)
 		case http1.EqualFold(name, "Content-Length"), http1.EqualFold(name, "Transfer-Encoding"):
 			return Head{}, 0, false
 		}
@@ -105,6 +109,9 @@ func ParseHead(b []byte) (h Head, n int, ok bool) {
 	}
 	h.Connection = string(bytes.Join(connection, []byte(",")))
 	h.Upgrade = string(bytes.Join(upgrade, []byte(",")))
+	if len(protocol) > 0 {
+		h.Protocol = string(bytes.Join(protocol, []byte(",")))
+	}
 	return h, end + 4, true
 }
 

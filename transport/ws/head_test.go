@@ -41,6 +41,7 @@ var headSeeds = []string{
 	"GET /s%20b%2F?q=%zz HTTP/1.1\r\nHost: h\r\n\r\n", // the query is not decoded
 	"GET /s%2 HTTP/1.1\r\nHost: h\r\n\r\n",
 	"GET /s%g0 HTTP/1.1\r\nHost: h\r\n\r\n",
+	"GET /sub HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Protocol: goim, json\r\nsec-websocket-protocol: v2\r\n\r\n",
 }
 
 // TestParseHeadShapes: the plain shapes are parsed here, the others left to
@@ -48,7 +49,7 @@ var headSeeds = []string{
 func TestParseHeadShapes(t *testing.T) {
 	for i, in := range headSeeds {
 		_, _, ok := ParseHead([]byte(in))
-		want := i < 5 || i == 14 || i == 17 || i == 18
+		want := i < 5 || i == 14 || i == 17 || i == 18 || i == 21
 		if ok != want {
 			t.Errorf("seed %d: ParseHead ok=%v, want %v:\n%q", i, ok, want, in)
 		}
@@ -60,6 +61,9 @@ func TestParseHeadShapes(t *testing.T) {
 	want := Head{Method: "GET", Host: "127.0.0.1:3102", Connection: "Upgrade", Upgrade: "websocket", Version: "13", Key: "AQIDBAUGBwgJCgsMDQ4PEA=="}
 	if h != want {
 		t.Fatalf("head %+v\nwant %+v", h, want)
+	}
+	if h, _, _ := ParseHead([]byte(headSeeds[21])); h.Protocol != "goim, json,v2" {
+		t.Fatalf("Protocol %q: want every header's values joined", h.Protocol)
 	}
 }
 
