@@ -3,7 +3,10 @@
 //
 // Accept upgrades a request an http.Server read; Upgrade does the same for a
 // request the caller parsed itself (the cloud's own listener, which keeps
-// connect storms off net/http's server), and Refuse answers a bad one.
+// connect storms off net/http's server), and Refuse answers a bad one. The
+// upgrade selects a subprotocol only from the caller's list
+// (AcceptOptions.Subprotocols) and negotiates no extensions: goim clients
+// use neither, and permessage-deflate would cost a compression per receiver.
 //
 // One goim frame arrives per inbound message (binary or text, possibly
 // fragmented); pushes go out as op-9 messages holding one or more inner
