@@ -6,7 +6,8 @@
 // connect storms off net/http's server), and Refuse answers a bad one. The
 // upgrade selects a subprotocol only from the caller's list
 // (AcceptOptions.Subprotocols) and negotiates no extensions: goim clients
-// use neither, and permessage-deflate would cost a compression per receiver.
+// use neither, and permessage-deflate (per-connection compression state)
+// would end the sharing of one framed push across receivers.
 //
 // One goim frame arrives per inbound message (binary or text, possibly
 // fragmented); pushes go out as op-9 messages holding one or more inner
