@@ -8,6 +8,7 @@ import (
 	"io"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -46,6 +47,9 @@ func newClientCmd() *cobra.Command {
 			if network != "tcp" && network != "ws" {
 				return configError{fmt.Errorf("--network: want tcp or ws, got %q", network)}
 			}
+			if heartbeat <= 0 {
+				return configError{fmt.Errorf("--heartbeat: want a positive interval, got %s", heartbeat)}
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			c, err := client.Dial(ctx, client.Options{
@@ -73,9 +77,23 @@ func newClientCmd() *cobra.Command {
 	return cmd
 }
 
+// lockedWriter serializes the client's output: frames arrive on one
+// goroutine while typed commands answer on another.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 func runClient(ctx context.Context, c *client.Client, in io.Reader, out io.Writer, heartbeat time.Duration) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	out = &lockedWriter{w: out}
 	var seq atomic.Int32
 	seq.Store(1)
 	errs := make(chan error, 2)

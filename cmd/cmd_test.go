@@ -86,6 +86,10 @@ func TestClientFlags(t *testing.T) {
 	if code != exitConfig || !strings.Contains(out, "--accepts") {
 		t.Errorf("exit %d, output %q", code, out)
 	}
+	code, out = run(t, nil, "client", "--heartbeat", "0s")
+	if code != exitConfig || !strings.Contains(out, "--heartbeat") {
+		t.Errorf("exit %d, output %q", code, out)
+	}
 }
 
 // TestBinaryServesAndStopsOnSignal builds imcloud, starts `imcloud all` on
