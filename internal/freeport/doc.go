@@ -10,7 +10,7 @@
 // its old port. Ports from this package lie outside the ephemeral range, which
 // outgoing connections never use, and each is reserved machine-wide with a
 // lock file held until the process exits, so test binaries running side by
-// side never get the same port.
+// side (as one user) never get the same port.
 //
 // Concurrency: safe for concurrent use within and across processes; it keeps
 // no state in memory (the reservations are the open lock files).

@@ -23,8 +23,9 @@ const tries = 500
 // Port reserves a free loopback port for the rest of the process's life.
 func Port() (int, error) {
 	lo, hi := candidates()
-	dir := filepath.Join(os.TempDir(), "imcloud-test-ports")
-	if err := os.MkdirAll(dir, 0o777); err != nil {
+	// One directory per user: another user's would not be writable.
+	dir := filepath.Join(os.TempDir(), "imcloud-test-ports-"+strconv.Itoa(os.Getuid()))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, fmt.Errorf("freeport: %w", err)
 	}
 	var lastErr error
@@ -91,7 +92,7 @@ func ephemeral() (lo, hi int) {
 // A raw descriptor is used because an *os.File would be closed, and the lock
 // dropped, by its finalizer.
 func reserve(dir string, port int) (bool, error) {
-	fd, err := syscall.Open(filepath.Join(dir, strconv.Itoa(port)), syscall.O_RDWR|syscall.O_CREAT|syscall.O_CLOEXEC, 0o666)
+	fd, err := syscall.Open(filepath.Join(dir, strconv.Itoa(port)), syscall.O_RDWR|syscall.O_CREAT|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return false, fmt.Errorf("open lock file: %w", err)
 	}
