@@ -100,12 +100,12 @@ func finish(nc net.Conn, key, protocol string, br *bufio.Reader, remote string, 
 	}
 	// The server's read deadline may still be set from the HTTP request.
 	_ = nc.SetDeadline(time.Time{})
-	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-		acceptKey(key) + "\r\n"
+	selected := ""
 	if protocol != "" {
-		resp += "Sec-WebSocket-Protocol: " + protocol + "\r\n"
+		selected = "Sec-WebSocket-Protocol: " + protocol + "\r\n"
 	}
-	resp += "\r\n"
+	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		acceptKey(key) + "\r\n" + selected + "\r\n"
 	_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := nc.Write([]byte(resp)); err != nil {
 		nc.Close()
