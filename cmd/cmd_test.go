@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/imcloud/imcloud/internal/freeport"
 	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/roles"
 	"github.com/imcloud/imcloud/transport/client"
 )
 
@@ -168,5 +170,43 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", tcpAddr, time.Second); err == nil {
 		t.Error("TCP listener still accepting after exit")
+	}
+}
+
+// TestLogSampling: with log.sampling a message repeated past 100 in a second
+// is thinned out; without it every line is written.
+func TestLogSampling(t *testing.T) {
+	for _, tc := range []struct {
+		sampling bool
+		min, max int
+	}{{true, 100, 200}, {false, 1000, 1000}} {
+		t.Run(fmt.Sprint("sampling=", tc.sampling), func(t *testing.T) {
+			zc, err := loggerConfig(roles.LogConfig{Level: "info", Format: "json", Sampling: tc.sampling})
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "log")
+			zc.OutputPaths = []string{path}
+			log, err := zc.Build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 1000 {
+				log.Info("connection closed: protocol error")
+			}
+			_ = log.Sync()
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The sampler's second may roll over during the loop, letting
+			// up to another 100 through.
+			if n := strings.Count(string(b), "\n"); n < tc.min || n > tc.max {
+				t.Fatalf("%d lines written, want %d to %d", n, tc.min, tc.max)
+			}
+		})
+	}
+	if _, err := loggerConfig(roles.LogConfig{Level: "loud"}); err == nil || !strings.Contains(err.Error(), "log.level") {
+		t.Fatalf("bad level: %v", err)
 	}
 }

@@ -96,9 +96,21 @@ func loadConfig(f *rootFlags, role string) (roles.Config, error) {
 }
 
 func newLogger(c roles.LogConfig) (*zap.Logger, error) {
+	zc, err := loggerConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	return zc.Build()
+}
+
+// loggerConfig is zap's configuration for c. With log.sampling, a message
+// logged more than 100 times in a second (a fleet of clients sending bad
+// frames, a mass of slow consumers) is kept 1 in 100 for the rest of that
+// second: the metrics still count every event, and the log cannot flood.
+func loggerConfig(c roles.LogConfig) (zap.Config, error) {
 	lvl, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
-		return nil, configError{fmt.Errorf("log.level: %w", err)}
+		return zap.Config{}, configError{fmt.Errorf("log.level: %w", err)}
 	}
 	var zc zap.Config
 	if c.Format == "json" {
@@ -110,7 +122,10 @@ func newLogger(c roles.LogConfig) (*zap.Logger, error) {
 	}
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.Sampling = nil
-	return zc.Build()
+	if c.Sampling {
+		zc.Sampling = &zap.SamplingConfig{Initial: 100, Thereafter: 100}
+	}
+	return zc, nil
 }
 
 // signalContext ends on the first SIGINT/SIGTERM; a second one exits at once.

@@ -28,6 +28,9 @@ type NodeConfig struct {
 type LogConfig struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // json or console
+	// Sampling keeps 1 in 100 of a message logged more than 100 times in a
+	// second, so per-connection events cannot flood the log.
+	Sampling bool `yaml:"sampling"`
 }
 
 // CloudConfig configures the connection hub.
@@ -117,7 +120,7 @@ type RedisConfig struct {
 func Default() Config {
 	return Config{
 		Node: NodeConfig{Weight: 10},
-		Log:  LogConfig{Level: "info", Format: "console"},
+		Log:  LogConfig{Level: "info", Format: "console", Sampling: true},
 		Cloud: CloudConfig{
 			TCPAddr:              "127.0.0.1:3101",
 			WSAddr:               "127.0.0.1:3102",
