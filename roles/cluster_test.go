@@ -231,6 +231,34 @@ cloud: {tcp_addr: %s, ws_addr: %s, grpc_addr: %s, online_report_interval: 1s}
 		t.Errorf("online/room across nodes: %s", env.Data)
 	}
 
+	// A second connection with a key, on the other node, replaces the first
+	// there too: the old one learns it at its next heartbeat refresh (every
+	// store.ttl/4 here) and is told so before it is closed.
+	dupOld := dial("tcp", clouds[0].tcp, protocol.Auth{Mid: 9, Key: "u9-dup", Accepts: accepts})
+	dupNew := dial("ws", clouds[1].ws, protocol.Auth{Mid: 9, Key: "u9-dup", Accepts: accepts})
+	waitUntil(t, "the old connection replaced", 30*time.Second, func() bool {
+		if err := dupOld.Heartbeat(7); err != nil {
+			t.Fatalf("old connection closed without a DisconnectReply: %v", err)
+		}
+		switch f := next(t, dupOld); f.Op {
+		case protocol.OpHeartbeatReply:
+			time.Sleep(250 * time.Millisecond)
+			return false
+		case protocol.OpDisconnectReply:
+			if string(f.Body) != "replaced by a new connection" {
+				t.Fatalf("old connection disconnected: %q", f.Body)
+			}
+			return true
+		default:
+			t.Fatalf("old connection got %v", f)
+			return false
+		}
+	})
+	if n := s.push(t, "/goim/push/keys", qv("operation", "1000", "keys", "u9-dup"), "to-dup"); n != 1 {
+		t.Errorf("push by key after the replacement targeted %d sessions, want 1", n)
+	}
+	expect(t, dupNew, 1000, "to-dup")
+
 	// A push made while the only job is dead is delivered when it returns.
 	job.kill(t)
 	s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "2"), "while-job-down")

@@ -9,6 +9,10 @@ import (
 // ErrUnavailable wraps backend failures; logic maps it to 503.
 var ErrUnavailable = errors.New("store: unavailable")
 
+// ErrMoved is Refresh's answer when the session's key is bound to another
+// node: a newer connection with the key is there, and this one is replaced.
+var ErrMoved = errors.New("store: key bound to another node")
+
 // Session is one bound connection.
 type Session struct {
 	Mid  int64
@@ -23,7 +27,8 @@ type Sessions interface {
 	// Bind records s (mid -> key -> node, key -> node) with the store's TTL.
 	Bind(ctx context.Context, s Session) error
 	// Refresh extends the TTL of s's bindings (heartbeat); it re-binds if the
-	// bindings expired meanwhile.
+	// bindings expired meanwhile. If the key is bound to another node it
+	// changes nothing and returns ErrMoved.
 	Refresh(ctx context.Context, s Session) error
 	// Unbind removes s's bindings only where they still point at s.Node
 	// (compare-and-delete). It reports whether the key binding was removed.

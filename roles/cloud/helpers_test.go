@@ -411,9 +411,10 @@ func (th *testHub) startTCP(tb testing.TB) string {
 // count of Bind and Refresh calls made on a session's reader goroutine.
 type hookStore struct {
 	*memory.Store
-	hook      atomic.Pointer[func(store.Session)]
-	refreshes atomic.Int64
-	onReader  atomic.Int64
+	hook        atomic.Pointer[func(store.Session)]
+	refreshes   atomic.Int64
+	lastRefresh atomic.Pointer[store.Session]
+	onReader    atomic.Int64
 }
 
 // countOnReader counts the call if it runs on a session's reader.
@@ -426,6 +427,7 @@ func (s *hookStore) countOnReader() {
 
 func (s *hookStore) Refresh(ctx context.Context, sess store.Session) error {
 	s.refreshes.Add(1)
+	s.lastRefresh.Store(&sess)
 	s.countOnReader()
 	return s.Store.Refresh(ctx, sess)
 }

@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -608,27 +607,70 @@ func TestFanOutOverProcs(t *testing.T) {
 }
 
 // A session's reader makes no store call itself (heartbeat refreshes, the
-// bind after a room change): a store client's deep call stack would grow
+// refresh after a room change): a store client's deep call stack would grow
 // the reader's stack for the rest of the connection's life.
 func TestStoreCallsOffTheReader(t *testing.T) {
 	th := newTestHub(t, func(c *Config) { c.RefreshEvery = 0 })
 	c := th.connectFake(t, "10.0.0.1", protocol.Auth{Mid: 1, Key: "k", RoomID: "live://1"})
-	var rebound atomic.Pointer[string]
-	th.store.setBindHook(func(s store.Session) { rebound.Store(&s.Room) })
 	c.send(t, protocol.OpHeartbeat, 1, "")
 	c.waitOp(t, protocol.OpHeartbeatReply, 1)
 	c.send(t, protocol.OpChangeRoom, 2, "live://2")
 	c.waitOp(t, protocol.OpChangeRoomReply, 2)
+	if r := th.store.lastRefresh.Load(); r == nil || r.Room != "live://2" {
+		t.Fatalf("no refresh with the new room after the room change (last: %+v)", r)
+	}
 	c.send(t, protocol.OpHeartbeat, 3, "")
 	c.waitOp(t, protocol.OpHeartbeatReply, 3)
-	if n := th.store.refreshes.Load(); n != 2 {
-		t.Fatalf("refreshes = %d, want 2", n)
-	}
-	if r := rebound.Load(); r == nil || *r != "live://2" {
-		t.Fatalf("no bind of the new room after the room change (last bound: %v)", r)
+	if n := th.store.refreshes.Load(); n != 3 {
+		t.Fatalf("refreshes = %d, want 3 (two heartbeats, one room change)", n)
 	}
 	if n := th.store.onReader.Load(); n != 0 {
 		t.Fatalf("%d store calls ran on the session's reader", n)
+	}
+}
+
+// TestKeyMovedToAnotherNode: a newer connection with the session's key on
+// another node (its binding in the store) replaces this one at its next
+// heartbeat refresh or room change, as a newer connection here would; the
+// other node's bindings survive the old session's teardown.
+func TestKeyMovedToAnotherNode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		op   int32
+		body string
+	}{
+		{"heartbeat", protocol.OpHeartbeat, ""},
+		{"room change", protocol.OpChangeRoom, "live://2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			th := newTestHub(t, func(c *Config) { c.RefreshEvery = 0 })
+			c := th.connectFake(t, "10.0.0.1", protocol.Auth{Mid: 9, Key: "mv", RoomID: "live://1"})
+			other := store.Session{Mid: 9, Key: "mv", Node: "other-node"}
+			if err := th.store.Bind(context.Background(), other); err != nil {
+				t.Fatal(err)
+			}
+			c.send(t, tc.op, 2, tc.body)
+			f := c.waitOp(t, protocol.OpDisconnectReply, -1)
+			if string(f.Body) != "replaced by a new connection" {
+				t.Fatalf("disconnect reason %q", f.Body)
+			}
+			eventually(t, "the session closed", c.isClosed)
+			eventually(t, "old session torn down", func() bool { return th.sessionsClosed("mv") == 1 })
+			for _, g := range c.frames(t) {
+				if g.Op == protocol.OpHeartbeatReply || g.Op == protocol.OpChangeRoomReply {
+					t.Errorf("replaced session answered op %d", g.Op)
+				}
+			}
+			if n, ok := th.boundNode(t, "mv"); !ok || n != "other-node" {
+				t.Errorf("key binding after the teardown: %q %v, want other-node", n, ok)
+			}
+			if keys := th.keysOf(t, 9); keys["mv"] != "other-node" {
+				t.Errorf("mid binding after the teardown: %v", keys)
+			}
+			if v := metricValue(t, th.metrics.Disconnects.WithLabelValues("replaced")); v != 1 {
+				t.Errorf("replaced disconnects = %v, want 1", v)
+			}
+		})
 	}
 }
 

@@ -213,8 +213,11 @@ func (h *Hub) handleFrame(s *Session, f protocol.Frame) string {
 		// with frequent heartbeats the store round trips add up.
 		if h.refreshDue(s.bound) {
 			now := h.bindings()
-			var ok bool
-			h.workers.callOn(func() { ok = h.refresh(s, s.roomID, log) })
+			var ok, moved bool
+			h.workers.callOn(func() { ok, moved = h.refresh(s, s.roomID, log) })
+			if moved {
+				return h.movedAway(s, log)
+			}
 			if ok {
 				s.bound = now
 			}
@@ -231,9 +234,14 @@ func (h *Hub) handleFrame(s *Session, f protocol.Frame) string {
 		}
 		h.changeRoom(s, next)
 		s.roomID = next
+		// A refresh, not a bind: an old connection must not take its key
+		// back from a newer one on another node.
 		now := h.bindings()
-		var ok bool
-		h.workers.callOn(func() { ok = h.rebind(s, next, log) })
+		var ok, moved bool
+		h.workers.callOn(func() { ok, moved = h.refresh(s, next, log) })
+		if moved {
+			return h.movedAway(s, log)
+		}
 		if ok {
 			s.bound = now
 		}
@@ -256,6 +264,16 @@ func (h *Hub) handleFrame(s *Session, f protocol.Frame) string {
 		return h.refuse(s, log, "unknown_op", "unknown op "+strconv.Itoa(int(f.Op)))
 	}
 	return ""
+}
+
+// movedAway ends s, whose key the store found bound to another node: a
+// newer connection with the key is there, and replaces this one as one on
+// this node would.
+// The session's end counts it under Disconnects{reason="replaced"}.
+func (h *Hub) movedAway(s *Session, log connLog) string {
+	log.Info("connection closed: key taken by a newer connection on another node", zap.String("key", s.key))
+	s.farewell("replaced by a new connection")
+	return "replaced"
 }
 
 func (h *Hub) refuse(s *Session, log connLog, kind, reason string) string {
@@ -305,15 +323,19 @@ func (h *Hub) rebind(s *Session, roomID string, log connLog) bool {
 	return true
 }
 
-// refresh extends s's bindings, reporting whether the store took it.
-func (h *Hub) refresh(s *Session, roomID string, log connLog) bool {
+// refresh extends s's bindings, reporting whether the store took it and
+// whether the key is bound to another node instead (store.ErrMoved).
+func (h *Hub) refresh(s *Session, roomID string, log connLog) (ok, moved bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
 	if err := h.store.Refresh(ctx, h.storeSession(s, roomID)); err != nil {
+		if errors.Is(err, store.ErrMoved) {
+			return false, true
+		}
 		log.Warn("session store refresh failed", zap.String("key", s.key), zap.Error(err))
-		return false
+		return false, false
 	}
-	return true
+	return true, false
 }
 
 // bindingsAge is when a session's bindings were last written: the time and

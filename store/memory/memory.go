@@ -91,8 +91,8 @@ func (s *Store) Bind(ctx context.Context, sess store.Session) error {
 }
 
 // Refresh renews s's bindings for the store's TTL where they point at
-// s.Node, and re-binds them where they are missing or expired. A binding
-// another node holds is left alone.
+// s.Node, and re-binds them where they are missing or expired. A key
+// another node holds is left alone: store.ErrMoved.
 func (s *Store) Refresh(ctx context.Context, sess store.Session) error {
 	if err := checkSession(ctx, "refresh", sess); err != nil {
 		return err
@@ -102,9 +102,10 @@ func (s *Store) Refresh(ctx context.Context, sess store.Session) error {
 	now := s.now()
 	s.maybeSweep(now)
 	b := binding{node: sess.Node, expires: now.Add(s.ttl)}
-	if old, ok := s.keys[sess.Key]; !ok || old.expired(now) || old.node == sess.Node {
-		s.keys[sess.Key] = b
+	if old, ok := s.keys[sess.Key]; ok && !old.expired(now) && old.node != sess.Node {
+		return fmt.Errorf("store/memory: refresh %q on %s: %w", sess.Key, sess.Node, store.ErrMoved)
 	}
+	s.keys[sess.Key] = b
 	byKey := s.midKeys(sess.Mid)
 	if old, ok := byKey[sess.Key]; !ok || old.expired(now) || old.node == sess.Node {
 		byKey[sess.Key] = b

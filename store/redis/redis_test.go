@@ -142,8 +142,11 @@ func TestKeyLayoutAndTTL(t *testing.T) {
 	for _, k := range []string{s.prefix + "key:k1", s.prefix + "mid:7"} {
 		raw.Expire(ctx, k, 10*time.Second)
 	}
-	if err := s.Refresh(ctx, store.Session{Mid: 7, Key: "k1", Node: "node-b"}); err != nil {
-		t.Fatal(err)
+	if err := s.Refresh(ctx, store.Session{Mid: 7, Key: "k1", Node: "node-b"}); !errors.Is(err, store.ErrMoved) {
+		t.Fatalf("foreign Refresh: %v, want %v", err, store.ErrMoved)
+	}
+	if d := raw.PTTL(ctx, s.prefix+"mid:7").Val(); d > 10*time.Second {
+		t.Errorf("a foreign Refresh extended mid:7 to %v", d)
 	}
 	if d := raw.PTTL(ctx, s.prefix+"key:k1").Val(); d > 10*time.Second {
 		t.Errorf("a foreign Refresh extended key:k1 to %v", d)

@@ -40,13 +40,14 @@ return 1
 
 	// refreshScript renews each binding that points at the node and
 	// re-creates each one that is missing; it never takes a key another node
-	// holds. A mid field whose key binding is gone is stale (the two are
-	// written and deleted together) and is re-bound too.
+	// holds, and answers 0 for one. A mid field whose key binding is gone is
+	// stale (the two are written and deleted together) and is re-bound too.
 	refreshScript = goredis.NewScript(pruneLua + `
 local cur = redis.call('GET', KEYS[1])
-if (not cur) or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+if cur and cur ~= ARGV[1] then
+  return 0
 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 local owner = redis.call('HGET', KEYS[2], ARGV[2])
 if (not owner) or owner == ARGV[1] or (not cur) then
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
@@ -79,10 +80,13 @@ func (s *Store) Bind(ctx context.Context, sess store.Session) error {
 }
 
 // Refresh renews sess's bindings for the store's TTL where they point at
-// sess.Node, and re-binds them where they are missing (expired). A binding
-// another node holds is left alone.
+// sess.Node, and re-binds them where they are missing (expired). A key
+// another node holds is left alone: store.ErrMoved.
 func (s *Store) Refresh(ctx context.Context, sess store.Session) error {
-	_, err := s.runSession(ctx, "refresh", refreshScript, sess)
+	n, err := s.runSession(ctx, "refresh", refreshScript, sess)
+	if err == nil && n == 0 {
+		return fmt.Errorf("store/redis: refresh %q on %s: %w", sess.Key, sess.Node, store.ErrMoved)
+	}
 	return err
 }
 

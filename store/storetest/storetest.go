@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -28,7 +29,7 @@ const reportTTL = time.Minute
 // one call; unknown mids and keys are absent; Unbind is compare-and-delete on
 // the node and reports whether it removed the key binding; Refresh keeps a
 // binding, re-binds a missing one and never takes over a key another node
-// holds; ReportOnline replaces the node's report and AllOnline returns every
+// holds (it answers store.ErrMoved); ReportOnline replaces the node's report and AllOnline returns every
 // node's latest report.
 func Run(t *testing.T, newStore func(t *testing.T) (store.Sessions, store.Online)) {
 	t.Helper()
@@ -316,14 +317,15 @@ func testRefresh(t *testing.T, s store.Sessions, _ store.Online) {
 		t.Errorf("Refresh did not re-bind: KeysByMids = %v, want %v", got, want)
 	}
 
-	// The old connection's heartbeat must not take the key back from B.
+	// The old connection's heartbeat must not take the key back from B,
+	// and learns that it was replaced.
 	moved := store.Session{Mid: ids[0], Key: f.name("moved"), Node: nodeA}
 	f.bind(moved)
 	onB := moved
 	onB.Node = nodeB
 	f.bind(onB)
-	if err := s.Refresh(t.Context(), moved); err != nil {
-		t.Fatalf("Refresh from the old node: %v", err)
+	if err := s.Refresh(t.Context(), moved); !errors.Is(err, store.ErrMoved) {
+		t.Fatalf("Refresh from the old node: %v, want %v", err, store.ErrMoved)
 	}
 	if got := f.nodesByKeys(moved.Key); got[moved.Key] != nodeB {
 		t.Errorf("Refresh from the old node moved the key to %q, want it on %q", got[moved.Key], nodeB)
