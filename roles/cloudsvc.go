@@ -55,6 +55,7 @@ func newCloudService(cfg *Config, role, nodeID string, log *zap.Logger, b *backe
 		NodeID: nodeID, HandshakeTimeout: cc.HandshakeTimeout, HeartbeatTimeout: cc.HeartbeatTimeout,
 		WriteTimeout: cc.WriteTimeout, MaxBody: cc.MaxBody, SendQueue: cc.SendQueue, Buckets: cc.Buckets,
 		WSOrigins: cc.WSOrigins, WSSubprotocols: cc.WSSubprotocols, DedupWindow: dedup,
+		KeepReaders: !cc.ParkReaders,
 		// With heartbeats at least every 3/4 of store.ttl, bindings never
 		// lapse; more frequent heartbeats skip the store.
 		RefreshEvery: cfg.Store.TTL / 4,

@@ -48,6 +48,7 @@ type CloudConfig struct {
 	Buckets              int           `yaml:"buckets"`         // hub shards
 	WSOrigins            []string      `yaml:"ws_origins"`      // allowed Origin host patterns; empty: any
 	WSSubprotocols       []string      `yaml:"ws_subprotocols"` // subprotocols selected when offered, by preference
+	ParkReaders          bool          `yaml:"park_readers"`    // idle connections keep no reader goroutine (Linux)
 	DedupWindow          time.Duration `yaml:"dedup_window"`    // repeats of a push id within it are dropped; 0: off
 	PublicTCPAddr        string        `yaml:"public_tcp_addr"` // client address published in the registry; default tcp_addr
 	PublicWSAddr         string        `yaml:"public_ws_addr"`  // default ws://ws_addr/sub
@@ -128,6 +129,7 @@ func Default() Config {
 			HandshakeTimeout:     8 * time.Second,
 			HeartbeatTimeout:     480 * time.Second,
 			OnlineReportInterval: 5 * time.Second,
+			ParkReaders:          true,
 			WriteTimeout:         10 * time.Second,
 			MaxBody:              4096,
 			SendQueue:            1024,

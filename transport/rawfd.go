@@ -85,6 +85,18 @@ func wrote(n int, err error) (int, error) {
 	}
 }
 
+// Do runs fn with the descriptor, under the same rule as the writes: never
+// once Release was called, so fn cannot touch a number that was closed and
+// reused (e.g. to register the socket with an epoll instance).
+func (r *RawFD) Do(fn func(fd int) error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fd < 0 {
+		return ErrNoFD
+	}
+	return fn(r.fd)
+}
+
 // Release ends direct writes, after the one in progress if any. Call it
 // before closing the connection; it is idempotent.
 func (r *RawFD) Release() {

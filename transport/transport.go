@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
@@ -29,6 +30,19 @@ type TryWriter interface {
 	// the framed bytes it could not write (nil when all went out), to be
 	// written later as a Raw item before anything else.
 	TryWrite(o Out) (rest []byte, err error)
+}
+
+// ErrIdle is what ReadFrame of a transport told to StopWhenIdle returns
+// when it handled what arrived (a WebSocket ping) and holds no bytes of a
+// next frame: no frame, and not an error; the deadline still runs.
+var ErrIdle = errors.New("transport: idle, no frame")
+
+// IdleStopper is implemented by transports that may read something other
+// than a frame (WebSocket control frames): after StopWhenIdle, ReadFrame
+// returns ErrIdle instead of waiting for a frame once it handled such a
+// thing and holds nothing more, so a caller that parks idle readers can.
+type IdleStopper interface {
+	StopWhenIdle()
 }
 
 // Conn is one client connection.

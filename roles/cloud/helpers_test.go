@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
@@ -500,7 +501,7 @@ func readToClose(tb testing.TB, c *client.Client) []protocol.Frame {
 			if errors.Is(err, context.DeadlineExceeded) {
 				tb.Fatalf("connection still open after %v (got %v)", waitFor, fs)
 			}
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isReset(err) {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isReset(err) && websocket.CloseStatus(err) == -1 {
 				tb.Fatalf("read ended with %v, want a close", err)
 			}
 			return fs

@@ -44,6 +44,9 @@ type Config struct {
 	// bindings by its heartbeats (0: every heartbeat). A store that lost
 	// the bindings is handled by RefreshAll.
 	RefreshEvery time.Duration
+	// KeepReaders keeps a reader goroutine waiting on every connection
+	// instead of parking idle readers in an epoll instance (park.go).
+	KeepReaders bool
 }
 
 // Hub owns every session of this node.
@@ -74,6 +77,7 @@ type Hub struct {
 	wg       sync.WaitGroup // handshakes and session reader goroutines
 	pending  closerSet      // connections still in their handshake
 	workers  *workers       // the goroutines handshakes and store calls run on
+	poller   *poller        // where idle readers park; nil: they never do
 	shutdown atomic.Bool
 	// holding turns new clients away (Hold, until Open): a node that is not
 	// registered yet must not bind sessions nobody can route to.
@@ -148,6 +152,15 @@ func New(cfg Config, st SessionStore, log *zap.Logger, m *Metrics) (*Hub, error)
 	h.buckets = make([]*bucket, cfg.Buckets)
 	for i := range h.buckets {
 		h.buckets[i] = &bucket{sessions: map[string]*Session{}, rooms: map[string]*room{}, counts: h.counts}
+	}
+	if !cfg.KeepReaders {
+		p, err := newPoller()
+		if err != nil {
+			log.Warn("idle readers cannot park, every connection keeps a reader goroutine", zap.Error(err))
+		} else {
+			h.poller = p
+			go p.run(h.resume)
+		}
 	}
 	return h, nil
 }
@@ -444,7 +457,7 @@ func (h *Hub) slowConsumer(s *Session) {
 	h.log.Warn("slow client disconnected", zap.String("key", s.key), zap.Int64("mid", s.mid),
 		zap.String("remote", s.conn.RemoteAddr()), zap.Int("send_queue", h.cfg.SendQueue))
 	// Closing may wait on the transport; the fan-out that noticed must not.
-	go func() { _ = s.conn.Close() }()
+	go s.closeConn()
 }
 
 func heartbeatBody(n int32) []byte {
@@ -468,14 +481,19 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.each(func(s *Session) { s.farewell("server shutting down") })
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		h.each(func(s *Session) { s.kill() })
 		<-done
-		return fmt.Errorf("cloud: shutdown: %w", ctx.Err())
+		err = fmt.Errorf("cloud: shutdown: %w", ctx.Err())
 	}
+	// No session is left to park.
+	if h.poller != nil {
+		h.poller.close()
+	}
+	return err
 }
 
 func (h *Hub) each(fn func(*Session)) {

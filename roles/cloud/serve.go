@@ -124,11 +124,18 @@ func (h *Hub) serveConn(c transport.Conn) {
 	h.metrics.Connects.WithLabelValues(c.Network()).Inc()
 	log.Debug("session opened", zap.String("key", key), zap.Int64("mid", a.Mid), zap.String("room", roomID))
 
-	// The handshake (JSON, the store) grew this goroutine's stack; the long
-	// idle life of the connection continues on a fresh, small one.
 	s.roomID, s.bound = roomID, bound
 	h.wg.Add(1)
-	go h.runSession(s)
+	s.deadline = time.Now().Add(h.cfg.HeartbeatTimeout)
+	if is, ok := c.(transport.IdleStopper); ok && h.poller != nil {
+		is.StopWhenIdle() // a ping answered, the reader may park
+	}
+	if h.park(s) {
+		return
+	}
+	// The handshake (JSON, the store) grew this goroutine's stack; the long
+	// idle life of the connection continues on a fresh, small one.
+	go h.runSession(s, false)
 }
 
 // runSession is the reader goroutine of an authenticated session, from its
@@ -139,9 +146,17 @@ func (h *Hub) serveConn(c transport.Conn) {
 // before the next wait, and session store calls, whose clients have deep
 // call stacks (go-redis grew every reader to 8 KiB for good), run on a
 // worker (workers.callOn).
-func (h *Hub) runSession(s *Session) {
+//
+// With parking (park.go) it is also what a resumed session runs (resumed
+// set: a read comes first), on a worker, and it returns when the session
+// parks again.
+func (h *Hub) runSession(s *Session, resumed bool) {
 	growStack(0)
-	h.endSession(s, h.readLoop(s))
+	reason, parked := h.readLoop(s, resumed)
+	if parked {
+		return
+	}
+	h.endSession(s, reason)
 }
 
 // growStack needs a frame bigger than a new goroutine's smallest stack, so
@@ -157,16 +172,28 @@ func growStack(i int) byte {
 	return b[(i+1)%len(b)]
 }
 
-// readLoop reads and handles frames until the connection ends and returns
-// why it ended.
-func (h *Hub) readLoop(s *Session) string {
+// readLoop reads and handles frames until the connection ends, and returns
+// why it ended, or until the session parks between frames. Unless resumed,
+// it tries to park before each read.
+func (h *Hub) readLoop(s *Session, resumed bool) (reason string, parked bool) {
 	for {
-		f, err := s.conn.ReadFrame(time.Now().Add(h.cfg.HeartbeatTimeout))
-		if err != nil {
-			return h.readFailed(s, err)
+		if s.deadline.IsZero() {
+			s.deadline = time.Now().Add(h.cfg.HeartbeatTimeout)
 		}
+		if !resumed && h.park(s) {
+			return "", true
+		}
+		resumed = false
+		f, err := s.conn.ReadFrame(s.deadline)
+		if errors.Is(err, transport.ErrIdle) {
+			continue // the deadline still runs
+		}
+		if err != nil {
+			return h.readFailed(s, err), false
+		}
+		s.deadline = time.Time{}
 		if stop := h.handleFrame(s, f); stop != "" {
-			return stop
+			return stop, false
 		}
 	}
 }
@@ -365,6 +392,7 @@ func (h *Hub) teardown(s *Session, log connLog) {
 	if !closing {
 		s.kill()
 	}
+	h.unpoll(s)
 	if !h.remove(s) {
 		return // replaced: the binding belongs to the new session now
 	}

@@ -31,8 +31,15 @@ type Session struct {
 
 	// The reader goroutine's own (runSession): kept here rather than on its
 	// stack, which it keeps small.
-	roomID string      // the room its bindings name
-	bound  bindingsAge // when its bindings were last written
+	roomID   string       // the room its bindings name
+	bound    bindingsAge  // when its bindings were last written
+	deadline time.Time    // of the wait for the next frame (zero: none begun)
+	pollFD   atomic.Int32 // 1 + the descriptor armed in the hub's poller; 0: never
+
+	// parked: the reader is stopped between frames (park.go); idle is its
+	// heartbeat deadline's timer then. Guarded by mu.
+	parked bool
+	idle   *time.Timer
 
 	mu      sync.Mutex
 	queue   []transport.Out
@@ -187,7 +194,14 @@ func (s *Session) kill() {
 	s.closed = true
 	s.queue = nil
 	s.mu.Unlock()
+	s.closeConn()
+}
+
+// closeConn closes the connection; a parked reader is resumed to find it
+// closed and tear the session down, as a waiting one would.
+func (s *Session) closeConn() {
 	_ = s.conn.Close()
+	s.hub.resume(s)
 }
 
 // writeLoop drains the queue, each pass handing everything queued so far to
@@ -206,7 +220,7 @@ func (s *Session) writeLoop() {
 			}
 			s.mu.Unlock()
 			if closing {
-				_ = s.conn.Close()
+				s.closeConn()
 			}
 			return
 		}

@@ -70,6 +70,14 @@ func (c *Conn) Write(items []transport.Out, deadline time.Time) error {
 	return err
 }
 
+// Buffered is how many bytes of the next frames the connection holds: none,
+// a TCP frame is read from the socket exactly.
+func (c *Conn) Buffered() int { return 0 }
+
+// WithFD runs fn with the socket's descriptor unless the connection is
+// closed (transport.RawFD.Do).
+func (c *Conn) WithFD(fn func(fd int) error) error { return c.fd.Do(fn) }
+
 // Close implements transport.Conn.
 func (c *Conn) Close() error {
 	var err error

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/transport"
 )
 
 // Crafted client frames over a plain TCP connection after a hand-written
@@ -257,6 +258,37 @@ func TestReadFrameNoControl(t *testing.T) {
 	}
 	if _, err := srv.ReadFrame(readDeadline()); !errors.Is(err, ErrClosedByPeer) {
 		t.Fatalf("after the close frame: %v", err)
+	}
+}
+
+// TestStopWhenIdle: after StopWhenIdle a ping with nothing behind it ends
+// ReadFrame with transport.ErrIdle (answered first); a ping followed by a
+// message, or one between the fragments of a message, does not.
+func TestStopWhenIdle(t *testing.T) {
+	ts := newTestServer(t, AcceptOptions{MaxBody: protocol.DefaultMaxBody})
+	rc, srv := dialRaw(t, ts, nil)
+	srv.StopWhenIdle()
+	rec := record(srv)
+	hb := protocol.Encode(1, protocol.OpHeartbeat, 1, nil)
+
+	rc.send(t, msgFragment(true, opPing, []byte("a")))
+	if _, err := srv.ReadFrame(readDeadline()); !errors.Is(err, transport.ErrIdle) {
+		t.Fatalf("lone ping: %v, want ErrIdle", err)
+	}
+	if items := rec.items(); len(items) != 1 || !bytes.Equal(items[0].Data, []byte{0x8a, 1, 'a'}) {
+		t.Fatalf("pong items %+v", items)
+	}
+
+	rc.send(t, cat(msgFragment(true, opPing, []byte("b")), msg(hb)))
+	if f, err := srv.ReadFrame(readDeadline()); err != nil || f.Op != protocol.OpHeartbeat {
+		t.Fatalf("ping then a message: %v, %v", f, err)
+	}
+
+	rc.send(t, cat(msgFragment(false, opBinary, hb[:4]), msgFragment(true, opPing, []byte("c"))))
+	time.Sleep(20 * time.Millisecond) // the rest of the message comes later
+	rc.send(t, msgFragment(true, opContinuation, hb[4:]))
+	if f, err := srv.ReadFrame(readDeadline()); err != nil || f.Op != protocol.OpHeartbeat {
+		t.Fatalf("ping inside a message: %v, %v", f, err)
 	}
 }
 

@@ -41,7 +41,8 @@ type Conn struct {
 	remote  string
 	pending []byte // bytes that arrived with the handshake
 
-	control func(transport.Out) bool // queues pongs and close replies
+	control  func(transport.Out) bool // queues pongs and close replies
+	stopIdle bool                     // StopWhenIdle: ErrIdle after a control frame
 
 	// Read side, used by the reader goroutine only.
 	hdr        [14]byte
@@ -71,6 +72,19 @@ func newConn(nc net.Conn, maxBody int, remote string, pending []byte) *Conn {
 	return c
 }
 
+// Buffered is how many bytes of the next frames the connection holds
+// already (read ahead, or sent with the handshake); the reader's only.
+func (c *Conn) Buffered() int { return len(c.pending) + int(c.rend-c.rpos) }
+
+// WithFD runs fn with the socket's descriptor unless the connection is
+// closed (transport.RawFD.Do).
+func (c *Conn) WithFD(fn func(fd int) error) error { return c.fd.Do(fn) }
+
+// StopWhenIdle implements transport.IdleStopper: a control frame handled
+// between messages, with nothing more read ahead, ends ReadFrame with
+// transport.ErrIdle. Call it before the first ReadFrame.
+func (c *Conn) StopWhenIdle() { c.stopIdle = true }
+
 // SetControl sets how the reader sends control frames (pong, close reply):
 // through the session's queue, so they never cut into other writes.
 func (c *Conn) SetControl(fn func(transport.Out) bool) { c.control = fn }
@@ -90,6 +104,9 @@ func (c *Conn) ReadFrame(deadline time.Time) (protocol.Frame, error) {
 		}
 		if f, done, err := c.readFrame(&m); done || err != nil {
 			return f, err
+		}
+		if c.stopIdle && !m.open && c.Buffered() == 0 {
+			return protocol.Frame{}, transport.ErrIdle
 		}
 	}
 }
