@@ -9,10 +9,16 @@
 // lock it hands the shared bytes to each member, which either queues them or
 // writes them in place without blocking, so no lock is ever held across a
 // blocking write. Handshakes and the readers' session store calls run on
-// reused worker goroutines (their stacks stay grown); each session has one
-// reader goroutine, which keeps a small stack because it waits for frames
-// with little on it and never calls the store itself (see runSession),
-// which alone tears the session down, and at most one writer goroutine,
+// reused worker goroutines (their stacks stay grown); each session has at
+// most one reader at a time, which alone tears the session down. Between
+// frames the reader parks (park.go, on Linux unless Config.KeepReaders): the
+// socket waits in the hub's epoll set and a worker resumes the reader when
+// it is readable, its heartbeat deadline passes or the server closes it, so
+// an idle connection holds no reader goroutine; Session.parked, under the
+// session's lock, picks the one resumer. Without parking the reader is a
+// goroutine of its own that keeps a small stack, since it waits with little
+// on it and never calls the store itself (see runSession). Each session has
+// at most one writer goroutine,
 // started when something is queued and gone when the queue is empty, so an
 // idle connection holds no writer. A session whose queue overflows is closed
 // as a slow consumer; nobody else waits for it. Pushes to an idle session
