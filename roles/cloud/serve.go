@@ -138,9 +138,10 @@ func (h *Hub) serveConn(c transport.Conn) {
 	go h.runSession(s, false)
 }
 
-// runSession is the reader goroutine of an authenticated session, from its
-// first frame after Auth to teardown. Its stack is one per connection and
-// must stay at 4 KiB for the connection's life: what is on it while it waits
+// runSession is the reader of an authenticated session, from its first
+// frame after Auth to teardown. Without parking it is a goroutine per
+// connection whose stack must stay at 4 KiB for the connection's life
+// (with parking a partial frame still waits here): what is on it while it waits
 // in ReadFrame is kept small (runSession, readLoop, the transports'
 // ReadFrame: ~1.2 KiB), frame handling and teardown run in calls that return
 // before the next wait, and session store calls, whose clients have deep
