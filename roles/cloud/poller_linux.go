@@ -5,7 +5,9 @@ package cloud
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,14 +17,20 @@ import (
 // session it is armed for is resumed; the session arms it again when it
 // parks again. The runtime's own poller watches the same sockets, which
 // epoll allows.
+//
+// The instance is itself waited on through the runtime's poller (an epoll
+// descriptor is readable while it has events): run sleeps like any socket
+// reader instead of holding a thread in epoll_wait, which would make every
+// wakeup hand the scheduler over between threads.
 type poller struct {
 	epfd int
-	wake int // an eventfd in the set: written by close to end run
+	file *os.File // epfd, for the runtime's poller
+	raw  syscall.RawConn
 
-	mu     sync.Mutex
-	byFD   map[int32]*Session // the session each armed descriptor was last armed for
-	done   chan struct{}
-	closed sync.Once
+	mu   sync.Mutex
+	byFD map[int32]*Session // the session each armed descriptor was last armed for
+	done chan struct{}
+	once sync.Once
 }
 
 func newPoller() (*poller, error) {
@@ -30,18 +38,17 @@ func newPoller() (*poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	file := os.NewFile(uintptr(epfd), "epoll")
+	raw, err := file.SyscallConn()
 	if err != nil {
-		_ = unix.Close(epfd)
-		return nil, fmt.Errorf("eventfd: %w", err)
+		_ = file.Close()
+		return nil, fmt.Errorf("epoll: %w", err)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
-		_ = unix.Close(epfd)
-		_ = unix.Close(wake)
-		return nil, fmt.Errorf("epoll add eventfd: %w", err)
-	}
-	return &poller{epfd: epfd, wake: wake, byFD: make(map[int32]*Session), done: make(chan struct{})}, nil
+	return &poller{epfd: epfd, file: file, raw: raw, byFD: make(map[int32]*Session), done: make(chan struct{})}, nil
 }
 
 // arm makes the next readability (or hang-up) of fd resume s. It must be
@@ -81,24 +88,29 @@ func (p *poller) forget(fd int, s *Session) {
 func (p *poller) run(resume func(*Session)) {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 256)
+	var ready []*Session
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return
-		}
-		for _, ev := range events[:n] {
-			if int(ev.Fd) == p.wake {
-				return
+		ready = ready[:0]
+		err := p.raw.Read(func(fd uintptr) bool {
+			n, err := unix.EpollWait(int(fd), events, 0)
+			if n <= 0 || err != nil {
+				return false // nothing yet: wait until the set is readable
 			}
 			p.mu.Lock()
-			s := p.byFD[ev.Fd]
-			p.mu.Unlock()
-			if s != nil {
-				resume(s)
+			for _, ev := range events[:n] {
+				if s := p.byFD[ev.Fd]; s != nil {
+					ready = append(ready, s)
+				}
 			}
+			p.mu.Unlock()
+			return true
+		})
+		if err != nil {
+			return // closed
+		}
+		for i, s := range ready {
+			resume(s)
+			ready[i] = nil
 		}
 	}
 }
@@ -106,11 +118,8 @@ func (p *poller) run(resume func(*Session)) {
 // close ends run and releases the instance, once; call it after every
 // session ended.
 func (p *poller) close() {
-	p.closed.Do(func() {
-		one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
-		_, _ = unix.Write(p.wake, one)
+	p.once.Do(func() {
+		_ = p.file.Close()
 		<-p.done
-		_ = unix.Close(p.epfd)
-		_ = unix.Close(p.wake)
 	})
 }
