@@ -1,9 +1,13 @@
 package cloud
 
 import (
+	"io"
+	"net"
 	"runtime"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/imcloud/imcloud/protocol"
 )
@@ -81,6 +85,71 @@ func BenchmarkPushKeys(b *testing.B) {
 			frame := protocol.EncodePush(1000, []byte("a key message"))
 			measurePush(b, n, func() int { return th.PushKeys(targets, 1000, frame) })
 			checkNoneDropped(b, th, sessions)
+		})
+	}
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(tb testing.TB) time.Duration {
+	tb.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkHeartbeat is one heartbeat round trip over loopback TCP from a
+// raw client (its CPU included), with the session's reader parked between
+// heartbeats and with a reader goroutine kept per connection: what parking
+// costs per frame. 100 connections take turns, so each one's reader is
+// idle (parked) when its heartbeat arrives.
+func BenchmarkHeartbeat(b *testing.B) {
+	for _, keep := range []bool{false, true} {
+		name := "parked"
+		if keep {
+			name = "kept"
+		}
+		b.Run(name, func(b *testing.B) {
+			// No store refresh per heartbeat: the test store's bookkeeping
+			// would be most of what is measured.
+			th := newTestHub(b, func(c *Config) { c.KeepReaders = keep; c.RefreshEvery = time.Hour })
+			addr := th.startTCP(b)
+			const n = 100
+			conns := make([]net.Conn, n)
+			for i := range conns {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { _ = c.Close() })
+				body := []byte(`{"mid":` + strconv.Itoa(i) + `,"key":"hb` + strconv.Itoa(i) + `"}`)
+				if _, err := c.Write(protocol.Encode(1, protocol.OpAuth, 1, body)); err != nil {
+					b.Fatal(err)
+				}
+				var authReply [protocol.HeaderLen]byte
+				if _, err := io.ReadFull(c, authReply[:]); err != nil {
+					b.Fatal(err)
+				}
+				conns[i] = c
+			}
+			hb := protocol.Encode(1, protocol.OpHeartbeat, 1, nil)
+			reply := make([]byte, protocol.HeaderLen+4)
+			b.ReportAllocs()
+			before := cpuTime(b)
+			i := 0
+			for b.Loop() {
+				c := conns[i%n]
+				i++
+				if _, err := c.Write(hb); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, reply); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// The round trip waits on wakeups; CPU is the comparable figure.
+			b.ReportMetric(float64((cpuTime(b)-before).Microseconds())/float64(b.N), "cpu-µs/op")
 		})
 	}
 }
