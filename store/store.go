@@ -33,6 +33,9 @@ type Sessions interface {
 	// Unbind removes s's bindings only where they still point at s.Node
 	// (compare-and-delete). It reports whether the key binding was removed.
 	Unbind(ctx context.Context, s Session) (bool, error)
+	// UnbindMany is Unbind for each of ss, in as few round trips as the
+	// backend allows (a mass disconnect).
+	UnbindMany(ctx context.Context, ss []Session) error
 	// KeysByMids returns, per mid, its keys and the node each is bound to.
 	// Mids without sessions are absent.
 	KeysByMids(ctx context.Context, mids []int64) (map[int64]map[string]string, error)

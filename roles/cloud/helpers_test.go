@@ -416,6 +416,14 @@ type hookStore struct {
 	refreshes   atomic.Int64
 	lastRefresh atomic.Pointer[store.Session]
 	onReader    atomic.Int64
+	manyCalls   atomic.Int64 // UnbindMany calls
+	manyUnbound atomic.Int64 // sessions in them
+}
+
+func (s *hookStore) UnbindMany(ctx context.Context, ss []store.Session) error {
+	s.manyCalls.Add(1)
+	s.manyUnbound.Add(int64(len(ss)))
+	return s.Store.UnbindMany(ctx, ss)
 }
 
 // countOnReader counts the call if it runs on a session's reader.

@@ -25,6 +25,7 @@ type SessionStore interface {
 	Bind(ctx context.Context, s store.Session) error
 	Refresh(ctx context.Context, s store.Session) error
 	Unbind(ctx context.Context, s store.Session) (bool, error)
+	UnbindMany(ctx context.Context, ss []store.Session) error
 }
 
 // Config tunes the hub; roles fills it from the cloud section.
@@ -73,12 +74,19 @@ type Hub struct {
 	ipMu  sync.Mutex
 	ips   map[string]int
 
-	wgMu     sync.Mutex     // orders wg.Add against Shutdown's Wait
-	wg       sync.WaitGroup // handshakes and session reader goroutines
-	pending  closerSet      // connections still in their handshake
-	workers  *workers       // the goroutines handshakes and store calls run on
-	poller   *poller        // where idle readers park; nil: they never do
-	shutdown atomic.Bool
+	wgMu    sync.Mutex     // orders wg.Add against Shutdown's Wait
+	wg      sync.WaitGroup // handshakes and session reader goroutines
+	pending closerSet      // connections still in their handshake
+	workers *workers       // the goroutines handshakes and store calls run on
+	poller  *poller        // where idle readers park; nil: they never do
+
+	// The unbinder's queue (unbind.go); unbindMu orders sends against the
+	// close at Shutdown.
+	unbindMu     sync.RWMutex
+	unbinds      chan *Session
+	unbindClosed bool
+	unbindsDone  chan struct{}
+	shutdown     atomic.Bool
 	// holding turns new clients away (Hold, until Open): a node that is not
 	// registered yet must not bind sessions nobody can route to.
 	holding atomic.Bool
@@ -153,6 +161,8 @@ func New(cfg Config, st SessionStore, log *zap.Logger, m *Metrics) (*Hub, error)
 	for i := range h.buckets {
 		h.buckets[i] = &bucket{sessions: map[string]*Session{}, rooms: map[string]*room{}, counts: h.counts}
 	}
+	h.unbinds, h.unbindsDone = make(chan *Session, unbindQueue), make(chan struct{})
+	go h.runUnbinds()
 	if !cfg.KeepReaders {
 		p, err := newPoller()
 		if err != nil {
@@ -489,10 +499,12 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		<-done
 		err = fmt.Errorf("cloud: shutdown: %w", ctx.Err())
 	}
-	// No session is left to park.
+	// No session is left to park or to queue an unbind.
 	if h.poller != nil {
 		h.poller.close()
 	}
+	// Cut short (ctx done), what is still queued may be left to store.ttl.
+	h.stopUnbinds(ctx)
 	return err
 }
 

@@ -397,6 +397,9 @@ func (h *Hub) teardown(s *Session, log connLog) {
 	if !h.remove(s) {
 		return // replaced: the binding belongs to the new session now
 	}
+	if h.queueUnbind(s) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
 	if _, err := h.store.Unbind(ctx, h.storeSession(s, "")); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -299,9 +300,39 @@ func TestReconnectDuringTeardownKeepsBinding(t *testing.T) {
 	if th.current("K") == nil {
 		t.Fatal("B is not in the hub")
 	}
-	if n, ok := th.boundNode(t, "K"); !ok || n != testNodeID {
-		t.Errorf("B is connected but its key binding is gone (got %q, %v)", n, ok)
+	// A's unbind may come after B's bind (it is queued); the unbinder then
+	// restores B's binding.
+	eventually(t, "B's key binding", func() bool {
+		n, ok := th.boundNode(t, "K")
+		return ok && n == testNodeID
+	})
+}
+
+// TestMassDisconnectUnbinds: sessions that close together are unbound
+// through the unbinder's UnbindMany, and every binding goes.
+func TestMassDisconnectUnbinds(t *testing.T) {
+	th := newTestHub(t, nil)
+	addr := th.startTCP(t)
+	const n = 200
+	clients := make([]*client.Client, n)
+	for i := range clients {
+		clients[i] = dialClient(t, addr, protocol.Auth{Mid: int64(1000 + i), Key: fmt.Sprint("mass-", i)})
 	}
+	for _, c := range clients {
+		_ = c.Close()
+	}
+	eventually(t, "every session unbound", func() bool {
+		for i := range n {
+			if _, ok := th.boundNode(t, fmt.Sprint("mass-", i)); ok {
+				return false
+			}
+		}
+		return true
+	})
+	if got := th.store.manyUnbound.Load(); got != n {
+		t.Errorf("%d sessions went through UnbindMany, want %d", got, n)
+	}
+	t.Logf("%d sessions unbound in %d UnbindMany calls", n, th.store.manyCalls.Load())
 }
 
 // TestShutdownDuringHandshake: a connection whose Auth was read before

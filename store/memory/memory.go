@@ -139,6 +139,16 @@ func (s *Store) Unbind(ctx context.Context, sess store.Session) (bool, error) {
 	return removed, nil
 }
 
+// UnbindMany is Unbind for each of ss (a batch of disconnects).
+func (s *Store) UnbindMany(ctx context.Context, ss []store.Session) error {
+	for _, sess := range ss {
+		if _, err := s.Unbind(ctx, sess); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // KeysByMids returns, per mid, its unexpired keys and their nodes; mids
 // without any are absent.
 func (s *Store) KeysByMids(ctx context.Context, mids []int64) (map[int64]map[string]string, error) {

@@ -457,6 +457,9 @@ func callAll(ctx context.Context, s *Store) map[string]error {
 	errs["Ping"] = s.Ping(ctx)
 	errs["Bind"] = s.Bind(ctx, sess)
 	errs["Refresh"] = s.Refresh(ctx, sess)
+	// Before Unbind, which would load the script both use: after a SCRIPT
+	// FLUSH this one finds it missing.
+	errs["UnbindMany"] = s.UnbindMany(ctx, []store.Session{sess})
 	_, errs["Unbind"] = s.Unbind(ctx, sess)
 	_, errs["KeysByMids"] = s.KeysByMids(ctx, []int64{1, 2})
 	_, errs["NodesByKeys"] = s.NodesByKeys(ctx, []string{"k"})

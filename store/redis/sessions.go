@@ -97,6 +97,47 @@ func (s *Store) Unbind(ctx context.Context, sess store.Session) (bool, error) {
 	return n == 1, err
 }
 
+// UnbindMany is Unbind for each of ss in one pipelined round trip: a mass
+// disconnect (thousands of sessions closing within a second) then costs
+// Redis a few round trips instead of one per session, which the client's
+// connection pool could not keep up with.
+func (s *Store) UnbindMany(ctx context.Context, ss []store.Session) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("store/redis: unbind %d sessions: %w", len(ss), err)
+	}
+	for _, sess := range ss {
+		if sess.Key == "" || sess.Node == "" {
+			return fmt.Errorf("store/redis: unbind: session of mid %d needs a key and a node", sess.Mid)
+		}
+	}
+	if len(ss) == 0 {
+		return nil
+	}
+	ctx, cancel := s.opContext(ctx)
+	defer cancel()
+	run := func(eval bool) error {
+		pipe := s.client.Pipeline()
+		for _, sess := range ss {
+			keys := []string{s.keyKey(sess.Key), s.midKey(sess.Mid)}
+			if eval {
+				unbindScript.Eval(ctx, pipe, keys, sess.Node, sess.Key, s.ttlMillis, s.keyPrefix)
+			} else {
+				unbindScript.EvalSha(ctx, pipe, keys, sess.Node, sess.Key, s.ttlMillis, s.keyPrefix)
+			}
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	err := run(false)
+	if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		err = run(true) // Redis lost its script cache (a restart)
+	}
+	if err != nil {
+		return s.fail(ctx, fmt.Sprintf("unbind %d sessions", len(ss)), err)
+	}
+	return nil
+}
+
 // runSession validates sess and runs script on its two keys (EVALSHA, EVAL
 // when Redis lost the script cache).
 func (s *Store) runSession(ctx context.Context, op string, script *goredis.Script, sess store.Session) (int64, error) {

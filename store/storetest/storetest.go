@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore func(t *testing.T) (store.Sessions, store.Online
 		{"ManyMids", testManyMids},
 		{"UnbindCompareAndDelete", testCompareAndDelete},
 		{"Unbind", testUnbind},
+		{"UnbindMany", testUnbindMany},
 		{"Refresh", testRefresh},
 		{"ConcurrentBinds", testConcurrent},
 		{"OnlineReports", testOnline},
@@ -289,6 +290,39 @@ func testUnbind(t *testing.T, s store.Sessions, _ store.Online) {
 	want := map[int64]map[string]string{mid: {keep.Key: node}}
 	if got := f.keysByMids(mid); !equal(got, want) {
 		t.Errorf("the other device's binding changed: %v, want %v", got, want)
+	}
+}
+
+// testUnbindMany: each session of the batch is compare-and-deleted, as
+// Unbind would: bindings another node took are kept.
+func testUnbindMany(t *testing.T, s store.Sessions, _ store.Online) {
+	f := newFixture(t, s)
+	ids := f.mids(2)
+	nodeA, nodeB := f.name("node-a"), f.name("node-b")
+	gone1 := store.Session{Mid: ids[0], Key: f.name("gone-1"), Node: nodeA}
+	gone2 := store.Session{Mid: ids[0], Key: f.name("gone-2"), Node: nodeA}
+	moved := store.Session{Mid: ids[1], Key: f.name("moved"), Node: nodeA}
+	for _, sess := range []store.Session{gone1, gone2, moved} {
+		f.bind(sess)
+	}
+	onB := moved
+	onB.Node = nodeB
+	f.bind(onB)
+	if err := s.UnbindMany(t.Context(), nil); err != nil {
+		t.Fatalf("UnbindMany of nothing: %v", err)
+	}
+	if err := s.UnbindMany(t.Context(), []store.Session{gone1, gone2, moved}); err != nil {
+		t.Fatalf("UnbindMany: %v", err)
+	}
+	want := map[int64]map[string]string{ids[1]: {moved.Key: nodeB}}
+	if got := f.keysByMids(ids...); !equal(got, want) {
+		t.Errorf("after UnbindMany, KeysByMids = %v, want %v", got, want)
+	}
+	if got := f.nodesByKeys(gone1.Key, gone2.Key, moved.Key); len(got) != 1 || got[moved.Key] != nodeB {
+		t.Errorf("after UnbindMany, NodesByKeys = %v, want only %s on %s", got, moved.Key, nodeB)
+	}
+	if err := s.UnbindMany(t.Context(), []store.Session{{Mid: 1, Key: "", Node: nodeA}}); err == nil {
+		t.Error("UnbindMany of a session without a key succeeded")
 	}
 }
 
