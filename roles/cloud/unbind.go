@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -16,8 +17,9 @@ import (
 // client's pool timeout and ~4% of the unbinds were lost: their bindings
 // stayed until store.ttl. So teardowns hand their unbinds to one goroutine,
 // which sends what has queued up as one UnbindMany (a Redis pipeline). When
-// the queue is full (the store is down or slow), the teardown unbinds
-// itself, as before.
+// the queue is full the teardown waits for room, up to the store timeout
+// (it would wait as long for a store call of its own), and then unbinds
+// itself.
 
 // unbindQueue is how many teardowns may wait for the unbinder.
 const unbindQueue = 4096
@@ -26,7 +28,7 @@ const unbindQueue = 4096
 const maxUnbindBatch = 512
 
 // queueUnbind hands s's unbind to the unbinder, reporting false if the
-// queue is full or closed.
+// queue is closed or stays full for the store timeout.
 func (h *Hub) queueUnbind(s *Session) bool {
 	h.unbindMu.RLock()
 	defer h.unbindMu.RUnlock()
@@ -37,6 +39,13 @@ func (h *Hub) queueUnbind(s *Session) bool {
 	case h.unbinds <- s:
 		return true
 	default:
+	}
+	full := time.NewTimer(h.cfg.StoreTimeout)
+	defer full.Stop()
+	select {
+	case h.unbinds <- s:
+		return true
+	case <-full.C:
 		return false
 	}
 }
