@@ -27,6 +27,11 @@
 // socket); only what the socket does not take at once goes to a writer
 // goroutine.
 //
+// A teardown's unbind goes to one unbinder goroutine per hub (unbind.go),
+// which sends the unbinds that queued up as one UnbindMany, so a mass
+// disconnect is a few store round trips; the queue is closed and drained at
+// Shutdown, after the last session ended.
+//
 // WebSocket upgrades are read by WSListener on the connection's own
 // goroutine, which then becomes its reader; requests for other paths are
 // handed, unread, to an http.Server through WSListener.Accept.
