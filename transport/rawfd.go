@@ -66,7 +66,7 @@ func (r *RawFD) Writev(bufs [][]byte) (int, error) {
 	if r.fd < 0 {
 		return 0, ErrNoFD
 	}
-	n, err := unix.Writev(r.fd, bufs[:min(len(bufs), MaxIovecs)])
+	n, err := writev(r.fd, bufs[:min(len(bufs), MaxIovecs)])
 	return wrote(n, err)
 }
 
