@@ -166,7 +166,7 @@ func New(cfg Config, st SessionStore, log *zap.Logger, m *Metrics) (*Hub, error)
 	if !cfg.KeepReaders {
 		p, err := newPoller()
 		if err != nil {
-			log.Warn("idle readers cannot park, every connection keeps a reader goroutine", zap.Error(err))
+			log.Info("idle readers cannot park, every connection keeps a reader goroutine", zap.Error(err))
 		} else {
 			h.poller = p
 			go p.run(h.resume)
