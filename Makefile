@@ -42,10 +42,11 @@ fuzz: ## run every fuzz target for FUZZTIME each
 		done; \
 	done
 
-lint: ## gofmt and go vet (here and for macOS, where the epoll paths are left out)
+lint: ## gofmt and go vet (here and for macOS, where the epoll paths are left out), and a Windows build
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	GOOS=darwin GOARCH=arm64 $(GO) vet $(PKGS)
+	GOOS=windows $(GO) build $(PKGS)
 
 proto: ## regenerate protocol/pb from the .proto files (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I protocol/pb \

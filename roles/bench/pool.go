@@ -357,12 +357,3 @@ func classify(phase string, err error) string {
 	}
 	return fmt.Sprintf("%s: %s", phase, kind)
 }
-
-// selfCPU is this process's user + system CPU time.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
