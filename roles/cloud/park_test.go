@@ -232,3 +232,21 @@ func TestParkedWebSocketPing(t *testing.T) {
 		t.Fatalf("heartbeat reply %v %v", f, err)
 	}
 }
+
+// TestParkedSlowConsumer: a parked session whose client stops reading is
+// closed as a slow consumer once its queue overflows, and the close resumes
+// its reader to tear it down.
+func TestParkedSlowConsumer(t *testing.T) {
+	th := newTestHub(t, func(c *Config) { c.SendQueue = 4 })
+	dialClient(t, th.startTCP(t), protocol.Auth{Mid: 1, Key: "slow", Accepts: []int32{1000}})
+	eventually(t, "parked", func() bool { return parkedCount(th.Hub) == 1 })
+	push := protocol.EncodePush(1000, bytes.Repeat([]byte("x"), 64<<10))
+	eventually(t, "closed as a slow consumer", func() bool {
+		th.PushKeys([]string{"slow"}, 1000, push) // the client never reads
+		return metricValue(t, th.metrics.SlowClients) == 1
+	})
+	eventually(t, "the session torn down", func() bool {
+		conns, _ := th.Online()
+		return conns == 0 && th.sessionsClosed("slow") == 1
+	})
+}
