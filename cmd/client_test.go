@@ -6,30 +6,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/imcloud/imcloud/roles/rolestest"
 )
-
-// syncBuffer is the client's stdout, read by the test while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestClientCommand drives `imcloud client` as the README's demo does,
 // against `all` in process: it prints a push, answers typed commands and
@@ -45,7 +26,13 @@ func TestClientCommand(t *testing.T) {
 			mid := 500 + i
 			in, typed := io.Pipe()
 			defer typed.Close()
-			out := &syncBuffer{}
+			var buf bytes.Buffer
+			out := &lockedWriter{w: &buf} // the test reads while the client writes
+			printed := func() string {
+				out.mu.Lock()
+				defer out.mu.Unlock()
+				return buf.String()
+			}
 			root := newRoot()
 			root.SetIn(in)
 			root.SetOut(out)
@@ -57,14 +44,14 @@ func TestClientCommand(t *testing.T) {
 			waitOutput := func(what string, n int) {
 				t.Helper()
 				deadline := time.Now().Add(15 * time.Second)
-				for strings.Count(out.String(), what) < n {
+				for strings.Count(printed(), what) < n {
 					select {
 					case err := <-done:
-						t.Fatalf("client ended (%v) before printing %q %d times:\n%s", err, what, n, out)
+						t.Fatalf("client ended (%v) before printing %q %d times:\n%s", err, what, n, printed())
 					default:
 					}
 					if time.Now().After(deadline) {
-						t.Fatalf("client did not print %q %d times:\n%s", what, n, out)
+						t.Fatalf("client did not print %q %d times:\n%s", what, n, printed())
 					}
 					time.Sleep(10 * time.Millisecond)
 				}
@@ -99,7 +86,7 @@ func TestClientCommand(t *testing.T) {
 					t.Fatalf("client ended with %v", err)
 				}
 			case <-time.After(15 * time.Second):
-				t.Fatalf("client still running after quit:\n%s", out)
+				t.Fatalf("client still running after quit:\n%s", printed())
 			}
 		})
 	}
