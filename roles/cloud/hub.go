@@ -86,7 +86,8 @@ type Hub struct {
 	unbinds      chan *Session
 	unbindClosed bool
 	unbindsDone  chan struct{}
-	shutdown     atomic.Bool
+
+	shutdown atomic.Bool
 	// holding turns new clients away (Hold, until Open): a node that is not
 	// registered yet must not bind sessions nobody can route to.
 	holding atomic.Bool

@@ -405,10 +405,15 @@ func (h *Hub) teardown(s *Session, log connLog) {
 	if _, err := h.store.Unbind(ctx, h.storeSession(s, "")); err != nil {
 		log.Warn("session store unbind failed", zap.String("key", s.key), zap.Error(err))
 	}
-	// A reconnect with the same key may have bound between our removal and
-	// the unbind, which then erased its binding: restore it.
-	if n := h.current(s.key); n != nil {
-		h.rebind(n, n.roomName(), log)
+	h.restoreBinding(s.key)
+}
+
+// restoreBinding binds again the session now holding key on this node, if
+// any: a reconnect with the key may have bound between an older session's
+// removal from the hub and its unbind, which then erased the new binding.
+func (h *Hub) restoreBinding(key string) {
+	if n := h.current(key); n != nil {
+		h.rebind(n, n.roomName(), connLog{h.log, n.conn})
 	}
 }
 

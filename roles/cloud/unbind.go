@@ -80,12 +80,8 @@ func (h *Hub) runUnbinds() {
 		if err != nil {
 			h.log.Warn("session store unbind failed", zap.Int("sessions", len(batch)), zap.Error(err))
 		}
-		// As in teardown: a reconnect with one of these keys may have bound
-		// between the teardown and this unbind, which erased its binding.
 		for _, s := range batch {
-			if n := h.current(s.key); n != nil {
-				h.rebind(n, n.roomName(), connLog{h.log, n.conn})
-			}
+			h.restoreBinding(s.key)
 		}
 		clear(batch)
 		clear(sessions)
