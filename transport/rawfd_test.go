@@ -50,6 +50,18 @@ func TestRawFDWrites(t *testing.T) {
 	}
 	readN(t, b, n)
 
+	// Empty buffers are skipped, and a coalesced write of a few frames
+	// allocates nothing.
+	if n, err := r.Writev([][]byte{nil, []byte("a"), {}, []byte("b")}); n != 2 || err != nil {
+		t.Fatalf("Writev with empty buffers = %d, %v", n, err)
+	}
+	readN(t, b, 2)
+	frames := [][]byte{[]byte("h"), []byte("e"), []byte("y")}
+	if allocs := testing.AllocsPerRun(50, func() { _, _ = r.Writev(frames) }); allocs != 0 {
+		t.Fatalf("Writev of 3 buffers allocates %.1f times, want 0", allocs)
+	}
+	readN(t, b, 3*51)
+
 	r.Release()
 	if _, err := r.Write([]byte("x")); !errors.Is(err, transport.ErrNoFD) {
 		t.Fatalf("Write after Release: %v, want transport.ErrNoFD", err)
@@ -82,6 +94,32 @@ func TestRawFDFullSocket(t *testing.T) {
 	}
 	if got := readN(t, b, total); !bytes.Equal(got, bytes.Repeat([]byte{'z'}, total)) {
 		t.Fatal("the peer read other bytes than were written")
+	}
+}
+
+// TestRawFDPeerGone: writes to a socket whose peer has reset it fail with
+// an error, not a short count that would look like a full socket.
+func TestRawFDPeerGone(t *testing.T) {
+	a, b := transporttest.Loopback(t)
+	var r transport.RawFD
+	r.Init(a)
+	_ = b.(*net.TCPConn).SetLinger(0) // the close resets the connection
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := r.Write([]byte("x"))
+		if err != nil && !errors.Is(err, transport.ErrNoFD) {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("writes to a closed peer never failed (last: %v)", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := r.Writev([][]byte{[]byte("x"), []byte("y")}); err == nil {
+		t.Fatal("Writev to a closed peer succeeded")
 	}
 }
 

@@ -33,7 +33,7 @@ func (r *RawFD) Write(b []byte) (int, error) {
 	if r.fd < 0 {
 		return 0, ErrNoFD
 	}
-	n, err := unix.Write(r.fd, b)
+	n, err := write(r.fd, b)
 	return wrote(n, err)
 }
 

@@ -4,6 +4,8 @@ package transport
 
 import "golang.org/x/sys/unix"
 
+func write(fd int, b []byte) (int, error) { return unix.Write(fd, b) }
+
 // writev writes bufs one write(2) each where x/sys has no writev: what a
 // short write leaves is the caller's to send later, as with writev.
 func writev(fd int, bufs [][]byte) (int, error) {
