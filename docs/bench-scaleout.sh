@@ -17,8 +17,11 @@ work=$(mktemp -d)
 go build -o "$out/imcloud" .
 go build -o "$out/kfakebroker" ./queue/kafka/kfakebroker
 
-pids=()
-cleanup() { # imcloud first, the backends last
+pids=()    # the backends
+servers=() # the imcloud processes
+cleanup() { # imcloud first, and only once it has exited (cloud nodes unbind their sessions in Redis), the backends
+  for p in ${servers[@]+"${servers[@]}"}; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in ${servers[@]+"${servers[@]}"}; do wait "$p" 2>/dev/null || true; done
   for ((k = ${#pids[@]} - 1; k >= 0; k--)); do kill -TERM "${pids[k]}" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -50,21 +53,17 @@ export IMCLOUD_STORE_BACKEND=redis IMCLOUD_STORE_REDIS_ADDR=127.0.0.1:16379
 export IMCLOUD_QUEUE_BACKEND=kafka IMCLOUD_QUEUE_KAFKA_BROKERS=127.0.0.1:19092
 export IMCLOUD_LOG_LEVEL=warn
 
-servers=()
 urls=()
 for i in 1 2 3 4 5 6; do
   IMCLOUD_NODE_ID=cloud$i IMCLOUD_CLOUD_TCP_ADDR=127.0.0.1:$((4100 + 10 * i)) \
     IMCLOUD_CLOUD_WS_ADDR=127.0.0.1:$((4101 + 10 * i)) IMCLOUD_CLOUD_GRPC_ADDR=127.0.0.1:$((4102 + 10 * i)) \
     "$out/imcloud" cloud --config config.yaml >"$out/cloud$i.log" 2>&1 &
-  pids+=($!)
   servers+=($!)
   urls+=("ws://127.0.0.1:$((4101 + 10 * i))/sub")
 done
 IMCLOUD_NODE_ID=job1 "$out/imcloud" job --config config.yaml >"$out/job.log" 2>&1 &
-pids+=($!)
 servers+=($!)
 IMCLOUD_NODE_ID=logic1 "$out/imcloud" logic --config config.yaml >"$out/logic.log" 2>&1 &
-pids+=($!)
 servers+=($!)
 for _ in $(seq 200); do curl -sf http://127.0.0.1:3111/readyz >/dev/null && break; sleep 0.1; done
 # Every cloud node registered: logic lists it.
