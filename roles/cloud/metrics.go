@@ -16,6 +16,7 @@ type Metrics struct {
 	Upstream     prometheus.Counter
 	ProtocolErrs *prometheus.CounterVec
 	Repeats      prometheus.Counter
+	Parked       prometheus.Gauge
 }
 
 // NewMetrics creates the hub's metrics and registers them with reg (nil: none).
@@ -53,9 +54,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "imcloud", Subsystem: "cloud", Name: "repeated_pushes_total",
 			Help: "Pushes dropped because their id was already delivered (job redelivery).",
 		}),
+		Parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "imcloud", Subsystem: "cloud", Name: "parked_readers",
+			Help: "Connections waiting for their next frame without a reader goroutine (cloud.park_readers).",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.Conns, m.Connects, m.Disconnects, m.SlowClients, m.Deliveries, m.Upstream, m.ProtocolErrs, m.Repeats} {
+		for _, c := range []prometheus.Collector{m.Conns, m.Connects, m.Disconnects, m.SlowClients, m.Deliveries, m.Upstream, m.ProtocolErrs, m.Repeats, m.Parked} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("cloud: register metrics: %w", err)
 			}

@@ -61,6 +61,7 @@ func (h *Hub) park(s *Session) bool {
 		return false
 	}
 	s.parked = true
+	h.metrics.Parked.Inc()
 	if s.idle == nil {
 		s.idle = time.AfterFunc(wait, func() { h.resume(s) })
 	} else {
@@ -82,6 +83,7 @@ func (h *Hub) park(s *Session) bool {
 	s.parked = false
 	if mine {
 		s.idle.Stop()
+		h.metrics.Parked.Dec()
 	}
 	s.mu.Unlock()
 	if mine {
@@ -100,6 +102,7 @@ func (h *Hub) resume(s *Session) {
 	}
 	s.parked = false
 	s.idle.Stop()
+	h.metrics.Parked.Dec()
 	s.mu.Unlock()
 	h.workers.start(job{call: func() { h.runSession(s, true) }})
 }

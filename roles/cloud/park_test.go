@@ -73,7 +73,10 @@ func TestIdleReadersPark(t *testing.T) {
 			}
 			settled := func(what string) {
 				t.Helper()
-				eventually(t, what, func() bool { return parkedCount(th.Hub) == wantParked && readers() == wantReaders })
+				eventually(t, what, func() bool {
+					return parkedCount(th.Hub) == wantParked && readers() == wantReaders &&
+						metricValue(t, th.Hub.metrics.Parked) == float64(wantParked)
+				})
 			}
 			clients := make([]*client.Client, n)
 			for i := range clients {
