@@ -15,10 +15,17 @@ go build -o "$bin" .
 
 server=""
 start_server() {
+  if curl -s -o /dev/null http://127.0.0.1:3111/readyz; then
+    echo "something already listens on 127.0.0.1:3111: stop it first" >&2; exit 1
+  fi
   taskset -c 0 "$bin" all --config config.yaml --log-level warn >"$out/server.log" 2>&1 &
   server=$!
-  for _ in $(seq 100); do curl -sf http://127.0.0.1:3111/readyz >/dev/null && return; sleep 0.1; done
-  echo "server did not start" >&2; exit 1
+  for _ in $(seq 100); do
+    kill -0 "$server" 2>/dev/null || break
+    curl -sf http://127.0.0.1:3111/readyz >/dev/null && return
+    sleep 0.1
+  done
+  echo "server did not start (see $out/server.log)" >&2; exit 1
 }
 stop_server() {
   [ -n "$server" ] || return 0
