@@ -224,10 +224,17 @@ func (j *Job) HandleAsync(ctx context.Context, m *pb.PushMsg, done func()) error
 		}
 		return j.addRoom(ctx, m.GetRoom(), m.GetId(), frame, done)
 	case pb.PushMsg_BROADCAST:
-		req := &pb.BroadcastReq{Id: m.GetId(), Operation: m.GetOperation(), Frame: frame, Speed: m.GetSpeed()}
-		return j.toAll(ctx, done, func(ctx context.Context, c CloudClient) error {
-			_, err := c.Broadcast(ctx, req)
-			return err
+		return j.toEach(ctx, done, nil, func(nodes []registry.Node) []func(context.Context, CloudClient) error {
+			speeds := speedShares(m.GetSpeed(), nodes)
+			calls := make([]func(context.Context, CloudClient) error, len(nodes))
+			for i := range nodes {
+				req := &pb.BroadcastReq{Id: m.GetId(), Operation: m.GetOperation(), Frame: frame, Speed: speeds[i]}
+				calls[i] = func(ctx context.Context, c CloudClient) error {
+					_, err := c.Broadcast(ctx, req)
+					return err
+				}
+			}
+			return calls
 		})
 	default:
 		j.metrics.Dropped.WithLabelValues("bad_type").Inc()
@@ -251,30 +258,74 @@ func (j *Job) toAll(ctx context.Context, done func(), call func(context.Context,
 }
 
 func (j *Job) toAllRoom(ctx context.Context, done func(), call func(context.Context, CloudClient) error, room *pb.BroadcastRoomReq) error {
+	return j.toEach(ctx, done, room, func(nodes []registry.Node) []func(context.Context, CloudClient) error {
+		calls := make([]func(context.Context, CloudClient) error, len(nodes))
+		for i := range calls {
+			calls[i] = call
+		}
+		return calls
+	})
+}
+
+// toEach enqueues one call per node, made by calls from the nodes' last
+// registry records (in the same order); done runs once every node finished
+// its call.
+func (j *Job) toEach(ctx context.Context, done func(), room *pb.BroadcastRoomReq, calls func([]registry.Node) []func(context.Context, CloudClient) error) error {
 	j.mu.RLock()
 	all := make([]*node, 0, len(j.nodes))
+	infos := make([]registry.Node, 0, len(j.nodes))
 	for _, n := range j.nodes {
 		all = append(all, n)
+		infos = append(infos, n.info)
 	}
 	j.mu.RUnlock()
 	if len(all) == 0 {
 		done()
 		return nil
 	}
+	each := calls(infos)
 	var left atomic.Int32
 	left.Store(int32(len(all)))
-	each := func() {
+	finished := func() {
 		if left.Add(-1) == 0 {
 			done()
 		}
 	}
-	for _, n := range all {
-		if err := n.enqueue(ctx, task{call: call, done: each, room: room}); err != nil {
+	for i, n := range all {
+		if err := n.enqueue(ctx, task{call: each[i], done: finished, room: room}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// speedShares splits a broadcast's speed, a cap on the whole cluster's
+// sessions per second, among the nodes: each node's share is in proportion
+// to the connections it last reported, so all of them finish at about the
+// same time and together stay within the cap (give or take rounding up). A
+// node that reported none (new, or its report not yet in) gets an even
+// share rather than a crawl. 0 is no cap.
+func speedShares(speed int32, nodes []registry.Node) []int32 {
+	out := make([]int32, len(nodes))
+	if speed <= 0 || len(nodes) == 0 {
+		return out
+	}
+	var total int64
+	for _, n := range nodes {
+		total += max(n.Conns, 0)
+	}
+	even := ceilDiv(int64(speed), int64(len(nodes)))
+	for i, n := range nodes {
+		share := even
+		if n.Conns > 0 {
+			share = ceilDiv(int64(speed)*n.Conns, total)
+		}
+		out[i] = int32(max(share, 1))
+	}
+	return out
+}
+
+func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
 // task is one call to a node; done runs after it succeeded or was given up.
 type task struct {

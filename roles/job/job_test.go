@@ -154,6 +154,64 @@ func TestMaxAge(t *testing.T) {
 	}
 }
 
+// TestBroadcastSpeedSplit: a broadcast's speed caps the cluster, each
+// node's share in proportion to the connections it reported.
+func TestBroadcastSpeedSplit(t *testing.T) {
+	cl := newCluster()
+	for id, conns := range map[string]int64{"a": 300, "b": 100, "c": 0} {
+		cl.node(id)
+		if err := cl.reg.Register(context.Background(), registry.Node{ID: id, Role: registry.RoleCloud, GRPCAddr: id + ":3109", Conns: conns}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := startJob(t, cl, testConfig(), nil)
+	handle(t, j.Job, broadcastMsg("b1", 1000, 1000, "paced"))
+	handle(t, j.Job, broadcastMsg("b2", 1000, 0, "unpaced"))
+	for id, want := range map[string]int32{"a": 750, "b": 250, "c": 334} {
+		calls := cl.node(id).waitCalls(t, 2)
+		if got := calls[0].all.GetSpeed(); got != want {
+			t.Errorf("node %s: speed %d, want %d", id, got, want)
+		}
+		if got := calls[1].all.GetSpeed(); got != 0 {
+			t.Errorf("node %s: speed %d for an unpaced broadcast, want 0", id, got)
+		}
+	}
+}
+
+func TestSpeedShares(t *testing.T) {
+	nodes := func(conns ...int64) []registry.Node {
+		out := make([]registry.Node, len(conns))
+		for i, c := range conns {
+			out[i] = registry.Node{Conns: c}
+		}
+		return out
+	}
+	tests := []struct {
+		name  string
+		speed int32
+		nodes []registry.Node
+		want  []int32
+	}{
+		{"no cap", 0, nodes(5, 5), []int32{0, 0}},
+		{"negative is no cap", -3, nodes(5), []int32{0}},
+		{"one node takes it all", 500, nodes(42), []int32{500}},
+		{"by connections", 1000, nodes(600, 300, 100), []int32{600, 300, 100}},
+		{"rounded up", 10, nodes(1, 1, 1), []int32{4, 4, 4}},
+		{"nobody reported", 100, nodes(0, 0, 0, 0), []int32{25, 25, 25, 25}},
+		{"a silent node gets an even share", 90, nodes(0, 50, 100), []int32{30, 30, 60}},
+		{"at least one per second", 3, nodes(1_000_000, 1), []int32{3, 1}},
+		{"large counts do not overflow", 2_000_000_000, nodes(30_000_000, 10_000_000), []int32{1_500_000_000, 500_000_000}},
+		{"no nodes", 100, nil, []int32{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := speedShares(tt.speed, tt.nodes); !slices.Equal(got, tt.want) {
+				t.Fatalf("speedShares(%d, %v) = %v, want %v", tt.speed, tt.nodes, got, tt.want)
+			}
+		})
+	}
+}
+
 // TestRoomAndBroadcastReachEveryNode: one queue message, one call per node.
 func TestRoomAndBroadcastReachEveryNode(t *testing.T) {
 	tests := []struct {
@@ -170,7 +228,8 @@ func TestRoomAndBroadcastReachEveryNode(t *testing.T) {
 		}},
 		{"broadcast", broadcastMsg("b1", 1003, 250, "to all"), func(t *testing.T, c nodeCall) {
 			r := c.all
-			if c.kind != "broadcast" || r.GetId() != "b1" || r.GetOperation() != 1003 || r.GetSpeed() != 250 ||
+			// No node reported connections: the cap is split evenly.
+			if c.kind != "broadcast" || r.GetId() != "b1" || r.GetOperation() != 1003 || r.GetSpeed() != 63 ||
 				!bytes.Equal(r.GetFrame(), protocol.EncodePush(1003, []byte("to all"))) {
 				t.Errorf("got %v", c)
 			}
