@@ -130,7 +130,8 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 		a.services = append(a.services, &jobService{log: log.Named("job"), b: a.b, job: j})
 	}
 	if hasLogic {
-		var online logic.OnlineSource = &storeOnline{online: a.b.online, maxAge: time.Second}
+		so := &storeOnline{online: a.b.online, maxAge: time.Second}
+		var online logic.OnlineSource = so
 		if a.cloud != nil && !a.b.shared {
 			// Nobody else reports to an in-process store: ask the hub, live.
 			online = hubOnline{a.cloud.hub}
@@ -141,6 +142,7 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 		if err != nil {
 			return nil, err
 		}
+		so.live = l.NodeLive // set before any service starts
 		a.logic = &logicService{cfg: &a.cfg, log: log.Named("logic"), logic: l, admin: admin}
 		a.services = append(a.services, a.logic)
 	}

@@ -36,6 +36,11 @@ func (h hubOnline) ConnCount(context.Context) (int64, error) {
 type storeOnline struct {
 	online store.Online
 	maxAge time.Duration
+	// live, when set, says whether a node is still in the registry: the
+	// report of a node that died lives on until it expires (3 report
+	// intervals), longer than the node's lease, and is not counted once the
+	// node has left. Until the registry is known every report counts.
+	live func(node string) (live, known bool)
 
 	mu   sync.Mutex
 	at   time.Time
@@ -63,6 +68,11 @@ func (s *storeOnline) sum(ctx context.Context) (logic.Snapshot, error) {
 	}
 	out := logic.Snapshot{Rooms: map[string]int32{}}
 	for _, r := range reports {
+		if s.live != nil {
+			if live, known := s.live(r.Node); known && !live {
+				continue
+			}
+		}
 		out.Conns += r.Conns
 		out.IPs += r.IPs
 		for room, n := range r.Rooms {

@@ -151,10 +151,16 @@ func TestLogging(t *testing.T) {
 // TestRunCache: Run keeps the live node list; pushes follow it at once.
 func TestRunCache(t *testing.T) {
 	e := newEnv(t, envOpts{})
+	if live, known := e.l.NodeLive("n1"); live || known {
+		t.Errorf("NodeLive before Run = %v, %v; want false, false", live, known)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.l.Run(ctx) }()
 	waitFor(t, "the first list", func() bool { s := e.l.live.Load(); return s != nil && len(s.list) == 2 })
+	if live, known := e.l.NodeLive("n1"); !live || !known {
+		t.Errorf("NodeLive(n1) = %v, %v; want true, true", live, known)
+	}
 
 	bg := context.Background()
 	// mid 3 is bound to "dead": unreachable until that node registers.
@@ -173,6 +179,9 @@ func TestRunCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "n1 gone", func() bool { return !e.l.live.Load().has("n1") })
+	if live, known := e.l.NodeLive("n1"); live || !known {
+		t.Errorf("NodeLive(n1) after it left = %v, %v; want false, true", live, known)
+	}
 	if p := e.post("/goim/push/mids?operation=1000&mids=1", "", "m").push(t); p.Sessions != 1 {
 		t.Errorf("sessions after n1 left: %d, want 1", p.Sessions)
 	}

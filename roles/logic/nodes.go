@@ -35,6 +35,16 @@ func (s *nodeSet) has(id string) bool {
 	return ok
 }
 
+// NodeLive reports whether cloud node id is in the registry, as Run last
+// saw it; known is false until Run has received the first list.
+func (l *Logic) NodeLive(id string) (live, known bool) {
+	s := l.live.Load()
+	if s == nil {
+		return false, false
+	}
+	return s.has(id), true
+}
+
 // liveNodes returns the cached live cloud nodes or, before Run's first
 // list, asks the registry.
 func (l *Logic) liveNodes(ctx context.Context) (*nodeSet, error) {
