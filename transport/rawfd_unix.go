@@ -37,8 +37,9 @@ func (r *RawFD) Write(b []byte) (int, error) {
 	return wrote(n, err)
 }
 
-// Writev is Write for several buffers, in one writev(2); at most IOV_MAX
-// of them are taken, the caller sends the rest later.
+// Writev is Write for several buffers in one system call (sendmsg(2) on
+// Linux); at most IOV_MAX of them are taken, the caller sends the rest
+// later.
 func (r *RawFD) Writev(bufs [][]byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

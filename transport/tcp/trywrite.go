@@ -6,7 +6,7 @@ import (
 
 var _ transport.TryWriter = (*Conn)(nil)
 
-// TryWrite implements transport.TryWriter with one non-blocking write(2).
+// TryWrite implements transport.TryWriter with one non-blocking send(2).
 // Like Write, it is called by the one goroutine that owns the write side.
 func (c *Conn) TryWrite(o transport.Out) ([]byte, error) {
 	if !c.direct {

@@ -11,7 +11,7 @@
 //
 // One goim frame arrives per inbound message (binary or text, possibly
 // fragmented); pushes go out as op-9 messages holding one or more inner
-// frames, batched under protocol.MaxWSBatch, written with writev straight
+// frames, batched under protocol.MaxWSBatch, written as one gather write straight
 // from the shared push bytes (no copy), and, for an idle connection, with one
 // non-blocking write from the fan-out itself (TryWrite): of the message the
 // fan-out framed once for all receivers (PushMessage) when it has one, on
