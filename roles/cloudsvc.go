@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,6 +41,9 @@ type cloudService struct {
 	// the store fails and until a report cycle succeeds again (Run's
 	// goroutine only).
 	reported, troubled bool
+	// peers is the set of cloud node ids in the registry as the watch last
+	// saw it (followPeers); nil until the first list.
+	peers atomic.Pointer[map[string]struct{}]
 }
 
 func (c *cloudService) Name() string { return "cloud" }
@@ -154,6 +159,13 @@ func (c *cloudService) node() registry.Node {
 }
 
 func (c *cloudService) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if c.b.shared && c.b.watcher != nil {
+		wg.Go(func() { c.followPeers(ctx) })
+	}
 	t := time.NewTicker(c.cfg.Cloud.OnlineReportInterval)
 	defer t.Stop()
 	c.report(ctx)
@@ -204,7 +216,8 @@ func (c *cloudService) report(ctx context.Context) {
 }
 
 // followClusterCounts makes heartbeat replies count room members on every
-// node: this node's live figure plus the other nodes' latest reports. If
+// node: this node's live figure plus the latest reports of the other nodes
+// in the registry. If
 // this node's own last report is gone, the store lost data (a Redis
 // restarted without persistence, or down for longer than a report lives),
 // likely the session bindings too: every session rebinds at its next
@@ -215,17 +228,7 @@ func (c *cloudService) followClusterCounts(ctx context.Context) bool {
 		c.log.Warn("reading other nodes' online reports failed", zap.Error(err))
 		return false
 	}
-	others := map[string]int32{}
-	own := false
-	for _, r := range reports {
-		if r.Node == c.nodeID {
-			own = true
-			continue
-		}
-		for room, n := range r.Rooms {
-			others[room] += n
-		}
-	}
+	others, own := otherRoomCounts(reports, c.nodeID, c.peers.Load())
 	if c.reported && !own {
 		c.log.Warn("this node's online report is gone from the store; sessions rebind at their next heartbeat")
 		c.hub.RefreshAll()
@@ -233,6 +236,45 @@ func (c *cloudService) followClusterCounts(ctx context.Context) bool {
 	hub := c.hub
 	hub.SetRoomCounter(func(room string) int32 { return hub.RoomCount(room) + others[room] })
 	return true
+}
+
+// otherRoomCounts sums the room counts of the other nodes' reports, leaving
+// out nodes that are not in peers (a node that died leaves its last report
+// until it expires, after its lease); nil peers (the registry not known
+// yet) counts every report. own says whether self's report was among them.
+func otherRoomCounts(reports []store.NodeOnline, self string, peers *map[string]struct{}) (others map[string]int32, own bool) {
+	others = map[string]int32{}
+	for _, r := range reports {
+		if r.Node == self {
+			own = true
+			continue
+		}
+		if peers != nil {
+			if _, ok := (*peers)[r.Node]; !ok {
+				continue
+			}
+		}
+		for room, n := range r.Rooms {
+			others[room] += n
+		}
+	}
+	return others, own
+}
+
+// followPeers keeps c.peers in step with the registry's cloud nodes until
+// ctx ends; while the registry is unreachable the last view stays.
+func (c *cloudService) followPeers(ctx context.Context) {
+	ch, err := registry.WatchWait(ctx, c.b.watcher, registry.RoleCloud, c.log)
+	if err != nil {
+		return // ctx ended
+	}
+	for list := range ch {
+		set := make(map[string]struct{}, len(list))
+		for _, n := range list {
+			set[n.ID] = struct{}{}
+		}
+		c.peers.Store(&set)
+	}
 }
 
 func (c *cloudService) Stop(ctx context.Context) error {

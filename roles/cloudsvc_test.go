@@ -3,6 +3,8 @@ package roles
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/imcloud/imcloud/registry"
 	"github.com/imcloud/imcloud/registry/memory"
 	"github.com/imcloud/imcloud/store"
 	storememory "github.com/imcloud/imcloud/store/memory"
@@ -76,5 +79,73 @@ func TestReportRebindsAfterStoreTrouble(t *testing.T) {
 		if got := rebinds(); got != s.wantRebinds {
 			t.Fatalf("after %q: %d rebind announcements, want %d", s.name, got, s.wantRebinds)
 		}
+	}
+}
+
+func TestOtherRoomCounts(t *testing.T) {
+	reports := []store.NodeOnline{
+		{Node: "self", Rooms: map[string]int32{"live://1": 100}},
+		{Node: "b", Rooms: map[string]int32{"live://1": 2, "live://2": 3}},
+		{Node: "dead", Rooms: map[string]int32{"live://1": 40}},
+	}
+	set := func(ids ...string) *map[string]struct{} {
+		m := map[string]struct{}{}
+		for _, id := range ids {
+			m[id] = struct{}{}
+		}
+		return &m
+	}
+	tests := []struct {
+		name    string
+		reports []store.NodeOnline
+		peers   *map[string]struct{}
+		want    map[string]int32
+		wantOwn bool
+	}{
+		{"registry unknown: every other report", reports, nil, map[string]int32{"live://1": 42, "live://2": 3}, true},
+		{"a departed node left out", reports, set("self", "b"), map[string]int32{"live://1": 2, "live://2": 3}, true},
+		{"own report missing", reports[1:], set("self", "b", "dead"), map[string]int32{"live://1": 42, "live://2": 3}, false},
+		{"nothing reported", nil, set("self"), map[string]int32{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, own := otherRoomCounts(tt.reports, "self", tt.peers)
+			if !maps.Equal(got, tt.want) || own != tt.wantOwn {
+				t.Fatalf("otherRoomCounts = %v, own %v; want %v, own %v", got, own, tt.want, tt.wantOwn)
+			}
+		})
+	}
+}
+
+// TestFollowPeers: the node's view of its peers follows the registry.
+func TestFollowPeers(t *testing.T) {
+	reg := memory.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, id := range []string{"n1", "n2"} {
+		if err := reg.Register(ctx, registry.Node{ID: id, Role: registry.RoleCloud}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &cloudService{log: zap.NewNop(), b: &backends{watcher: reg}}
+	done := make(chan struct{})
+	go func() { defer close(done); c.followPeers(ctx) }()
+	peers := func() []string {
+		p := c.peers.Load()
+		if p == nil {
+			return nil
+		}
+		return slices.Sorted(maps.Keys(*p))
+	}
+	waitFor(t, "both nodes seen", func() bool { return slices.Equal(peers(), []string{"n1", "n2"}) })
+	if err := reg.Deregister(ctx, registry.RoleCloud, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n2 gone", func() bool { return slices.Equal(peers(), []string{"n1"}) })
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("followPeers did not return after its context ended")
 	}
 }

@@ -300,12 +300,18 @@ func TestStoppedNodeWithdrawsOnlineCounts(t *testing.T) {
 		t.Skip("starts redis-server")
 	}
 	rs := redistest.NewServer(t)
+	etcdSrv := etcdtest.Start(t)
 	prefix := fmt.Sprintf("withdraw%d:", time.Now().UnixNano())
 	const interval = 10 * time.Second // the report lives 30 s
+	// One cluster: a node's figures count where its peers see it in the
+	// registry.
 	shared := func(c *roles.Config) {
 		c.Store.Backend = "redis"
 		c.Store.Redis.Addr = rs.Addr
 		c.Store.Redis.Prefix = prefix
+		c.Registry.Backend = "etcd"
+		c.Registry.Etcd.Endpoints = []string{etcdSrv.Endpoint}
+		c.Registry.Etcd.Prefix = "/" + strings.TrimSuffix(prefix, ":")
 		c.Cloud.OnlineReportInterval = interval
 	}
 	a := startAll(t, shared)
