@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,8 +83,14 @@ func (l *WSListener) handle(nc net.Conn) {
 	line, err := peekLine(br)
 	if err != nil {
 		release()
-		if errors.Is(err, errLineTooLong) {
+		switch {
+		case errors.Is(err, errLineTooLong):
 			ws.Refuse(nc, http.StatusRequestURITooLong, "", "request line too long")
+			return
+		case errors.Is(err, errNotHTTP):
+			// E.g. a TLS ClientHello (wss:// to a plain port): answered at
+			// once, not left to the handshake timeout.
+			ws.Refuse(nc, http.StatusBadRequest, "", "not an HTTP request")
 			return
 		}
 		_ = nc.Close() // nothing, or not even a line, before the deadline
@@ -135,7 +142,10 @@ func (l *WSListener) handle(nc net.Conn) {
 	h.serveConn(c)
 }
 
-var errLineTooLong = errors.New("request line too long")
+var (
+	errLineTooLong = errors.New("request line too long")
+	errNotHTTP     = errors.New("not an HTTP request")
+)
 
 // readHead reads an upgrade request's head from br: parsed in place by
 // ws.ParseHead once it is all buffered, or, when it is not of that plain
@@ -156,16 +166,37 @@ func readHead(br *bufio.Reader) (ws.Head, error) {
 }
 
 // peekLine returns the request line (up to LF) without consuming it,
-// reading only until it is complete.
+// reading only until it is complete, or errNotHTTP as soon as what came
+// cannot start an HTTP request.
 func peekLine(br *bufio.Reader) ([]byte, error) {
-	b, err := peekUntil(br, func(b []byte) bool { return bytes.IndexByte(b, '\n') >= 0 })
+	b, err := peekUntil(br, func(b []byte) bool { return bytes.IndexByte(b, '\n') >= 0 || !httpMethodPrefix(b) })
 	if errors.Is(err, bufio.ErrBufferFull) {
 		return nil, errLineTooLong
 	}
 	if err != nil {
 		return nil, err
 	}
+	if !httpMethodPrefix(b) {
+		return nil, errNotHTTP
+	}
 	return b[:bytes.IndexByte(b, '\n')], nil
+}
+
+// httpMethodPrefix reports whether b may begin an HTTP request: up to the
+// first space or line end it holds only token characters (RFC 9110), as a
+// method does. A TLS ClientHello fails at its first byte (0x16).
+func httpMethodPrefix(b []byte) bool {
+	for _, c := range b {
+		switch {
+		case c == ' ' || c == '\r' || c == '\n':
+			return true
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9',
+			strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // peekUntil reads into br until done holds for what it buffered and

@@ -154,6 +154,7 @@ func TestWSListener(t *testing.T) {
 		{"malformed header", "GET /sub HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", "HTTP/1.1 400 Bad Request"},
 		{"header too large", "GET /sub HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n", "HTTP/1.1 431 Request Header Fields Too Large"},
 		{"request line too long", "GET /sub?" + strings.Repeat("a", 5000) + " HTTP/1.1\r\n\r\n", "HTTP/1.1 414 Request URI Too Long"},
+		{"TLS handshake", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", "HTTP/1.1 400 Bad Request"}, // at once, not at the timeout
 		{"silence", "", ""}, // closed at the handshake timeout
 		{"half a line", "GET /su", ""},
 	} {
@@ -265,6 +266,12 @@ func TestPeekLine(t *testing.T) {
 		t.Errorf("line consumed: buffer holds %q", b)
 	}
 	_ = pw.Close()
+
+	for _, in := range []string{"\x16\x03\x01", "GE\x00T / HTTP/1.1", "{\"mid\":1}"} {
+		if _, err := peekLine(bufio.NewReader(strings.NewReader(in))); err != errNotHTTP {
+			t.Errorf("peekLine(%q): %v, want errNotHTTP", in, err)
+		}
+	}
 
 	long := bufio.NewReaderSize(strings.NewReader(strings.Repeat("a", 100)+"\n"), 16)
 	if _, err := peekLine(long); err != errLineTooLong {
