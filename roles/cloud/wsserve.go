@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -169,34 +168,17 @@ func readHead(br *bufio.Reader) (ws.Head, error) {
 // reading only until it is complete, or errNotHTTP as soon as what came
 // cannot start an HTTP request.
 func peekLine(br *bufio.Reader) ([]byte, error) {
-	b, err := peekUntil(br, func(b []byte) bool { return bytes.IndexByte(b, '\n') >= 0 || !httpMethodPrefix(b) })
+	b, err := peekUntil(br, func(b []byte) bool { return bytes.IndexByte(b, '\n') >= 0 || !http1.MayStartRequest(b) })
 	if errors.Is(err, bufio.ErrBufferFull) {
 		return nil, errLineTooLong
 	}
 	if err != nil {
 		return nil, err
 	}
-	if !httpMethodPrefix(b) {
+	if !http1.MayStartRequest(b) {
 		return nil, errNotHTTP
 	}
 	return b[:bytes.IndexByte(b, '\n')], nil
-}
-
-// httpMethodPrefix reports whether b may begin an HTTP request: up to the
-// first space or line end it holds only token characters (RFC 9110), as a
-// method does. A TLS ClientHello fails at its first byte (0x16).
-func httpMethodPrefix(b []byte) bool {
-	for _, c := range b {
-		switch {
-		case c == ' ' || c == '\r' || c == '\n':
-			return true
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9',
-			strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // peekUntil reads into br until done holds for what it buffered and

@@ -69,6 +69,8 @@ func FuzzSameAsNetHTTP(f *testing.F) {
 		"get / HTTP/1.1\r\nHost: h\r\n\r\n",
 		"GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n",
 		"GET //x/y HTTP/1.1\r\nHost: h\r\n\r\n",
+		"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", // a TLS ClientHello: 400 at once here
+		"GE\x00T / HTTP/1.1\r\nHost: h\r\n\r\n",
 	} {
 		f.Add([]byte(seed))
 	}

@@ -21,6 +21,7 @@ const (
 	headComplete   verdict = iota // h is filled in
 	headIncomplete                // read more
 	headSlow                      // not one for this server: hand it over
+	headNotHTTP                   // cannot become an HTTP request: answer 400 and close
 )
 
 // head is a parsed request head.
@@ -51,6 +52,9 @@ func parseHead(b []byte, h *head) verdict {
 	}
 	*h = head{}
 	line, rest, v := nextLine(b)
+	if v == headIncomplete && !MayStartRequest(b) {
+		return headNotHTTP // not left waiting for a line that never comes
+	}
 	if v != headComplete {
 		return v
 	}
@@ -231,6 +235,18 @@ func EqualFold(b []byte, s string) bool {
 // IsToken reports whether b is an RFC 9110 token (method, header name).
 func IsToken(b []byte) bool {
 	return len(b) > 0 && alnumOr(b, "!#$%&'*+-.^_`|~")
+}
+
+// MayStartRequest reports whether b may be the start of an HTTP request:
+// up to the first space or line end it holds only token characters, as a
+// method does. A TLS ClientHello (https:// or wss:// to a plain port) fails
+// at its first byte, 0x16, long before it sends a line end, if ever.
+func MayStartRequest(b []byte) bool {
+	end := bytes.IndexAny(b, " \r\n")
+	if end < 0 {
+		end = len(b)
+	}
+	return end == 0 || IsToken(b[:end])
 }
 
 // ValidValue reports whether a header value has no control bytes but tab.

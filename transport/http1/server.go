@@ -200,6 +200,10 @@ func (c *conn) loop() bool {
 					goto read
 				case headSlow:
 					return c.handOver()
+				case headNotHTTP:
+					c.out = append(c.out, notHTTPAnswer...)
+					_ = c.flush()
+					return false
 				}
 				if s.Slow != nil && s.Slow(h.url.Path) {
 					return c.handOver()
@@ -366,6 +370,9 @@ func (c *conn) flush() error {
 	}
 	return err
 }
+
+// notHTTPAnswer is net/http's answer to a malformed request.
+const notHTTPAnswer = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request"
 
 // handOver gives the connection, with what is buffered, to the fallback
 // server; it reports whether the fallback took it.

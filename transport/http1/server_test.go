@@ -146,6 +146,41 @@ func TestHandedOver(t *testing.T) {
 	}
 }
 
+// TestNotHTTP: bytes that cannot start an HTTP request (a TLS ClientHello
+// to this plain port) are answered 400 at once and the connection closed,
+// not left waiting for a line end until the read timeout (none here).
+func TestNotHTTP(t *testing.T) {
+	ts := startServer(t, nil, nil)
+	for _, in := range []string{"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", "\x00\x00\x00\x10", "{\"mid\":1}"} {
+		c := dialRaw(t, ts.addr)
+		c.Send(in)
+		if resp, body := c.Answer("GET"); resp.StatusCode != 400 || body != "400 Bad Request" {
+			t.Fatalf("%q: got %d %q, want 400", in, resp.StatusCode, body)
+		}
+		if !c.Closed() {
+			t.Fatalf("%q: connection left open", in)
+		}
+	}
+	// A request still arriving in pieces is waited for.
+	c := dialRaw(t, ts.addr)
+	c.Send("GE")
+	c.Send("T /x HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := c.Answer("GET"); resp.StatusCode != 200 {
+		t.Fatalf("split request: %d", resp.StatusCode)
+	}
+}
+
+func TestMayStartRequest(t *testing.T) {
+	for in, want := range map[string]bool{
+		"": true, "G": true, "GET": true, "GET /": true, "M-SEARCH * HTTP/1.1": true, "\r\nGET": true, " x": true,
+		"\x16\x03\x01": false, "GE\x00": false, "{\"a\":1}": false, "GET\x7f /": false, "\x00": false,
+	} {
+		if got := MayStartRequest([]byte(in)); got != want {
+			t.Errorf("MayStartRequest(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
 // A pipeline that turns to the fallback is answered in order: what was
 // read here first, the rest by net/http on the same connection.
 func TestPipelineHandedOverInOrder(t *testing.T) {
