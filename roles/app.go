@@ -114,6 +114,11 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 		if err != nil {
 			return nil, err
 		}
+		if a.b.kafkaStats != nil {
+			if err := reg.Register(newKafkaCollector(a.b.kafkaStats)); err != nil {
+				return nil, fmt.Errorf("metrics: %w", err)
+			}
+		}
 		dial := job.GRPCDialer
 		if a.cloud != nil {
 			// The hub in this process is reached directly, not over gRPC.

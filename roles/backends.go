@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/imcloud/imcloud/queue"
+	"github.com/imcloud/imcloud/queue/kafka"
 	"github.com/imcloud/imcloud/registry"
 	"github.com/imcloud/imcloud/registry/etcd"
 	rmemory "github.com/imcloud/imcloud/registry/memory"
@@ -33,6 +34,9 @@ type backends struct {
 	// pending reports, per backend client still connecting in the
 	// background, why it is not ready (nil once it is).
 	pending []func() error
+	// kafkaStats reads the Kafka consumer's counters; false while it is
+	// not connected. Nil without a Kafka consumer.
+	kafkaStats func() (kafka.Stats, bool)
 }
 
 // openBackends builds the backends role needs. Nothing here waits for a

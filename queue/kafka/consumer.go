@@ -42,6 +42,15 @@ type Consumer struct {
 	running sync.WaitGroup // Consume calls in progress
 
 	stats stats
+
+	claimsMu sync.Mutex
+	claims   map[int32]*claimState // the partitions this consumer holds now
+}
+
+// claimState is a held partition, for Stats.Lag.
+type claimState struct {
+	claim sarama.ConsumerGroupClaim
+	next  atomic.Int64 // offset of the next message to receive; < 0 until the first
 }
 
 // stats are the consumer's counters.
@@ -64,6 +73,11 @@ type Stats struct {
 	// GroupErrors counts errors reported by the consumer group (fetch,
 	// commit and rebalance failures; sarama retries them).
 	GroupErrors int64
+	// Lag is how many messages of the partitions this consumer holds now
+	// it has not received yet, by the high-water marks of its latest
+	// fetches. While backpressure holds a partition its fetches stop once
+	// the fetch buffer is full, so the figure is then a lower bound.
+	Lag int64
 }
 
 var _ queue.Consumer = (*Consumer)(nil)
@@ -98,6 +112,38 @@ func (c *Consumer) Stats() Stats {
 		Refused:     c.stats.refused.Load(),
 		Sessions:    c.stats.sessions.Load(),
 		GroupErrors: c.stats.groupErrors.Load(),
+		Lag:         c.lag(),
+	}
+}
+
+func (c *Consumer) lag() int64 {
+	c.claimsMu.Lock()
+	defer c.claimsMu.Unlock()
+	var sum int64
+	for _, st := range c.claims {
+		if next := st.next.Load(); next >= 0 {
+			sum += max(st.claim.HighWaterMarkOffset()-next, 0)
+		}
+	}
+	return sum
+}
+
+// hold records claim as held until the returned func is called.
+func (c *Consumer) hold(claim sarama.ConsumerGroupClaim) (*claimState, func()) {
+	st := &claimState{claim: claim}
+	st.next.Store(claim.InitialOffset()) // sarama.OffsetOldest or OffsetNewest (< 0) when none is committed
+	c.claimsMu.Lock()
+	if c.claims == nil {
+		c.claims = map[int32]*claimState{}
+	}
+	c.claims[claim.Partition()] = st
+	c.claimsMu.Unlock()
+	return st, func() {
+		c.claimsMu.Lock()
+		if c.claims[claim.Partition()] == st {
+			delete(c.claims, claim.Partition())
+		}
+		c.claimsMu.Unlock()
 	}
 }
 
@@ -227,6 +273,8 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 	topic, partition := claim.Topic(), claim.Partition()
 	w := newWindow(g.c.cfg.MaxInFlight, func(next int64) { sess.MarkOffset(topic, partition, next, "") })
 	defer w.close()
+	st, release := g.c.hold(claim)
+	defer release()
 	ctx := sess.Context()
 	msgs := claim.Messages()
 	for {
@@ -240,6 +288,7 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 				return nil
 			}
 			msg = m
+			st.next.Store(m.Offset + 1)
 		case <-ctx.Done():
 			return nil
 		}

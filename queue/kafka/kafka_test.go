@@ -321,6 +321,12 @@ func TestBackpressure(t *testing.T) {
 		t.Errorf("taken per partition %v, want %v", taken, want)
 	}
 	mu.Unlock()
+	// What the window holds back is lag.
+	wantLag := int64(keys * perKey)
+	for _, n := range want {
+		wantLag -= int64(n)
+	}
+	eventually(t, fmt.Sprintf("lag %d", wantLag), func() bool { return c.Stats().Lag == wantLag })
 
 	// Done releases the rest, the handler now calling done at once.
 	for {
@@ -340,6 +346,7 @@ func TestBackpressure(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	eventually(t, "no lag once everything was received", func() bool { return c.Stats().Lag == 0 })
 }
 
 // TestUndecodableSkipped: a value that is not a PushMsg is logged, counted
