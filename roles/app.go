@@ -82,6 +82,11 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 			_ = a.b.close()
 		}
 	}()
+	if a.b.redisPool != nil {
+		if err = reg.Register(newRedisPoolCollector(a.b.redisPool)); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
 
 	// Admin endpoints ride on the role's own HTTP listener unless
 	// node.admin_addr names one; a lone job has none, so it gets a default.

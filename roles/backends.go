@@ -37,6 +37,8 @@ type backends struct {
 	// kafkaStats reads the Kafka consumer's counters; false while it is
 	// not connected. Nil without a Kafka consumer.
 	kafkaStats func() (kafka.Stats, bool)
+	// redisPool reads the Redis store's pool figures; nil without one.
+	redisPool func() sredis.PoolStats
 }
 
 // openBackends builds the backends role needs. Nothing here waits for a
@@ -87,6 +89,7 @@ func openBackends(ctx context.Context, cfg *Config, role string, log *zap.Logger
 			}
 			b.sessions, b.online, b.shared = s, s, true
 			b.closers = append(b.closers, s.Close)
+			b.redisPool = s.PoolStats
 		default:
 			return nil, fmt.Errorf("store.backend: unknown backend %q", cfg.Store.Backend)
 		}

@@ -143,6 +143,24 @@ func (s *Store) Close() error {
 	return nil
 }
 
+// PoolStats are the connection pool's figures since New.
+type PoolStats struct {
+	Hits, Misses int64 // calls that found an idle connection / had to dial or wait
+	Timeouts     int64 // calls that gave up waiting for a free connection
+	Waits        int64 // calls that waited for a free connection
+	TotalConns   int64 // connections open now
+	IdleConns    int64 // of which idle
+}
+
+// PoolStats returns the connection pool's figures.
+func (s *Store) PoolStats() PoolStats {
+	p := s.client.PoolStats()
+	return PoolStats{
+		Hits: int64(p.Hits), Misses: int64(p.Misses), Timeouts: int64(p.Timeouts), Waits: int64(p.WaitCount),
+		TotalConns: int64(p.TotalConns), IdleConns: int64(p.IdleConns),
+	}
+}
+
 // Ping checks that Redis answers. Like every method's, its error wraps
 // store.ErrUnavailable unless the caller cancelled ctx.
 func (s *Store) Ping(ctx context.Context) error {

@@ -656,3 +656,21 @@ func TestPasswordAndDB(t *testing.T) {
 		t.Errorf("Ping with a wrong password: %v, want store.ErrUnavailable", err)
 	}
 }
+
+// TestPoolStats: the pool's figures follow the calls made: the first call
+// dials, the next ones reuse the idle connection.
+func TestPoolStats(t *testing.T) {
+	s := newStore(t, redistest.Start(t))
+	if p := s.PoolStats(); p != (PoolStats{}) {
+		t.Fatalf("before any call: %+v, want zeros", p)
+	}
+	for range 5 {
+		if err := s.Ping(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := s.PoolStats()
+	if p.TotalConns < 1 || p.IdleConns < 1 || p.Misses < 1 || p.Hits+p.Misses < 5 || p.Timeouts != 0 {
+		t.Fatalf("after 5 calls: %+v", p)
+	}
+}
