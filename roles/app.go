@@ -137,6 +137,9 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := reg.Register(newNodeQueueCollector(j.NodeQueues)); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
 		a.services = append(a.services, &jobService{log: log.Named("job"), b: a.b, job: j})
 	}
 	if hasLogic {

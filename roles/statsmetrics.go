@@ -83,3 +83,26 @@ func newRedisPoolCollector(read func() sredis.PoolStats) *statsCollector[sredis.
 		},
 	}
 }
+
+// nodeQueueCollector exports how many deliveries wait for each cloud node
+// in the job: one node's queue growing while the others stay empty is that
+// node falling behind.
+type nodeQueueCollector struct {
+	read func() map[string]int
+	desc *prometheus.Desc
+}
+
+func newNodeQueueCollector(read func() map[string]int) *nodeQueueCollector {
+	return &nodeQueueCollector{read: read, desc: prometheus.NewDesc("imcloud_job_node_queue",
+		"Deliveries waiting in the job's queue for a cloud node (job.node_queue bounds it).", []string{"node"}, nil)}
+}
+
+func (c *nodeQueueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *nodeQueueCollector) Collect(ch chan<- prometheus.Metric) {
+	for node, n := range c.read() {
+		if m, err := prometheus.NewConstMetric(c.desc, prometheus.GaugeValue, float64(n), node); err == nil {
+			ch <- m
+		}
+	}
+}

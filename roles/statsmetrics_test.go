@@ -81,3 +81,26 @@ func TestRedisPoolCollector(t *testing.T) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
 }
+
+func TestNodeQueueCollector(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	queues := map[string]int{"n1": 3, "n2": 0}
+	if err := reg.Register(newNodeQueueCollector(func() map[string]int { return queues })); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == "imcloud_job_node_queue" && len(m.GetLabel()) == 1 && m.GetLabel()[0].GetName() == "node" {
+				got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	if !maps.Equal(got, map[string]float64{"n1": 3, "n2": 0}) {
+		t.Fatalf("imcloud_job_node_queue by node: %v", got)
+	}
+}

@@ -244,6 +244,18 @@ func (j *Job) HandleAsync(ctx context.Context, m *pb.PushMsg, done func()) error
 	}
 }
 
+// NodeQueues returns, per cloud node the job delivers to, how many
+// deliveries wait in its queue (the one in progress not counted).
+func (j *Job) NodeQueues() map[string]int {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	out := make(map[string]int, len(j.nodes))
+	for id, n := range j.nodes {
+		out[id] = len(n.ch)
+	}
+	return out
+}
+
 func (j *Job) node(id string) *node {
 	j.mu.RLock()
 	defer j.mu.RUnlock()

@@ -154,6 +154,29 @@ func TestMaxAge(t *testing.T) {
 	}
 }
 
+// TestNodeQueues: what waits for a busy node is reported per node.
+func TestNodeQueues(t *testing.T) {
+	cl := newCluster()
+	cl.register(t, "a", "b")
+	j := startJob(t, cl, testConfig(), nil)
+	cl.node("a").hold()
+	for i := range 5 {
+		handle(t, j.Job, pushMsg("p"+strconv.Itoa(i), "a", []string{"k"}, 1000, "x"))
+	}
+	handle(t, j.Job, pushMsg("q", "b", []string{"k"}, 1000, "x"))
+	cl.node("b").waitCalls(t, 1)
+	// One call to a is in progress at the gate, the other four wait.
+	eventually(t, "four deliveries queued for a", func() bool {
+		q := j.NodeQueues()
+		return q["a"] == 4 && q["b"] == 0 && len(q) == 2
+	})
+	cl.node("a").release()
+	cl.node("a").waitCalls(t, 5)
+	if q := j.NodeQueues(); q["a"] != 0 {
+		t.Fatalf("after the node caught up: %v", q)
+	}
+}
+
 // TestBroadcastSpeedSplit: a broadcast's speed caps the cluster, each
 // node's share in proportion to the connections it reported.
 func TestBroadcastSpeedSplit(t *testing.T) {
