@@ -1,7 +1,9 @@
 package roles
 
 import (
+	"fmt"
 	"maps"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,7 +44,8 @@ func TestKafkaCollector(t *testing.T) {
 	}
 }
 
-// gatherAll reads every unlabelled gauge and counter of reg by name.
+// gatherAll reads every gauge and counter of reg, by name and, for a
+// labelled one, `name{label="value",...}`.
 func gatherAll(t testing.TB, reg *prometheus.Registry) map[string]float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -52,11 +55,19 @@ func gatherAll(t testing.TB, reg *prometheus.Registry) map[string]float64 {
 	out := map[string]float64{}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			if labels := m.GetLabel(); len(labels) > 0 {
+				pairs := make([]string, len(labels))
+				for i, l := range labels {
+					pairs[i] = fmt.Sprintf("%s=%q", l.GetName(), l.GetValue())
+				}
+				name += "{" + strings.Join(pairs, ",") + "}"
+			}
 			switch {
 			case m.GetGauge() != nil:
-				out[mf.GetName()] = m.GetGauge().GetValue()
+				out[name] = m.GetGauge().GetValue()
 			case m.GetCounter() != nil:
-				out[mf.GetName()] = m.GetCounter().GetValue()
+				out[name] = m.GetCounter().GetValue()
 			}
 		}
 	}
@@ -88,19 +99,8 @@ func TestNodeQueueCollector(t *testing.T) {
 	if err := reg.Register(newNodeQueueCollector(func() map[string]int { return queues })); err != nil {
 		t.Fatal(err)
 	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			if mf.GetName() == "imcloud_job_node_queue" && len(m.GetLabel()) == 1 && m.GetLabel()[0].GetName() == "node" {
-				got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
-			}
-		}
-	}
-	if !maps.Equal(got, map[string]float64{"n1": 3, "n2": 0}) {
-		t.Fatalf("imcloud_job_node_queue by node: %v", got)
+	want := map[string]float64{`imcloud_job_node_queue{node="n1"}`: 3, `imcloud_job_node_queue{node="n2"}`: 0}
+	if got := gatherAll(t, reg); !maps.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
 	}
 }
