@@ -224,10 +224,10 @@ func (j *Job) HandleAsync(ctx context.Context, m *pb.PushMsg, done func()) error
 		}
 		return j.addRoom(ctx, m.GetRoom(), m.GetId(), frame, done)
 	case pb.PushMsg_BROADCAST:
-		return j.toEach(ctx, done, nil, func(nodes []registry.Node) []func(context.Context, CloudClient) error {
-			speeds := speedShares(m.GetSpeed(), nodes)
-			calls := make([]func(context.Context, CloudClient) error, len(nodes))
-			for i := range nodes {
+		return j.toEach(ctx, done, nil, nil, func(conns []int64) []func(context.Context, CloudClient) error {
+			speeds := speedShares(m.GetSpeed(), conns)
+			calls := make([]func(context.Context, CloudClient) error, len(conns))
+			for i := range calls {
 				req := &pb.BroadcastReq{Id: m.GetId(), Operation: m.GetOperation(), Frame: frame, Speed: speeds[i]}
 				calls[i] = func(ctx context.Context, c CloudClient) error {
 					_, err := c.Broadcast(ctx, req)
@@ -270,32 +270,33 @@ func (j *Job) toAll(ctx context.Context, done func(), call func(context.Context,
 }
 
 func (j *Job) toAllRoom(ctx context.Context, done func(), call func(context.Context, CloudClient) error, room *pb.BroadcastRoomReq) error {
-	return j.toEach(ctx, done, room, func(nodes []registry.Node) []func(context.Context, CloudClient) error {
-		calls := make([]func(context.Context, CloudClient) error, len(nodes))
-		for i := range calls {
-			calls[i] = call
-		}
-		return calls
-	})
+	return j.toEach(ctx, done, room, call, nil)
 }
 
-// toEach enqueues one call per node, made by calls from the nodes' last
-// registry records (in the same order); done runs once every node finished
-// its call.
-func (j *Job) toEach(ctx context.Context, done func(), room *pb.BroadcastRoomReq, calls func([]registry.Node) []func(context.Context, CloudClient) error) error {
+// toEach enqueues a call on every node: call, or when perNode is set what
+// perNode makes of every node's last reported connection count (one call
+// per count, in the same order). done runs once every node finished its
+// call.
+func (j *Job) toEach(ctx context.Context, done func(), room *pb.BroadcastRoomReq, call func(context.Context, CloudClient) error,
+	perNode func(conns []int64) []func(context.Context, CloudClient) error) error {
 	j.mu.RLock()
 	all := make([]*node, 0, len(j.nodes))
-	infos := make([]registry.Node, 0, len(j.nodes))
+	var conns []int64
 	for _, n := range j.nodes {
 		all = append(all, n)
-		infos = append(infos, n.info)
+		if perNode != nil {
+			conns = append(conns, n.info.Conns)
+		}
 	}
 	j.mu.RUnlock()
 	if len(all) == 0 {
 		done()
 		return nil
 	}
-	each := calls(infos)
+	var calls []func(context.Context, CloudClient) error
+	if perNode != nil {
+		calls = perNode(conns)
+	}
 	var left atomic.Int32
 	left.Store(int32(len(all)))
 	finished := func() {
@@ -304,7 +305,11 @@ func (j *Job) toEach(ctx context.Context, done func(), room *pb.BroadcastRoomReq
 		}
 	}
 	for i, n := range all {
-		if err := n.enqueue(ctx, task{call: each[i], done: finished, room: room}); err != nil {
+		c := call
+		if calls != nil {
+			c = calls[i]
+		}
+		if err := n.enqueue(ctx, task{call: c, done: finished, room: room}); err != nil {
 			return err
 		}
 	}
@@ -317,20 +322,20 @@ func (j *Job) toEach(ctx context.Context, done func(), room *pb.BroadcastRoomReq
 // same time and together stay within the cap (give or take rounding up). A
 // node that reported none (new, or its report not yet in) gets an even
 // share rather than a crawl. 0 is no cap.
-func speedShares(speed int32, nodes []registry.Node) []int32 {
-	out := make([]int32, len(nodes))
-	if speed <= 0 || len(nodes) == 0 {
+func speedShares(speed int32, conns []int64) []int32 {
+	out := make([]int32, len(conns))
+	if speed <= 0 || len(conns) == 0 {
 		return out
 	}
 	var total int64
-	for _, n := range nodes {
-		total += max(n.Conns, 0)
+	for _, c := range conns {
+		total += max(c, 0)
 	}
-	even := ceilDiv(int64(speed), int64(len(nodes)))
-	for i, n := range nodes {
+	even := ceilDiv(int64(speed), int64(len(conns)))
+	for i, c := range conns {
 		share := even
-		if n.Conns > 0 {
-			share = ceilDiv(int64(speed)*n.Conns, total)
+		if c > 0 {
+			share = ceilDiv(int64(speed)*c, total)
 		}
 		out[i] = int32(max(share, 1))
 	}

@@ -202,17 +202,11 @@ func TestBroadcastSpeedSplit(t *testing.T) {
 }
 
 func TestSpeedShares(t *testing.T) {
-	nodes := func(conns ...int64) []registry.Node {
-		out := make([]registry.Node, len(conns))
-		for i, c := range conns {
-			out[i] = registry.Node{Conns: c}
-		}
-		return out
-	}
+	nodes := func(conns ...int64) []int64 { return conns }
 	tests := []struct {
 		name  string
 		speed int32
-		nodes []registry.Node
+		nodes []int64
 		want  []int32
 	}{
 		{"no cap", 0, nodes(5, 5), []int32{0, 0}},
