@@ -22,6 +22,8 @@ import (
 	"github.com/imcloud/imcloud/queue/kafka/kafkatest"
 	"github.com/imcloud/imcloud/registry/etcd/etcdtest"
 	"github.com/imcloud/imcloud/roles"
+	"github.com/imcloud/imcloud/store"
+	sredis "github.com/imcloud/imcloud/store/redis"
 	"github.com/imcloud/imcloud/store/redis/redistest"
 	"github.com/imcloud/imcloud/transport/client"
 )
@@ -338,4 +340,84 @@ func TestStoppedNodeWithdrawsOnlineCounts(t *testing.T) {
 	b.stop()
 	waitUntil(t, "node b's counts to be withdrawn", interval, func() bool { return roomCount() == 0 })
 	t.Logf("withdrawn %v after the stop", time.Since(start))
+}
+
+// TestDepartedNodeReportIgnored: a node killed outright leaves its last
+// online report in Redis until it expires; while it does, neither logic's
+// online figures nor heartbeat replies count it, only the nodes in the
+// registry.
+func TestDepartedNodeReportIgnored(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server and etcd")
+	}
+	rs := redistest.NewServer(t)
+	etcdSrv := etcdtest.Start(t)
+	prefix := fmt.Sprintf("departed%d:", time.Now().UnixNano())
+	shared := func(c *roles.Config) {
+		c.Store.Backend = "redis"
+		c.Store.Redis.Addr = rs.Addr
+		c.Store.Redis.Prefix = prefix
+		c.Registry.Backend = "etcd"
+		c.Registry.Etcd.Endpoints = []string{etcdSrv.Endpoint}
+		c.Registry.Etcd.Prefix = "/" + strings.TrimSuffix(prefix, ":")
+		c.Cloud.OnlineReportInterval = 500 * time.Millisecond
+	}
+	// The last report of a node that is gone, as Redis keeps it for a
+	// while: 5 members in live://w.
+	ghost, err := sredis.New(sredis.Config{Addr: rs.Addr, Prefix: prefix, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ghost.Close()
+	if err := ghost.ReportOnline(t.Context(), store.NodeOnline{Node: "ghost", Conns: 5, Rooms: map[string]int32{"live://w": 5}}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+
+	a := startAll(t, shared)
+	cfg := roles.Default()
+	cfg.Node.ID = "departed-b"
+	cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Logic.HTTPAddr = "127.0.0.1:0"
+	shared(&cfg)
+	b := runRole(t, cfg, roles.RoleAll)
+	waitUntil(t, "node b to be ready", wait, b.app.Ready)
+	onA := a
+	onB := &server{addrs: b.app.Addrs()}
+	ca := onA.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://w"})
+	defer ca.Close()
+	cb := onB.dial(t, "tcp", protocol.Auth{Mid: 2, RoomID: "live://w"})
+	defer cb.Close()
+
+	roomCount := func() int {
+		code, env := a.do(t, http.MethodGet, "/goim/online/room", qv("type", "live", "rooms", "w"), "")
+		var counts map[string]int
+		if code != http.StatusOK || json.Unmarshal(env.Data, &counts) != nil {
+			t.Fatalf("online/room: %d %+v", code, env)
+		}
+		return counts["w"]
+	}
+	seq := int32(0)
+	beat := func() int32 {
+		seq++
+		if err := ca.Heartbeat(seq); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if f := next(t, ca); f.Op == protocol.OpHeartbeatReply && f.Seq == seq {
+				return heartbeatCount(t, f)
+			}
+		}
+	}
+	// Both live members counted, the ghost's five never.
+	waitUntil(t, "online/room to count both nodes' members", wait, func() bool { return roomCount() == 2 })
+	waitUntil(t, "heartbeat replies to count both nodes' members", wait, func() bool { return beat() == 2 })
+	for range 3 {
+		time.Sleep(600 * time.Millisecond) // another report cycle
+		if n := roomCount(); n != 2 {
+			t.Fatalf("online/room counts %d in live://w, want 2 (the departed node's report left out)", n)
+		}
+		if n := beat(); n != 2 {
+			t.Fatalf("heartbeat reply counts %d in live://w, want 2", n)
+		}
+	}
 }
