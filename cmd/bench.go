@@ -145,6 +145,7 @@ func newBenchCmd() *cobra.Command {
 	fl.StringVar(&accepts, "accepts", "", "ops the clients accept, comma-separated (default: --op)")
 	fl.StringVar(&cfg.Push, "push", "", "what to push: room (round robin over the rooms), mid (round robin over the connected users), all (broadcast) or none (hold the connections idle); default: the mode")
 	fl.Float64Var(&cfg.Rate, "rate", cfg.Rate, "pushes per second, sent on schedule (open loop)")
+	fl.IntVar(&cfg.Speed, "speed", 0, "with --push all: the broadcasts' speed parameter, sessions per second over the whole cluster (0: as fast as they go)")
 	fl.DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of the push phase (with --push none: of the idle hold)")
 	fl.IntVar(&cfg.Size, "size", cfg.Size, "message body bytes (at least 24: the stamp; padded)")
 	fl.DurationVar(&cfg.Grace, "grace", cfg.Grace, "wait this long after the last push for deliveries; what has not arrived then is lost")

@@ -58,6 +58,7 @@ type Config struct {
 
 	Push      string
 	Rate      float64 // pushes/s
+	Speed     int     // broadcasts: the speed parameter (sessions/s over the cluster); 0 = none
 	Duration  time.Duration
 	Size      int
 	Grace     time.Duration
@@ -167,6 +168,12 @@ func (c *Config) Validate() error {
 	case PushMid, PushAll, PushNone:
 	default:
 		bad("push", "want room, mid, all or none, got %q", c.Push)
+	}
+	switch {
+	case c.Speed < 0:
+		bad("speed", "must be >= 0")
+	case c.Speed > 0 && c.Push != PushAll:
+		bad("speed", "paces broadcasts only (--push all)")
 	}
 	if c.Push != PushNone {
 		if c.Rate <= 0 {

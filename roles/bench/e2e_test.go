@@ -130,6 +130,18 @@ func TestMidAndBroadcastPush(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkClean(t, s, 10, 10*120)
+
+	// Paced broadcasts: 120 sessions at 300/s take 0.4 s to reach the last.
+	cfg.Speed, cfg.Rate, cfg.Duration = 300, 1, 2*time.Second
+	s, err = Run(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, s, 2, 2*120)
+	if s.Config.Speed != 300 || s.Latency.Max < 300 {
+		t.Fatalf("paced broadcast: speed %d in the summary, slowest delivery %.0f ms; want 300 and at least 300 ms",
+			s.Config.Speed, s.Latency.Max)
+	}
 }
 
 func TestWorkerProcesses(t *testing.T) {
@@ -249,6 +261,7 @@ func TestValidate(t *testing.T) {
 		"rooms":        func(c *Config) { c.Rooms = 0 },
 		"duration":     func(c *Config) { c.Duration = 0 },
 		"connect-rate": func(c *Config) { c.ConnectRate = -1 },
+		"speed":        func(c *Config) { c.Speed = 100 }, // the default pushes to rooms
 	} {
 		cfg := Default()
 		mut(&cfg)

@@ -116,7 +116,11 @@ func (p *pusher) url(n int) string {
 	case PushMid:
 		return base + "/goim/push/mids?operation=" + op + "&mids=" + strconv.FormatUint(uint64(r.target), 10)
 	default:
-		return base + "/goim/push/all?operation=" + op
+		u := base + "/goim/push/all?operation=" + op
+		if p.cfg.Speed > 0 {
+			u += "&speed=" + strconv.Itoa(p.cfg.Speed)
+		}
+		return u
 	}
 }
 

@@ -45,6 +45,7 @@ type SummaryConfig struct {
 	Rooms       int      `json:"rooms"`
 	Push        string   `json:"push"`
 	Rate        float64  `json:"rate"`
+	Speed       int      `json:"speed,omitempty"`
 	DurationS   float64  `json:"duration_s"`
 	Size        int      `json:"size"`
 	Op          int32    `json:"op"`

@@ -60,7 +60,7 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	s := &r.sum
 	s.Config = SummaryConfig{
 		Network: cfg.Network, Target: cfg.TCPAddr, HTTP: cfg.HTTP, Conns: cfg.Conns, Mode: cfg.Mode,
-		Rooms: cfg.Rooms, Push: cfg.Push, Rate: cfg.Rate, DurationS: secs(cfg.Duration), Size: cfg.Size,
+		Rooms: cfg.Rooms, Push: cfg.Push, Rate: cfg.Rate, Speed: cfg.Speed, DurationS: secs(cfg.Duration), Size: cfg.Size,
 		Op: cfg.Op, HeartbeatS: secs(cfg.Heartbeat), GraceS: secs(cfg.Grace), SourceIPs: cfg.SourceIPs,
 		PerProcess: cfg.PerProcess, ConnectRate: cfg.ConnectRate,
 	}
