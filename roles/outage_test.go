@@ -294,19 +294,22 @@ func TestStartBeforeBackends(t *testing.T) {
 	}
 }
 
-// TestStoppedNodeWithdrawsOnlineCounts: a cloud node that stops cleanly
-// takes its room counts out of the cluster-wide figures at once, not when
-// its last report expires (three report intervals later).
-func TestStoppedNodeWithdrawsOnlineCounts(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts redis-server")
-	}
+// twoNodes is two `all` nodes run in the test process, sharing a real
+// Redis and etcd: one cluster, whose figures count a node where its peers
+// see it in the registry.
+type twoNodes struct {
+	a      *server
+	b      *roleRun
+	onB    *server
+	redis  string // address
+	prefix string // store key prefix
+}
+
+func startTwoNodes(t *testing.T, name string, interval time.Duration) *twoNodes {
+	t.Helper()
 	rs := redistest.NewServer(t)
 	etcdSrv := etcdtest.Start(t)
-	prefix := fmt.Sprintf("withdraw%d:", time.Now().UnixNano())
-	const interval = 10 * time.Second // the report lives 30 s
-	// One cluster: a node's figures count where its peers see it in the
-	// registry.
+	prefix := fmt.Sprintf("%s%d:", name, time.Now().UnixNano())
 	shared := func(c *roles.Config) {
 		c.Store.Backend = "redis"
 		c.Store.Redis.Addr = rs.Addr
@@ -318,27 +321,41 @@ func TestStoppedNodeWithdrawsOnlineCounts(t *testing.T) {
 	}
 	a := startAll(t, shared)
 	cfg := roles.Default()
-	cfg.Node.ID = "withdraw-b"
+	cfg.Node.ID = name + "-b"
 	cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Logic.HTTPAddr = "127.0.0.1:0"
 	shared(&cfg)
 	b := runRole(t, cfg, roles.RoleAll)
 	waitUntil(t, "node b to be ready", wait, b.app.Ready)
-	onB := &server{addrs: b.app.Addrs()}
-	c := onB.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://w"})
-	defer c.Close()
-	roomCount := func() int {
-		code, env := a.do(t, http.MethodGet, "/goim/online/room", qv("type", "live", "rooms", "w"), "")
-		var counts map[string]int
-		if code != http.StatusOK || json.Unmarshal(env.Data, &counts) != nil {
-			t.Fatalf("online/room: %d %+v", code, env)
-		}
-		return counts["w"]
+	return &twoNodes{a: a, b: b, onB: &server{addrs: b.app.Addrs()}, redis: rs.Addr, prefix: prefix}
+}
+
+// roomCount is node a's online/room figure for live://<room>.
+func (n *twoNodes) roomCount(t *testing.T, room string) int {
+	t.Helper()
+	code, env := n.a.do(t, http.MethodGet, "/goim/online/room", qv("type", "live", "rooms", room), "")
+	var counts map[string]int
+	if code != http.StatusOK || json.Unmarshal(env.Data, &counts) != nil {
+		t.Fatalf("online/room: %d %+v", code, env)
 	}
-	waitUntil(t, "node b's member to be counted", 2*interval+wait, func() bool { return roomCount() == 1 })
+	return counts[room]
+}
+
+// TestStoppedNodeWithdrawsOnlineCounts: a cloud node that stops cleanly
+// takes its room counts out of the cluster-wide figures at once, not when
+// its last report expires (three report intervals later).
+func TestStoppedNodeWithdrawsOnlineCounts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server and etcd")
+	}
+	const interval = 10 * time.Second // the report lives 30 s
+	n := startTwoNodes(t, "withdraw", interval)
+	c := n.onB.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://w"})
+	defer c.Close()
+	waitUntil(t, "node b's member to be counted", 2*interval+wait, func() bool { return n.roomCount(t, "w") == 1 })
 	start := time.Now()
-	b.stop()
-	waitUntil(t, "node b's counts to be withdrawn", interval, func() bool { return roomCount() == 0 })
+	n.b.stop()
+	waitUntil(t, "node b's counts to be withdrawn", interval, func() bool { return n.roomCount(t, "w") == 0 })
 	t.Logf("withdrawn %v after the stop", time.Since(start))
 }
 
@@ -350,21 +367,10 @@ func TestDepartedNodeReportIgnored(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts redis-server and etcd")
 	}
-	rs := redistest.NewServer(t)
-	etcdSrv := etcdtest.Start(t)
-	prefix := fmt.Sprintf("departed%d:", time.Now().UnixNano())
-	shared := func(c *roles.Config) {
-		c.Store.Backend = "redis"
-		c.Store.Redis.Addr = rs.Addr
-		c.Store.Redis.Prefix = prefix
-		c.Registry.Backend = "etcd"
-		c.Registry.Etcd.Endpoints = []string{etcdSrv.Endpoint}
-		c.Registry.Etcd.Prefix = "/" + strings.TrimSuffix(prefix, ":")
-		c.Cloud.OnlineReportInterval = 500 * time.Millisecond
-	}
+	n := startTwoNodes(t, "departed", 500*time.Millisecond)
 	// The last report of a node that is gone, as Redis keeps it for a
 	// while: 5 members in live://w.
-	ghost, err := sredis.New(sredis.Config{Addr: rs.Addr, Prefix: prefix, TTL: time.Hour})
+	ghost, err := sredis.New(sredis.Config{Addr: n.redis, Prefix: n.prefix, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,30 +378,11 @@ func TestDepartedNodeReportIgnored(t *testing.T) {
 	if err := ghost.ReportOnline(t.Context(), store.NodeOnline{Node: "ghost", Conns: 5, Rooms: map[string]int32{"live://w": 5}}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-
-	a := startAll(t, shared)
-	cfg := roles.Default()
-	cfg.Node.ID = "departed-b"
-	cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Logic.HTTPAddr = "127.0.0.1:0"
-	shared(&cfg)
-	b := runRole(t, cfg, roles.RoleAll)
-	waitUntil(t, "node b to be ready", wait, b.app.Ready)
-	onA := a
-	onB := &server{addrs: b.app.Addrs()}
-	ca := onA.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://w"})
+	ca := n.a.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://w"})
 	defer ca.Close()
-	cb := onB.dial(t, "tcp", protocol.Auth{Mid: 2, RoomID: "live://w"})
+	cb := n.onB.dial(t, "tcp", protocol.Auth{Mid: 2, RoomID: "live://w"})
 	defer cb.Close()
 
-	roomCount := func() int {
-		code, env := a.do(t, http.MethodGet, "/goim/online/room", qv("type", "live", "rooms", "w"), "")
-		var counts map[string]int
-		if code != http.StatusOK || json.Unmarshal(env.Data, &counts) != nil {
-			t.Fatalf("online/room: %d %+v", code, env)
-		}
-		return counts["w"]
-	}
 	seq := int32(0)
 	beat := func() int32 {
 		seq++
@@ -409,15 +396,15 @@ func TestDepartedNodeReportIgnored(t *testing.T) {
 		}
 	}
 	// Both live members counted, the ghost's five never.
-	waitUntil(t, "online/room to count both nodes' members", wait, func() bool { return roomCount() == 2 })
+	waitUntil(t, "online/room to count both nodes' members", wait, func() bool { return n.roomCount(t, "w") == 2 })
 	waitUntil(t, "heartbeat replies to count both nodes' members", wait, func() bool { return beat() == 2 })
 	for range 3 {
 		time.Sleep(600 * time.Millisecond) // another report cycle
-		if n := roomCount(); n != 2 {
-			t.Fatalf("online/room counts %d in live://w, want 2 (the departed node's report left out)", n)
+		if got := n.roomCount(t, "w"); got != 2 {
+			t.Fatalf("online/room counts %d in live://w, want 2 (the departed node's report left out)", got)
 		}
-		if n := beat(); n != 2 {
-			t.Fatalf("heartbeat reply counts %d in live://w, want 2", n)
+		if got := beat(); got != 2 {
+			t.Fatalf("heartbeat reply counts %d in live://w, want 2", got)
 		}
 	}
 }
