@@ -228,7 +228,7 @@ func (c *cloudService) followClusterCounts(ctx context.Context) bool {
 		c.log.Warn("reading other nodes' online reports failed", zap.Error(err))
 		return false
 	}
-	others, own := otherRoomCounts(reports, c.nodeID, c.peers.Load())
+	others, own := otherRoomCounts(reports, c.nodeID, c.peerLive)
 	if c.reported && !own {
 		c.log.Warn("this node's online report is gone from the store; sessions rebind at their next heartbeat")
 		c.hub.RefreshAll()
@@ -239,26 +239,33 @@ func (c *cloudService) followClusterCounts(ctx context.Context) bool {
 }
 
 // otherRoomCounts sums the room counts of the other nodes' reports, leaving
-// out nodes that are not in peers (a node that died leaves its last report
-// until it expires, after its lease); nil peers (the registry not known
-// yet) counts every report. own says whether self's report was among them.
-func otherRoomCounts(reports []store.NodeOnline, self string, peers *map[string]struct{}) (others map[string]int32, own bool) {
+// out nodes that departed the registry (liveFunc.departed). own says
+// whether self's report was among them.
+func otherRoomCounts(reports []store.NodeOnline, self string, live liveFunc) (others map[string]int32, own bool) {
 	others = map[string]int32{}
 	for _, r := range reports {
 		if r.Node == self {
 			own = true
 			continue
 		}
-		if peers != nil {
-			if _, ok := (*peers)[r.Node]; !ok {
-				continue
-			}
+		if live.departed(r.Node) {
+			continue
 		}
 		for room, n := range r.Rooms {
 			others[room] += n
 		}
 	}
 	return others, own
+}
+
+// peerLive is a liveFunc over c.peers.
+func (c *cloudService) peerLive(node string) (live, known bool) {
+	p := c.peers.Load()
+	if p == nil {
+		return false, false
+	}
+	_, live = (*p)[node]
+	return live, true
 }
 
 // followPeers keeps c.peers in step with the registry's cloud nodes until

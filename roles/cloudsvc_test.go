@@ -88,17 +88,13 @@ func TestOtherRoomCounts(t *testing.T) {
 		{Node: "b", Rooms: map[string]int32{"live://1": 2, "live://2": 3}},
 		{Node: "dead", Rooms: map[string]int32{"live://1": 40}},
 	}
-	set := func(ids ...string) *map[string]struct{} {
-		m := map[string]struct{}{}
-		for _, id := range ids {
-			m[id] = struct{}{}
-		}
-		return &m
+	set := func(ids ...string) liveFunc {
+		return func(node string) (bool, bool) { return slices.Contains(ids, node), true }
 	}
 	tests := []struct {
 		name    string
 		reports []store.NodeOnline
-		peers   *map[string]struct{}
+		peers   liveFunc
 		want    map[string]int32
 		wantOwn bool
 	}{
@@ -130,6 +126,9 @@ func TestFollowPeers(t *testing.T) {
 	c := &cloudService{log: zap.NewNop(), b: &backends{watcher: reg}}
 	done := make(chan struct{})
 	go func() { defer close(done); c.followPeers(ctx) }()
+	if live, known := c.peerLive("n1"); live || known {
+		t.Errorf("peerLive before the first list = %v, %v; want false, false", live, known)
+	}
 	peers := func() []string {
 		p := c.peers.Load()
 		if p == nil {
@@ -138,6 +137,9 @@ func TestFollowPeers(t *testing.T) {
 		return slices.Sorted(maps.Keys(*p))
 	}
 	waitFor(t, "both nodes seen", func() bool { return slices.Equal(peers(), []string{"n1", "n2"}) })
+	if live, known := c.peerLive("n3"); live || !known {
+		t.Errorf("peerLive(n3) = %v, %v; want false, true", live, known)
+	}
 	if err := reg.Deregister(ctx, registry.RoleCloud, "n2"); err != nil {
 		t.Fatal(err)
 	}

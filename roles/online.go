@@ -29,6 +29,22 @@ func (h hubOnline) ConnCount(context.Context) (int64, error) {
 	return conns, nil
 }
 
+// liveFunc says whether a cloud node is in the registry; known is false
+// until the registry's view is in.
+type liveFunc func(node string) (live, known bool)
+
+// departed reports whether node is known to have left the registry: its
+// last online report, which outlives the node's lease, is then not
+// counted. Until the registry is known (or with no view at all, nil) every
+// report counts.
+func (f liveFunc) departed(node string) bool {
+	if f == nil {
+		return false
+	}
+	live, known := f(node)
+	return known && !live
+}
+
 // storeOnline sums every cloud node's latest report in the store. The sum
 // is reused for up to maxAge: the reports themselves are only refreshed
 // every cloud.online_report_interval, and reading them all on every room
@@ -39,8 +55,8 @@ type storeOnline struct {
 	// live, when set, says whether a node is still in the registry: the
 	// report of a node that died lives on until it expires (3 report
 	// intervals), longer than the node's lease, and is not counted once the
-	// node has left. Until the registry is known every report counts.
-	live func(node string) (live, known bool)
+	// node has left.
+	live liveFunc
 
 	mu   sync.Mutex
 	at   time.Time
@@ -68,10 +84,8 @@ func (s *storeOnline) sum(ctx context.Context) (logic.Snapshot, error) {
 	}
 	out := logic.Snapshot{Rooms: map[string]int32{}}
 	for _, r := range reports {
-		if s.live != nil {
-			if live, known := s.live(r.Node); known && !live {
-				continue
-			}
+		if s.live.departed(r.Node) {
+			continue
 		}
 		out.Conns += r.Conns
 		out.IPs += r.IPs
