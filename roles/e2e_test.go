@@ -433,6 +433,29 @@ func TestSameKeyReplacesOldConnection(t *testing.T) {
 	expect(t, fresh, 1000, "to-new")
 }
 
+// TestKeyTakenByAnotherUser: a key reused by another user's connection
+// leaves the previous user, whose pushes then reach nobody; anonymous
+// connections (mid 0) are not a user.
+func TestKeyTakenByAnotherUser(t *testing.T) {
+	s := startAll(t, nil)
+	prev := s.dial(t, "tcp", protocol.Auth{Mid: 111, Key: "shared", Accepts: []int32{1000}})
+	next := s.dial(t, "ws", protocol.Auth{Mid: 222, Key: "shared", Accepts: []int32{1000}})
+	anon := s.dial(t, "tcp", protocol.Auth{Key: "anon", Accepts: []int32{1000}})
+	expectClosed(t, prev)
+	if n := s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "111"), "for-111"); n != 0 {
+		t.Errorf("push to the previous user targeted %d sessions, want 0", n)
+	}
+	if n := s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "222"), "for-222"); n != 1 {
+		t.Errorf("push to the new user targeted %d sessions, want 1", n)
+	}
+	expect(t, next, 1000, "for-222") // not "for-111" first
+	if code, env := s.do(t, http.MethodPost, "/goim/push/mids", qv("operation", "1000", "mids", "0"), "x"); code != http.StatusBadRequest {
+		t.Errorf("push to mid 0: %d %+v, want 400", code, env)
+	}
+	s.push(t, "/goim/push/keys", qv("operation", "1000", "keys", "anon"), "by-key")
+	expect(t, anon, 1000, "by-key")
+}
+
 func TestRESTErrors(t *testing.T) {
 	s := startAll(t, func(c *roles.Config) { c.Logic.MaxMessage = 1024 })
 	cases := []struct {

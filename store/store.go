@@ -13,6 +13,11 @@ var ErrUnavailable = errors.New("store: unavailable")
 // node: a newer connection with the key is there, and this one is replaced.
 var ErrMoved = errors.New("store: key bound to another node")
 
+// Identified reports whether mid names a user. As in goim, a connection
+// that authenticates with mid 0 (or below) is anonymous: it is bound by key
+// only, and reached by key, room or broadcast, never by mid.
+func Identified(mid int64) bool { return mid > 0 }
+
 // Session is one bound connection.
 type Session struct {
 	Mid  int64
@@ -24,14 +29,18 @@ type Session struct {
 // Sessions maps users and keys to the cloud node that holds them. Safe for
 // concurrent use.
 type Sessions interface {
-	// Bind records s (mid -> key -> node, key -> node) with the store's TTL.
+	// Bind records s (mid -> key -> node, key -> mid and node) with the
+	// store's TTL; an anonymous mid (see Identified) gets no mid binding. A
+	// key that another mid's session held leaves that mid's keys, so a key
+	// reused by another user never carries the previous user's pushes.
 	Bind(ctx context.Context, s Session) error
 	// Refresh extends the TTL of s's bindings (heartbeat); it re-binds if the
-	// bindings expired meanwhile. If the key is bound to another node it
-	// changes nothing and returns ErrMoved.
+	// bindings expired meanwhile. If the key is bound to another node or
+	// another mid it changes nothing and returns ErrMoved.
 	Refresh(ctx context.Context, s Session) error
 	// Unbind removes s's bindings only where they still point at s.Node
-	// (compare-and-delete). It reports whether the key binding was removed.
+	// (compare-and-delete; the key binding also only if it is s.Mid's). It
+	// reports whether the key binding was removed.
 	Unbind(ctx context.Context, s Session) (bool, error)
 	// UnbindMany is Unbind for each of ss, in as few round trips as the
 	// backend allows (a mass disconnect).

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/imcloud/imcloud/protocol"
+	"github.com/imcloud/imcloud/store"
 )
 
 // params are one request's parameters: the query string and, for a push
@@ -86,14 +87,19 @@ func (p *params) strings(name string, limit, maxLen int) ([]string, error) {
 	return out, listErr(name, len(out), limit, err)
 }
 
-// int64s is strings for a list of int64 (mids).
-func (p *params) int64s(name string, limit int) ([]int64, error) {
+// userIDs is strings for a list of user ids (mids): positive int64s. A
+// connection that authenticated with mid 0 is anonymous (store.Identified),
+// so a push to mid 0 is a mistake the caller should hear about.
+func (p *params) userIDs(name string, limit int) ([]int64, error) {
 	var out []int64
 	var seen map[int64]struct{}
 	err := p.each(name, func(s string) error {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			return badRequest("%s: must be 64-bit integers, got %s", name, quote(s))
+		}
+		if !store.Identified(n) {
+			return badRequest("%s: %d is not a user id: user ids are positive (a connection with mid 0 is anonymous, reached by key or room)", name, n)
 		}
 		if seen == nil {
 			seen = make(map[int64]struct{})
@@ -143,7 +149,7 @@ func (p *params) operation(rt *route) (int32, error) {
 		}
 		return 0, badRequest("operation: required (an integer >= %d)", protocol.MinBusinessOp)
 	}
-	op, err := strconv.ParseInt(s, 10, 32)
+	op, err := strconv.ParseInt(strings.TrimSpace(s), 10, 32)
 	if err != nil || int32(op) < protocol.MinBusinessOp {
 		return 0, badRequest("operation: must be an integer >= %d, got %s", protocol.MinBusinessOp, quote(s))
 	}
@@ -178,7 +184,7 @@ func (p *params) intParam(name string, required bool, def, lo, hi int64, want st
 		}
 		return def, nil
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 	if err != nil || n < lo || n > hi {
 		return 0, badRequest("%s: must be %s, got %s", name, want, quote(s))
 	}

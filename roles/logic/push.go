@@ -61,7 +61,7 @@ func (l *Logic) pushMids(w http.ResponseWriter, r *http.Request, rt *route) (any
 	if err != nil {
 		return nil, err
 	}
-	mids, err := p.int64s("mids", l.cfg.MaxIDs)
+	mids, err := p.userIDs("mids", l.cfg.MaxIDs)
 	if err != nil {
 		return nil, err
 	}

@@ -2,8 +2,9 @@
 // in one process (imcloud all): a single *Store implements store.Sessions
 // and store.Online.
 //
-// It owns two indexes of bindings, key -> node and mid -> key -> node, each
-// entry with its own expiry (the store's TTL, renewed by Bind and Refresh),
+// It owns two indexes of bindings, key -> (mid, node) and mid -> key -> node
+// (mid > 0: anonymous sessions are bound by key only), each entry with its
+// own expiry (the store's TTL, renewed by Bind and Refresh),
 // and each cloud node's latest online report with the TTL it was reported
 // with. Time comes from a clock function (NewWithClock) so expiry can be
 // tested without sleeping.
@@ -18,10 +19,12 @@
 //     interval (the TTL, at least a second). New starts no goroutine and
 //     there is nothing to close.
 //   - Writes are compare-on-node: Unbind deletes only entries that still
-//     point at the session's node, and Refresh renews entries that point at
-//     its node or re-binds entries that are missing or expired, but never
-//     takes over an entry another node holds, so a fast reconnect elsewhere
-//     is not undone by the old connection's last heartbeat or disconnect.
+//     point at the session's node (and, for the key, its mid), and Refresh
+//     renews entries that point at its node or re-binds entries that are
+//     missing or expired, but never takes over an entry another node or mid
+//     holds, so a fast reconnect elsewhere is not undone by the old
+//     connection's last heartbeat or disconnect. Bind of a key that another
+//     mid held removes it from that mid's keys.
 //   - Results are fresh maps and slices the caller owns; reported room maps
 //     are copied on the way in and out.
 package memory

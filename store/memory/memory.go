@@ -26,15 +26,18 @@ type Store struct {
 	now        func() time.Time
 
 	mu        sync.RWMutex
-	keys      map[string]binding           // key -> node
-	mids      map[int64]map[string]binding // mid -> key -> node
+	keys      map[string]binding           // key -> mid and node
+	mids      map[int64]map[string]binding // mid -> key -> node (mid > 0)
 	online    map[string]report            // node -> latest report
 	nextSweep time.Time
 }
 
-// binding is where a key lives until it expires.
+// binding is where a key lives until it expires. In keys it also names the
+// user the key belongs to, so a key taken over by another user can be
+// dropped from the previous one's devices.
 type binding struct {
 	node    string
+	mid     int64
 	expires time.Time
 }
 
@@ -75,7 +78,8 @@ func NewWithClock(ttl time.Duration, now func() time.Time) *Store {
 }
 
 // Bind records s (mid -> key -> node and key -> node) for the store's TTL,
-// replacing whatever the key was bound to.
+// replacing whatever the key was bound to; if another user's session held
+// the key, the key leaves that user's devices.
 func (s *Store) Bind(ctx context.Context, sess store.Session) error {
 	if err := checkSession(ctx, "bind", sess); err != nil {
 		return err
@@ -84,9 +88,14 @@ func (s *Store) Bind(ctx context.Context, sess store.Session) error {
 	defer s.mu.Unlock()
 	now := s.now()
 	s.maybeSweep(now)
-	b := binding{node: sess.Node, expires: now.Add(s.ttl)}
+	if old, ok := s.keys[sess.Key]; ok && old.mid != sess.Mid {
+		s.dropMidKey(old.mid, sess.Key, old.node)
+	}
+	b := binding{node: sess.Node, mid: sess.Mid, expires: now.Add(s.ttl)}
 	s.keys[sess.Key] = b
-	s.midKeys(sess.Mid)[sess.Key] = b
+	if store.Identified(sess.Mid) {
+		s.midKeys(sess.Mid)[sess.Key] = b
+	}
 	return nil
 }
 
@@ -101,11 +110,14 @@ func (s *Store) Refresh(ctx context.Context, sess store.Session) error {
 	defer s.mu.Unlock()
 	now := s.now()
 	s.maybeSweep(now)
-	b := binding{node: sess.Node, expires: now.Add(s.ttl)}
-	if old, ok := s.keys[sess.Key]; ok && !old.expired(now) && old.node != sess.Node {
-		return fmt.Errorf("store/memory: refresh %q on %s: %w", sess.Key, sess.Node, store.ErrMoved)
+	b := binding{node: sess.Node, mid: sess.Mid, expires: now.Add(s.ttl)}
+	if old, ok := s.keys[sess.Key]; ok && !old.expired(now) && (old.node != sess.Node || old.mid != sess.Mid) {
+		return fmt.Errorf("store/memory: refresh %q of mid %d on %s: %w", sess.Key, sess.Mid, sess.Node, store.ErrMoved)
 	}
 	s.keys[sess.Key] = b
+	if !store.Identified(sess.Mid) {
+		return nil
+	}
 	byKey := s.midKeys(sess.Mid)
 	if old, ok := byKey[sess.Key]; !ok || old.expired(now) || old.node == sess.Node {
 		byKey[sess.Key] = b
@@ -124,19 +136,24 @@ func (s *Store) Unbind(ctx context.Context, sess store.Session) (bool, error) {
 	now := s.now()
 	s.maybeSweep(now)
 	removed := false
-	if old, ok := s.keys[sess.Key]; ok && old.node == sess.Node {
+	if old, ok := s.keys[sess.Key]; ok && old.node == sess.Node && old.mid == sess.Mid {
 		delete(s.keys, sess.Key)
 		removed = !old.expired(now)
 	}
-	if byKey := s.mids[sess.Mid]; byKey != nil {
-		if old, ok := byKey[sess.Key]; ok && old.node == sess.Node {
-			delete(byKey, sess.Key)
-			if len(byKey) == 0 {
-				delete(s.mids, sess.Mid)
-			}
+	s.dropMidKey(sess.Mid, sess.Key, sess.Node)
+	return removed, nil
+}
+
+// dropMidKey deletes mid's binding of key if it points at node. s.mu is
+// held for writing.
+func (s *Store) dropMidKey(mid int64, key, node string) {
+	byKey := s.mids[mid]
+	if old, ok := byKey[key]; ok && old.node == node {
+		delete(byKey, key)
+		if len(byKey) == 0 {
+			delete(s.mids, mid)
 		}
 	}
-	return removed, nil
 }
 
 // UnbindMany is Unbind for each of ss (a batch of disconnects).

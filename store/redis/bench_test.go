@@ -15,9 +15,9 @@ func BenchmarkKeysByMids(b *testing.B) {
 	ctx := b.Context()
 	mids := make([]int64, 100)
 	for i := range mids {
-		mids[i] = int64(i)
+		mids[i] = int64(i + 1)
 		for d := range 2 {
-			sess := store.Session{Mid: int64(i), Key: strconv.Itoa(i*2 + d), Node: "node-" + strconv.Itoa(i%8)}
+			sess := store.Session{Mid: mids[i], Key: strconv.Itoa(i*2 + d), Node: "node-" + strconv.Itoa(i%8)}
 			if err := s.Bind(ctx, sess); err != nil {
 				b.Fatal(err)
 			}
@@ -38,7 +38,7 @@ func BenchmarkBind(b *testing.B) {
 	ctx := b.Context()
 	sessions := make([]store.Session, 1000)
 	for i := range sessions {
-		sessions[i] = store.Session{Mid: int64(i), Key: "k" + strconv.Itoa(i), Node: "node-" + strconv.Itoa(i%8)}
+		sessions[i] = store.Session{Mid: int64(i + 1), Key: "k" + strconv.Itoa(i), Node: "node-" + strconv.Itoa(i%8)}
 	}
 	b.ReportAllocs()
 	i := 0

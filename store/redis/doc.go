@@ -6,10 +6,12 @@
 // It owns the bindings of sessions to cloud nodes and the nodes' online
 // reports, under these keys (<p> is Config.Prefix, default "imcloud:"):
 //
-//	<p>key:<key>      string  the node the session key is bound to; TTL = Config.TTL
+//	<p>key:<key>      string  "<mid>@<node>": the user and the node the session
+//	                          key is bound to; TTL = Config.TTL
 //	<p>mid:<mid>      hash    session key -> node, one field per device of the
-//	                          user; one TTL for the hash, renewed by every Bind
-//	                          and Refresh of any of its keys
+//	                          user (mid > 0; anonymous sessions have none); one
+//	                          TTL for the hash, renewed by every Bind and
+//	                          Refresh of any of its keys
 //	<p>online:<node>  string  the node's latest report, JSON
 //	                          {"conns":N,"ips":N,"rooms":{"live://1":N,...}};
 //	                          TTL = the ttl it was reported with
@@ -19,18 +21,20 @@
 // Writes are Lua scripts run with EVALSHA (go-redis falls back to EVAL after
 // Redis lost its script cache, e.g. on restart), so each is atomic:
 //
-//   - Bind sets both bindings and both TTLs together.
-//   - Refresh renews a binding that points at the session's node and
-//     re-creates a missing one, but never takes a key another node holds, so
-//     an old connection's heartbeat does not undo a reconnect elsewhere.
+//   - Bind sets both bindings and both TTLs together; if the key was another
+//     user's, it also deletes the key's field from that user's hash, so a
+//     key reused by another user does not carry the previous one's pushes.
+//   - Refresh renews a binding that is the session's and re-creates a
+//     missing one, but never takes a key another node or user holds, so an
+//     old connection's heartbeat does not undo a reconnect elsewhere.
 //   - Unbind is compare-and-delete: key:<key> is deleted only if it holds the
-//     session's node, and the mid field likewise; it reports whether the key
-//     binding went.
+//     session's mid and node, and the mid field only if it holds the node;
+//     it reports whether the key binding went.
 //   - Because a hash's fields share its TTL, a field whose key binding expired
 //     would live on while another device of the user keeps refreshing the
 //     hash. Bind and Refresh therefore check a random sample of up to 8
 //     fields of the mid (HRANDFIELD) and delete those whose key binding is
-//     gone or points at another node.
+//     gone or is no longer this user's on that node.
 //
 // Reads are one round trip each: KeysByMids pipelines one HGETALL per mid,
 // NodesByKeys is one MGET, AllOnline one script that also drops expired

@@ -113,8 +113,8 @@ func TestKeyLayoutAndTTL(t *testing.T) {
 	if err := s.Bind(ctx, sess); err != nil {
 		t.Fatal(err)
 	}
-	if got := raw.Get(ctx, s.prefix+"key:k1").Val(); got != "node-a" {
-		t.Errorf("key:k1 = %q, want node-a", got)
+	if got := raw.Get(ctx, s.prefix+"key:k1").Val(); got != "7@node-a" {
+		t.Errorf("key:k1 = %q, want 7@node-a", got)
 	}
 	if got := raw.HGetAll(ctx, s.prefix+"mid:7").Val(); !maps.Equal(got, map[string]string{"k1": "node-a"}) {
 		t.Errorf("mid:7 = %v", got)
@@ -151,7 +151,7 @@ func TestKeyLayoutAndTTL(t *testing.T) {
 	if d := raw.PTTL(ctx, s.prefix+"key:k1").Val(); d > 10*time.Second {
 		t.Errorf("a foreign Refresh extended key:k1 to %v", d)
 	}
-	if got := raw.Get(ctx, s.prefix+"key:k1").Val(); got != "node-a" {
+	if got := raw.Get(ctx, s.prefix+"key:k1").Val(); got != "7@node-a" {
 		t.Errorf("a foreign Refresh moved key:k1 to %q", got)
 	}
 
@@ -382,8 +382,8 @@ func TestConcurrentRebind(t *testing.T) {
 		// Whatever the order, the key ends on B.
 		for i := range rounds {
 			key := fmt.Sprintf("r%d", i)
-			onA := store.Session{Mid: int64(i), Key: key, Node: "a"}
-			onB := store.Session{Mid: int64(i), Key: key, Node: "b"}
+			onA := store.Session{Mid: int64(i + 1), Key: key, Node: "a"}
+			onB := store.Session{Mid: int64(i + 1), Key: key, Node: "b"}
 			if err := s.Bind(ctx, onA); err != nil {
 				t.Fatal(err)
 			}
@@ -648,8 +648,8 @@ func TestPasswordAndDB(t *testing.T) {
 	}
 	raw := goredis.NewClient(&goredis.Options{Addr: srv.Addr, Password: "secret", DB: 3, Protocol: 2, DisableIdentity: true})
 	defer raw.Close()
-	if got := raw.Get(ctx, s.keyKey("k")).Val(); got != "a" {
-		t.Errorf("key in db 3 = %q, want a", got)
+	if got := raw.Get(ctx, s.keyKey("k")).Val(); got != "1@a" {
+		t.Errorf("key in db 3 = %q, want 1@a", got)
 	}
 	wrong := newStore(t, srv.Addr, func(c *Config) { c.Password = "wrong" })
 	if err := wrong.Ping(ctx); !errors.Is(err, store.ErrUnavailable) {

@@ -3,69 +3,96 @@ package redis
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/imcloud/imcloud/store"
 )
 
-// pruneLua defines prune, which samples up to 8 fields of a mid hash and
-// deletes those whose key binding is gone or points at another node. The
-// hash has one TTL for all its fields, so while one device keeps refreshing
-// it a field whose key expired would otherwise stay; every Bind and Refresh
-// of the mid cleans a sample, so stale fields do not pile up.
-const pruneLua = `
-local function prune(hash, keep, keyPrefix)
-  local sample = redis.call('HRANDFIELD', hash, 8, 'WITHVALUES')
+// The key binding's value is "<mid>@<node>": the node the key is on and the
+// user it belongs to, so a Bind that gives the key to another user can take
+// it out of the previous user's hash. The mid comes first and is digits, so
+// the first '@' ends it whatever the node id holds.
+//
+// Scripts take KEYS[1] = <prefix>key:<key>, KEYS[2] = <prefix>mid:<mid> and
+// ARGV = node, key, ttl in ms, <prefix>key:, mid, <prefix>mid:, and "1" if
+// the mid is a user's (store.Identified; "0": anonymous, no mid binding).
+const scriptLua = `
+local value = ARGV[5] .. '@' .. ARGV[1]
+local withMid = ARGV[7] == '1'
+
+-- prune samples up to 8 fields of the mid hash and deletes those whose key
+-- binding is gone or is no longer this mid's on that node. The hash has one
+-- TTL for all its fields, so while one device keeps refreshing it a field
+-- whose key expired would otherwise stay; every Bind and Refresh of the mid
+-- cleans a sample, so stale fields do not pile up.
+local function prune()
+  local sample = redis.call('HRANDFIELD', KEYS[2], 8, 'WITHVALUES')
   for i = 1, #sample, 2 do
     local f = sample[i]
-    if f ~= keep and redis.call('GET', keyPrefix .. f) ~= sample[i + 1] then
-      redis.call('HDEL', hash, f)
+    if f ~= ARGV[2] and redis.call('GET', ARGV[4] .. f) ~= ARGV[5] .. '@' .. sample[i + 1] then
+      redis.call('HDEL', KEYS[2], f)
     end
   end
 end
 `
 
-// Scripts take KEYS[1] = <prefix>key:<key>, KEYS[2] = <prefix>mid:<mid> and
-// ARGV = node, key, ttl in ms, <prefix>key:.
 var (
-	// bindScript writes both bindings together.
-	bindScript = goredis.NewScript(pruneLua + `
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-prune(KEYS[2], ARGV[2], ARGV[4])
-return 1
-`)
-
-	// refreshScript renews each binding that points at the node and
-	// re-creates each one that is missing; it never takes a key another node
-	// holds, and answers 0 for one. A mid field whose key binding is gone is
-	// stale (the two are written and deleted together) and is re-bound too.
-	refreshScript = goredis.NewScript(pruneLua + `
-local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[1] then
-  return 0
+	// bindScript writes both bindings together; a key that was another
+	// mid's leaves that mid's hash (if the field still names the node the
+	// key was on).
+	bindScript = goredis.NewScript(scriptLua + `
+local old = redis.call('GET', KEYS[1])
+if old and old ~= value then
+  local at = string.find(old, '@', 1, true)
+  if at and string.sub(old, 1, at - 1) ~= ARGV[5] then
+    local prev = ARGV[6] .. string.sub(old, 1, at - 1)
+    if redis.call('HGET', prev, ARGV[2]) == string.sub(old, at + 1) then
+      redis.call('HDEL', prev, ARGV[2])
+    end
+  end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-local owner = redis.call('HGET', KEYS[2], ARGV[2])
-if (not owner) or owner == ARGV[1] or (not cur) then
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+if withMid then
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  prune()
 end
-prune(KEYS[2], ARGV[2], ARGV[4])
 return 1
 `)
 
-	// unbindScript is compare-and-delete: each binding goes only if it
-	// still holds the node. It returns 1 if the key binding went.
-	unbindScript = goredis.NewScript(`
+	// refreshScript renews each binding that is the session's and re-creates
+	// each one that is missing; it never takes a key another node or mid
+	// holds, and answers 0 for one. A mid field whose key binding is gone is
+	// stale (the two are written and deleted together) and is re-bound too.
+	refreshScript = goredis.NewScript(scriptLua + `
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= value then
+  return 0
+end
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+if withMid then
+  local owner = redis.call('HGET', KEYS[2], ARGV[2])
+  if (not owner) or owner == ARGV[1] or (not cur) then
+    redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  end
+  prune()
+end
+return 1
+`)
+
+	// unbindScript is compare-and-delete: each binding goes only if it is
+	// still the session's. It returns 1 if the key binding went.
+	unbindScript = goredis.NewScript(scriptLua + `
 local removed = 0
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('GET', KEYS[1]) == value then
   redis.call('DEL', KEYS[1])
   removed = 1
 end
-if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then
+if withMid and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then
   redis.call('HDEL', KEYS[2], ARGV[2])
 end
 return removed
@@ -118,11 +145,11 @@ func (s *Store) UnbindMany(ctx context.Context, ss []store.Session) error {
 	run := func(eval bool) error {
 		pipe := s.client.Pipeline()
 		for _, sess := range ss {
-			keys := []string{s.keyKey(sess.Key), s.midKey(sess.Mid)}
+			keys, args := s.scriptArgs(sess)
 			if eval {
-				unbindScript.Eval(ctx, pipe, keys, sess.Node, sess.Key, s.ttlMillis, s.keyPrefix)
+				unbindScript.Eval(ctx, pipe, keys, args...)
 			} else {
-				unbindScript.EvalSha(ctx, pipe, keys, sess.Node, sess.Key, s.ttlMillis, s.keyPrefix)
+				unbindScript.EvalSha(ctx, pipe, keys, args...)
 			}
 		}
 		_, err := pipe.Exec(ctx)
@@ -149,12 +176,22 @@ func (s *Store) runSession(ctx context.Context, op string, script *goredis.Scrip
 	}
 	ctx, cancel := s.opContext(ctx)
 	defer cancel()
-	keys := []string{s.keyKey(sess.Key), s.midKey(sess.Mid)}
-	n, err := script.Run(ctx, s.client, keys, sess.Node, sess.Key, s.ttlMillis, s.keyPrefix).Int64()
+	keys, args := s.scriptArgs(sess)
+	n, err := script.Run(ctx, s.client, keys, args...).Int64()
 	if err != nil {
 		return 0, s.fail(ctx, fmt.Sprintf("%s %q", op, sess.Key), err)
 	}
 	return n, nil
+}
+
+// scriptArgs returns the KEYS and ARGV of the session scripts for sess.
+func (s *Store) scriptArgs(sess store.Session) ([]string, []any) {
+	withMid := "0"
+	if store.Identified(sess.Mid) {
+		withMid = "1"
+	}
+	return []string{s.keyKey(sess.Key), s.midKey(sess.Mid)},
+		[]any{sess.Node, sess.Key, s.ttlMillis, s.keyPrefix, strconv.FormatInt(sess.Mid, 10), s.midPrefix, withMid}
 }
 
 // KeysByMids returns, per mid, its keys and their nodes; mids without any
@@ -206,9 +243,17 @@ func (s *Store) NodesByKeys(ctx context.Context, keys []string) (map[string]stri
 		return nil, s.fail(ctx, fmt.Sprintf("nodes by keys (%d keys)", len(keys)), err)
 	}
 	for i, v := range vals {
-		if node, ok := v.(string); ok && i < len(keys) {
-			out[keys[i]] = node
+		if value, ok := v.(string); ok && i < len(keys) {
+			out[keys[i]] = nodeOf(value)
 		}
 	}
 	return out, nil
+}
+
+// nodeOf returns the node of a key binding's value, "<mid>@<node>".
+func nodeOf(value string) string {
+	if _, node, ok := strings.Cut(value, "@"); ok {
+		return node
+	}
+	return value
 }

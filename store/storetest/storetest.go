@@ -26,11 +26,13 @@ const reportTTL = time.Minute
 // binds expires during it.
 //
 // The contract: Bind is seen by KeysByMids and NodesByKeys, for many mids in
-// one call; unknown mids and keys are absent; Unbind is compare-and-delete on
-// the node and reports whether it removed the key binding; Refresh keeps a
-// binding, re-binds a missing one and never takes over a key another node
-// holds (it answers store.ErrMoved); ReportOnline replaces the node's report and AllOnline returns every
-// node's latest report.
+// one call; unknown mids and keys are absent; anonymous sessions (mid <= 0)
+// are bound by key only; a key bound for another mid leaves the previous
+// mid's keys; Unbind is compare-and-delete on the node (and the mid) and
+// reports whether it removed the key binding; Refresh keeps a binding,
+// re-binds a missing one and never takes over a key another node or mid
+// holds (it answers store.ErrMoved); ReportOnline replaces the node's report
+// and AllOnline returns every node's latest report.
 func Run(t *testing.T, newStore func(t *testing.T) (store.Sessions, store.Online)) {
 	t.Helper()
 	tests := []struct {
@@ -43,6 +45,8 @@ func Run(t *testing.T, newStore func(t *testing.T) (store.Sessions, store.Online
 		{"Unbind", testUnbind},
 		{"UnbindMany", testUnbindMany},
 		{"Refresh", testRefresh},
+		{"KeyTakenByAnotherMid", testKeyTaken},
+		{"Anonymous", testAnonymous},
 		{"ConcurrentBinds", testConcurrent},
 		{"OnlineReports", testOnline},
 		{"OnlineReplaced", testOnlineReplaced},
@@ -366,6 +370,88 @@ func testRefresh(t *testing.T, s store.Sessions, _ store.Online) {
 	}
 	if got := f.keysByMids(moved.Mid); got[moved.Mid][moved.Key] != nodeB {
 		t.Errorf("Refresh from the old node moved mid's key to %q, want it on %q", got[moved.Mid][moved.Key], nodeB)
+	}
+}
+
+// testKeyTaken: a key bound for another user leaves the previous user's
+// keys, on the same node or another, and the previous session can neither
+// renew nor remove what is now the new user's.
+func testKeyTaken(t *testing.T, s store.Sessions, _ store.Online) {
+	tests := []struct {
+		name      string
+		sameNode  bool
+		otherKeys int // devices the previous user keeps
+	}{
+		{"same node", true, 0},
+		{"other node", false, 0},
+		{"same node, previous user has another device", true, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, s)
+			ids := f.mids(2)
+			nodeA, nodeB := f.name("node-a"), f.name("node-b")
+			key := f.name("k")
+			prev := store.Session{Mid: ids[0], Key: key, Node: nodeA}
+			next := store.Session{Mid: ids[1], Key: key, Node: nodeB}
+			if tt.sameNode {
+				next.Node = nodeA
+			}
+			f.bind(prev)
+			want := map[int64]map[string]string{next.Mid: {key: next.Node}}
+			if tt.otherKeys > 0 {
+				other := store.Session{Mid: prev.Mid, Key: f.name("other"), Node: nodeB}
+				f.bind(other)
+				want[prev.Mid] = map[string]string{other.Key: nodeB}
+			}
+			f.bind(next)
+			if got := f.keysByMids(prev.Mid, next.Mid); !equal(got, want) {
+				t.Errorf("after the key changed users, KeysByMids = %v, want %v", got, want)
+			}
+			if err := s.Refresh(t.Context(), prev); !errors.Is(err, store.ErrMoved) {
+				t.Errorf("Refresh of the previous user's session: %v, want %v", err, store.ErrMoved)
+			}
+			if f.unbind(prev) {
+				t.Error("Unbind of the previous user's session removed the key binding")
+			}
+			if got := f.nodesByKeys(key); got[key] != next.Node {
+				t.Errorf("NodesByKeys = %v, want %s on %s", got, key, next.Node)
+			}
+			if got := f.keysByMids(prev.Mid, next.Mid); !equal(got, want) {
+				t.Errorf("after the previous session's Refresh and Unbind, KeysByMids = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// testAnonymous: a session of mid 0 (or below) is bound by key only.
+func testAnonymous(t *testing.T, s store.Sessions, _ store.Online) {
+	f := newFixture(t, s)
+	node := f.name("node")
+	for _, mid := range []int64{0, -5} {
+		sess := store.Session{Mid: mid, Key: f.name(fmt.Sprint("anon", mid)), Node: node}
+		f.bind(sess)
+		if err := s.Refresh(t.Context(), sess); err != nil {
+			t.Fatalf("Refresh(%+v): %v", sess, err)
+		}
+		if got := f.nodesByKeys(sess.Key); got[sess.Key] != node {
+			t.Errorf("mid %d: NodesByKeys = %v, want %s on %s", mid, got, sess.Key, node)
+		}
+		if got := f.keysByMids(mid); len(got) != 0 {
+			t.Errorf("mid %d: KeysByMids = %v, want nothing (anonymous)", mid, got)
+		}
+		// The key taken by a user: the anonymous session is replaced.
+		user := store.Session{Mid: f.mids(1)[0], Key: sess.Key, Node: node}
+		f.bind(user)
+		if err := s.Refresh(t.Context(), sess); !errors.Is(err, store.ErrMoved) {
+			t.Errorf("mid %d: Refresh after a user took the key: %v, want %v", mid, err, store.ErrMoved)
+		}
+		if got := f.keysByMids(user.Mid); got[user.Mid][sess.Key] != node {
+			t.Errorf("KeysByMids(%d) = %v, want %s on %s", user.Mid, got, sess.Key, node)
+		}
+		if !f.unbind(user) {
+			t.Errorf("Unbind(%+v) removed nothing", user)
+		}
 	}
 }
 
