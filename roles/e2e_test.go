@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -320,10 +321,22 @@ func TestBroadcast(t *testing.T) {
 	for _, c := range cs {
 		expect(t, c, 1000, "bcast-1")
 	}
-	// With a speed cap it still reaches everyone.
-	s.push(t, "/goim/push/all", qv("operation", "1000", "speed", "100"), "bcast-2")
+	// With a speed cap it still reaches everyone, and broadcasts stay in
+	// order whether paced or not.
+	var want []string
+	for i := range 12 {
+		q := qv("operation", "1000")
+		if i%3 != 2 {
+			q.Set("speed", strconv.Itoa(100*(1+i%4)))
+		}
+		body := fmt.Sprintf("bcast-%02d", i)
+		want = append(want, body)
+		s.push(t, "/goim/push/all", q, body)
+	}
 	for _, c := range cs {
-		expect(t, c, 1000, "bcast-2")
+		for _, body := range want {
+			expect(t, c, 1000, body)
+		}
 	}
 }
 

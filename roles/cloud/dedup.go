@@ -51,3 +51,15 @@ func (d *dedup) seen(id string) bool {
 	d.cur[id] = struct{}{}
 	return false
 }
+
+// forget drops id, so a push that was refused after seen recorded it is
+// delivered when the job retries it.
+func (d *dedup) forget(id string) {
+	if d == nil || id == "" {
+		return
+	}
+	d.mu.Lock()
+	delete(d.cur, id)
+	delete(d.prev, id)
+	d.mu.Unlock()
+}

@@ -66,7 +66,11 @@ func (g *Service) Broadcast(_ context.Context, r *pb.BroadcastReq) (*pb.Broadcas
 	if g.repeat(r.GetId()) {
 		return &pb.BroadcastReply{}, nil
 	}
-	n := g.hub.Broadcast(g.ctx, r.GetOperation(), r.GetFrame(), int(r.GetSpeed()))
+	n, err := g.hub.Broadcast(g.ctx, r.GetOperation(), r.GetFrame(), int(r.GetSpeed()))
+	if err != nil {
+		g.hub.dedup.forget(r.GetId()) // the job's retry must not be taken for a repeat
+		return nil, status.Error(codes.ResourceExhausted, err.Error())
+	}
 	return &pb.BroadcastReply{Delivered: int32(n)}, nil
 }
 

@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"testing"
@@ -224,5 +225,39 @@ func TestServiceDropsRepeats(t *testing.T) {
 	_, err := svc.BroadcastRoom(ctx, &pb.BroadcastRoomReq{Ids: []string{"r1", "new"}, Room: "r", Frames: run("x")})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Errorf("mismatched ids: %v, want InvalidArgument", err)
+	}
+}
+
+// TestBroadcastQueueBound: broadcasts beyond maxQueuedBroadcasts waiting
+// behind a paced one are refused, and a refused push id is not taken for a
+// repeat when the job retries it.
+func TestBroadcastQueueBound(t *testing.T) {
+	th := newTestHub(t, func(c *Config) { c.DedupWindow = time.Minute })
+	th.connectFake(t, "", protocol.Auth{Key: "k", Accepts: []int32{1000}})
+	th.connectFake(t, "", protocol.Auth{Key: "k2", Accepts: []int32{1000}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // ends the paced broadcast
+	svc := NewService(ctx, th.Hub)
+	frame := protocol.EncodePush(1000, []byte("x"))
+	// One session now, the next in an hour: the queue stays busy.
+	if _, err := svc.Broadcast(ctx, &pb.BroadcastReq{Id: "slow", Operation: 1000, Frame: frame, Speed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the paced broadcast under way", func() bool {
+		th.bcast.mu.Lock()
+		defer th.bcast.mu.Unlock()
+		return th.bcast.running && len(th.bcast.queue) == 0
+	})
+	for i := range maxQueuedBroadcasts {
+		if _, err := svc.Broadcast(ctx, &pb.BroadcastReq{Id: fmt.Sprint("q", i), Operation: 1000, Frame: frame}); err != nil {
+			t.Fatalf("broadcast %d refused: %v", i, err)
+		}
+	}
+	_, err := svc.Broadcast(ctx, &pb.BroadcastReq{Id: "over", Operation: 1000, Frame: frame})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("broadcast over the bound: %v, want ResourceExhausted", err)
+	}
+	if th.dedup.seen("over") {
+		t.Error("the refused push id was remembered: the job's retry would be dropped as a repeat")
 	}
 }

@@ -271,11 +271,23 @@ func (c *fakeConn) send(tb testing.TB, op, seq int32, body string) {
 
 type testHub struct {
 	*Hub
+	tb    testing.TB
 	store *hookStore
 	logs  *observer.ObservedLogs
 
 	mu    sync.Mutex
 	fakes []*fakeConn
+}
+
+// broadcast is Broadcast with the test's context, failing the test on a
+// refusal.
+func (th *testHub) broadcast(op int32, frame []byte, speed int) int {
+	th.tb.Helper()
+	n, err := th.Broadcast(th.tb.Context(), op, frame, speed)
+	if err != nil {
+		th.tb.Fatalf("Broadcast: %v", err)
+	}
+	return n
 }
 
 func defaultTestConfig() Config {
@@ -305,7 +317,7 @@ func newTestHub(tb testing.TB, mut func(*Config)) *testHub {
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
-	th := &testHub{Hub: h, store: st, logs: logs}
+	th := &testHub{Hub: h, tb: tb, store: st, logs: logs}
 	tb.Cleanup(func() {
 		st.setBindHook(nil)
 		th.mu.Lock()

@@ -87,6 +87,8 @@ type Hub struct {
 	unbindClosed bool
 	unbindsDone  chan struct{}
 
+	bcast broadcasts // paced broadcasts and those queued behind them
+
 	shutdown atomic.Bool
 	// holding turns new clients away (Hold, until Open): a node that is not
 	// registered yet must not bind sessions nobody can route to.
@@ -382,61 +384,6 @@ func (h *Hub) fanOut(members func() int, f func(*bucket) int) int {
 	n := part(0)
 	wg.Wait()
 	return n + int(others.Load())
-}
-
-// Broadcast queues frame to every session that accepts op. With speed > 0
-// it paces itself to that many sessions per second and runs in the
-// background until done or ctx ends; it returns the sessions targeted.
-func (h *Hub) Broadcast(ctx context.Context, op int32, frame []byte, speed int) int {
-	out := transport.Out{Data: frame, Push: true, WSMessage: ws.PushMessage(frame)}
-	if speed <= 0 {
-		n := h.fanOut(func() int { return int(h.conns.Load()) }, func(b *bucket) int {
-			n := 0
-			b.mu.RLock()
-			for _, s := range b.sessions {
-				if s.Accepts(op) && s.send(out) {
-					n++
-				}
-			}
-			b.mu.RUnlock()
-			return n
-		})
-		h.metrics.Deliveries.WithLabelValues("broadcast").Add(float64(n))
-		return n
-	}
-	var targets []*Session
-	for _, b := range h.buckets {
-		b.mu.RLock()
-		for _, s := range b.sessions {
-			if s.Accepts(op) {
-				targets = append(targets, s)
-			}
-		}
-		b.mu.RUnlock()
-	}
-	go h.pacedBroadcast(ctx, targets, out, speed)
-	return len(targets)
-}
-
-// pacedBroadcast sends out to targets at speed sessions per second.
-func (h *Hub) pacedBroadcast(ctx context.Context, targets []*Session, out transport.Out, speed int) {
-	interval := time.Second / time.Duration(speed)
-	next := time.Now()
-	for _, s := range targets {
-		if d := time.Until(next); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-		}
-		next = next.Add(interval)
-		if s.send(out) {
-			h.metrics.Deliveries.WithLabelValues("broadcast").Inc()
-		}
-	}
 }
 
 // RoomCount is this node's member count of roomID.

@@ -422,7 +422,7 @@ func TestCoalescedWrites(t *testing.T) {
 			return th.PushRoom("r", protocol.EncodePush(1000, []byte(strconv.Itoa(i))))
 		}},
 		{"broadcast", func(th *testHub, i int) int {
-			return th.Broadcast(context.Background(), 1000, protocol.EncodePush(1000, []byte(strconv.Itoa(i))), 0)
+			return th.broadcast(1000, protocol.EncodePush(1000, []byte(strconv.Itoa(i))), 0)
 		}},
 	}
 	const queued = 40
@@ -476,7 +476,7 @@ func TestBroadcast(t *testing.T) {
 					no = append(no, th.connectFake(t, "", a))
 				}
 			}
-			n := th.Broadcast(context.Background(), 1000, protocol.EncodePush(1000, []byte("all")), speed)
+			n := th.broadcast(1000, protocol.EncodePush(1000, []byte("all")), speed)
 			if speed == 0 && n != len(yes) {
 				t.Errorf("Broadcast = %d, want %d", n, len(yes))
 			}
@@ -502,15 +502,62 @@ func TestBroadcast(t *testing.T) {
 	}
 }
 
-// TestPacedBroadcastReturnsTargeted documents a mismatch: with speed > 0
-// Broadcast returns every connection, not the sessions that accept op as
-// the unpaced path does (and as the gRPC reply's "delivered" suggests).
+// TestPacedBroadcastReturnsTargeted: with speed > 0 Broadcast returns the
+// sessions that accept op, as the unpaced path does.
 func TestPacedBroadcastReturnsTargeted(t *testing.T) {
 	th := newTestHub(t, nil)
 	th.connectFake(t, "", protocol.Auth{Key: "yes", Accepts: []int32{1000}})
 	th.connectFake(t, "", protocol.Auth{Key: "no"})
-	if n := th.Broadcast(context.Background(), 1000, protocol.EncodePush(1000, nil), 100); n != 1 {
+	if n := th.broadcast(1000, protocol.EncodePush(1000, nil), 100); n != 1 {
 		t.Fatalf("paced Broadcast = %d, want 1 (as with speed 0)", n)
+	}
+}
+
+// TestBroadcastsKeepOrder: paced broadcasts, and unpaced ones that arrive
+// while a paced one is under way, reach every session in arrival order.
+func TestBroadcastsKeepOrder(t *testing.T) {
+	th := newTestHub(t, func(c *Config) { c.Buckets = 4; c.SendQueue = 64 })
+	var conns []*fakeConn
+	for i := range 6 {
+		conns = append(conns, th.connectFake(t, "", protocol.Auth{Key: "k" + strconv.Itoa(i), Accepts: []int32{1000}}))
+	}
+	var want []string
+	for i := range 20 {
+		speed := 3000 // 2 ms for six sessions
+		switch {
+		case i == 5:
+			speed = 12 // half a second: everything after waits for it
+		case i%4 == 3:
+			speed = 0
+		}
+		body := fmt.Sprintf("b%02d", i)
+		want = append(want, body)
+		if n := th.broadcast(1000, protocol.EncodePush(1000, []byte(body)), speed); n != len(conns) {
+			t.Fatalf("broadcast %d targeted %d sessions, want %d", i, n, len(conns))
+		}
+	}
+	for _, c := range conns {
+		if got := pushBodies(c.waitFrames(t, 1+len(want))); !slices.Equal(got, want) {
+			t.Errorf("%s got %q, want %q", c.remote, got, want)
+		}
+	}
+	eventually(t, "the broadcaster idle", func() bool {
+		th.bcast.mu.Lock()
+		defer th.bcast.mu.Unlock()
+		return !th.bcast.running
+	})
+	// Idle again, an unpaced broadcast is sent by the caller, not queued.
+	th.broadcast(1000, protocol.EncodePush(1000, []byte("now")), 0)
+	th.bcast.mu.Lock()
+	started := th.bcast.running
+	th.bcast.mu.Unlock()
+	if started {
+		t.Error("an unpaced broadcast on an idle broadcaster went to the background")
+	}
+	for _, c := range conns {
+		if got := pushBodies(c.waitFrames(t, 2+len(want))); got[len(want)] != "now" {
+			t.Errorf("%s: got %q after the paced ones, want \"now\"", c.remote, got[len(want):])
+		}
 	}
 }
 
@@ -591,7 +638,7 @@ func TestFanOutOverProcs(t *testing.T) {
 					t.Fatalf("push %d reached %d", p, n)
 				}
 			}
-			if n := th.Broadcast(context.Background(), 1000, protocol.EncodePush(1000, []byte{pushes}), 0); n != members {
+			if n := th.broadcast(1000, protocol.EncodePush(1000, []byte{pushes}), 0); n != members {
 				t.Fatalf("broadcast reached %d", n)
 			}
 			for i, c := range conns {
