@@ -55,4 +55,10 @@ func (s *adminService) Run(ctx context.Context) error {
 	}
 }
 
-func (s *adminService) Stop(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+func (s *adminService) Stop(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if drainCut(s.log, "admin connections", err) {
+		return s.srv.Close() // net/http's Shutdown leaves them open
+	}
+	return err
+}

@@ -297,9 +297,13 @@ func (c *cloudService) Stop(ctx context.Context) error {
 		// Hijacked WebSocket connections are not the server's to wait for.
 		_ = c.wsLn.Close()
 	}
-	if err := c.hub.Shutdown(ctx); err != nil {
+	// Clients that do not take their goodbye (not reading) are cut at the
+	// deadline, less a reserve for the steps below.
+	drainCtx, cancel := withReserve(ctx, time.Second)
+	if err := c.hub.Shutdown(drainCtx); err != nil && !drainCut(c.log, "client connections", err) {
 		errs = append(errs, err)
 	}
+	cancel()
 	// Withdraw this node's room counts rather than leave the last report
 	// counted across the cluster until it expires.
 	if err := c.b.online.ReportOnline(ctx, store.NodeOnline{Node: c.nodeID}, c.cfg.Cloud.OnlineReportInterval); err != nil {

@@ -632,6 +632,62 @@ func TestShutdownIsPrompt(t *testing.T) {
 	}
 }
 
+// TestShutdownCutsStalledPeers: a client that stops reading, or an HTTP
+// request that never arrives whole, holds the drain until the stop
+// deadline; then it is cut and the stop is still a clean one (no error:
+// exit 0).
+func TestShutdownCutsStalledPeers(t *testing.T) {
+	tests := []struct {
+		name  string
+		stall func(t *testing.T, s *server) net.Conn
+	}{
+		{"client not reading", func(t *testing.T, s *server) net.Conn {
+			c, err := net.Dial("tcp", s.addrs.TCP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.(*net.TCPConn).SetReadBuffer(4096)
+			if _, err := c.Write(protocol.Encode(1, protocol.OpAuth, 1, []byte(`{"mid":9,"room_id":"live://full"}`))); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, make([]byte, protocol.HeaderLen)); err != nil { // the auth reply
+				t.Fatal(err)
+			}
+			big := strings.Repeat("x", 60_000)
+			for range 300 { // far more than the socket buffers hold
+				s.push(t, "/goim/push/room", qv("operation", "1000", "type", "live", "room", "full"), big)
+			}
+			return c
+		}},
+		{"request never whole", func(t *testing.T, s *server) net.Conn {
+			c, err := net.Dial("tcp", s.addrs.HTTP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write([]byte("POST /goim/push/keys?operation=1000&keys=x HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab")); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond) // the request head is read
+			return c
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app, stop := rolestest.StartAll(t, func(c *roles.Config) { c.Node.ID = "stall-node" })
+			s := &server{app: app, addrs: app.Addrs(), base: "http://" + app.Addrs().HTTP}
+			c := tt.stall(t, s)
+			defer c.Close()
+			start := time.Now()
+			stop() // fails the test if the app stops with an error
+			if d := time.Since(start); d > 4*roles.StopTimeout {
+				t.Errorf("stop took %v", d)
+			} else {
+				t.Logf("stopped in %v", d)
+			}
+		})
+	}
+}
+
 // TestAdminOnTheRESTPort: without node.admin_addr the REST listener also
 // serves /healthz, /readyz and /metrics, and the metrics count the pushes.
 func TestAdminOnTheRESTPort(t *testing.T) {

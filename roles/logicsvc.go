@@ -77,8 +77,11 @@ func (s *logicService) Run(ctx context.Context) error {
 }
 
 func (s *logicService) Stop(ctx context.Context) error {
-	err := s.srv.Shutdown(ctx)
+	err := s.srv.Shutdown(ctx) // requests being served finish; at the deadline the rest are cut
 	s.runCancel()
+	if drainCut(s.log, "REST connections", err) {
+		return nil
+	}
 	return err
 }
 

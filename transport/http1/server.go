@@ -137,6 +137,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	_ = s.handoff.Close()
 	fallbackErr := s.Fallback.Shutdown(ctx)
+	if fallbackErr != nil {
+		_ = s.Fallback.Close() // net/http's Shutdown leaves active connections open
+	}
 
 	done := make(chan struct{})
 	go func() {
