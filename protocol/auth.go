@@ -3,6 +3,7 @@ package protocol
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // MaxKeyLen bounds a client-chosen session key.
@@ -32,6 +33,11 @@ func ParseAuth(body []byte) (Auth, error) {
 	}
 	if len(a.Key) > MaxKeyLen {
 		return Auth{}, fmt.Errorf("%w: key longer than %d bytes", ErrBadAuth, MaxKeyLen)
+	}
+	// REST key lists are comma-separated and their elements trimmed: a key
+	// with a comma or surrounding spaces could never be pushed to.
+	if strings.ContainsRune(a.Key, ',') || strings.TrimSpace(a.Key) != a.Key {
+		return Auth{}, fmt.Errorf("%w: key %q has a comma or surrounding spaces", ErrBadAuth, a.Key)
 	}
 	if err := ValidRoom(a.RoomID); err != nil {
 		return Auth{}, fmt.Errorf("%w: %v", ErrBadAuth, err)

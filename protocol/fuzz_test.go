@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/iotest"
 	"unicode/utf8"
@@ -199,6 +200,9 @@ func FuzzParseAuth(f *testing.F) {
 		}
 		if len(a.Key) > protocol.MaxKeyLen || len(a.RoomID) > protocol.MaxRoomLen {
 			t.Fatalf("limits not enforced: key %d room %d", len(a.Key), len(a.RoomID))
+		}
+		if strings.Contains(a.Key, ",") || strings.TrimSpace(a.Key) != a.Key {
+			t.Fatalf("key %q cannot be pushed to by REST but was accepted", a.Key)
 		}
 		if !utf8.ValidString(a.Key) || !utf8.ValidString(a.RoomID) || !utf8.ValidString(a.Platform) {
 			t.Fatalf("invalid UTF-8 survived decoding: %+v", a)

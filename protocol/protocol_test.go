@@ -517,6 +517,9 @@ func TestParseAuth(t *testing.T) {
 		{"mid wrong type", `{"mid":"1"}`, protocol.Auth{}, true},
 		{"accepts overflow int32", `{"accepts":[2147483648]}`, protocol.Auth{}, true},
 		{"key too long", `{"key":"` + strings.Repeat("k", protocol.MaxKeyLen+1) + `"}`, protocol.Auth{}, true},
+		{"key with a comma", `{"key":"a,b"}`, protocol.Auth{}, true},
+		{"key with surrounding spaces", `{"key":" k"}`, protocol.Auth{}, true},
+		{"key with inner space", `{"key":"k k"}`, protocol.Auth{Key: "k k"}, false},
 		{"room too long", `{"room_id":"` + strings.Repeat("r", protocol.MaxRoomLen+1) + `"}`, protocol.Auth{}, true},
 	}
 	for _, tt := range tests {

@@ -293,6 +293,10 @@ func TestPushByKey(t *testing.T) {
 	s.push(t, "/im/push/keys", qv("keys", "tcp-key-1,ws-key-2", "operation", "1001"), "im-path")
 	expect(t, a, 1001, "im-path")
 	expect(t, b, 1001, "im-path")
+	// An empty message: the op alone.
+	s.push(t, "/goim/push/keys", qv("operation", "1001", "keys", "tcp-key-1,ws-key-2"), "")
+	expect(t, a, 1001, "")
+	expect(t, b, 1001, "")
 }
 
 func TestRoomPushReachesMembersOnly(t *testing.T) {

@@ -304,9 +304,8 @@ func (l *Logic) pushInput(w http.ResponseWriter, r *http.Request) (*params, []by
 	if len(msg) > l.cfg.MaxMessage {
 		return nil, nil, tooLarge("message", int64(l.cfg.MaxMessage))
 	}
-	if len(msg) == 0 {
-		return nil, nil, badRequest("message is empty: send it as the request body or the msg parameter")
-	}
+	// An empty message is a push of the op alone (a signal such as "sync
+	// now"), as goim allows.
 	return p, msg, nil
 }
 

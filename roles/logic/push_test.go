@@ -249,8 +249,8 @@ func TestMessageSource(t *testing.T) {
 		{"query msg, empty body", "&msg=q", "", "", "q", nil, 200, ""},
 		{"empty msg param falls back to body", "&msg=", "", "body", "body", nil, 200, ""},
 		{"form of params without msg", "", "application/x-www-form-urlencoded", "keys=k2", "", nil, 400, "msg: required when the parameters come in a form body"},
-		{"empty body", "", "", "", "", nil, 400, "message is empty: send it as the request body or the msg parameter"},
-		{"empty form-typed body", "", "application/x-www-form-urlencoded", "", "", nil, 400, "message is empty: send it as the request body or the msg parameter"},
+		{"empty body: the op alone", "", "", "", "", nil, 200, ""},
+		{"empty form-typed body: the op alone", "", "application/x-www-form-urlencoded", "", "", nil, 200, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
