@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/imcloud/imcloud/internal/deadline"
 	"github.com/imcloud/imcloud/protocol/pb"
 	"github.com/imcloud/imcloud/registry"
 	"github.com/imcloud/imcloud/roles/cloud"
@@ -41,6 +42,9 @@ type cloudService struct {
 	// the store fails and until a report cycle succeeds again (Run's
 	// goroutine only).
 	reported, troubled bool
+	// updating is set while a registry update is under way (in its own
+	// goroutine: an unreachable registry must not hold up the store).
+	updating atomic.Bool
 	// peers is the set of cloud node ids in the registry as the watch last
 	// saw it (followPeers); nil until the first list.
 	peers atomic.Pointer[map[string]struct{}]
@@ -168,7 +172,7 @@ func (c *cloudService) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(c.cfg.Cloud.OnlineReportInterval)
 	defer t.Stop()
-	c.report(ctx)
+	c.report(ctx, &wg)
 	for {
 		select {
 		case <-ctx.Done():
@@ -178,25 +182,35 @@ func (c *cloudService) Run(ctx context.Context) error {
 				return err
 			}
 		case <-t.C:
-			c.report(ctx)
+			c.report(ctx, &wg)
 		}
 	}
 }
 
 // report refreshes the registry record and the store's room counts.
-func (c *cloudService) report(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Cloud.OnlineReportInterval)
-	defer cancel()
+// The registry update runs on wg, one at a time (a cycle skips it while the
+// last one still waits), each with its own timeout, so an unreachable
+// registry does not cost the store its reports.
+func (c *cloudService) report(ctx context.Context, wg *sync.WaitGroup) {
 	n := c.node()
-	if err := c.b.registrar.Update(ctx, n); err != nil {
-		c.log.Warn("registry update failed", zap.Error(err))
+	if c.updating.CompareAndSwap(false, true) {
+		wg.Go(func() {
+			defer c.updating.Store(false)
+			uctx, cancel := context.WithTimeout(ctx, c.cfg.Cloud.OnlineReportInterval)
+			defer cancel()
+			if err := c.b.registrar.Update(uctx, n); err != nil {
+				c.log.Warn("registry update failed", zap.Error(err))
+			}
+		})
 	}
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.Cloud.OnlineReportInterval)
+	defer cancel()
 	ok := true
 	if c.b.shared {
-		ok = c.followClusterCounts(ctx) // before this report replaces the last one
+		ok = c.followClusterCounts(sctx) // before this report replaces the last one
 	}
 	r := store.NodeOnline{Node: c.nodeID, Conns: n.Conns, IPs: n.IPs, Rooms: c.hub.Rooms()}
-	if err := c.b.online.ReportOnline(ctx, r, 3*c.cfg.Cloud.OnlineReportInterval); err != nil {
+	if err := c.b.online.ReportOnline(sctx, r, 3*c.cfg.Cloud.OnlineReportInterval); err != nil {
 		c.log.Warn("online report failed", zap.Error(err))
 		ok = false
 	} else {
@@ -286,10 +300,14 @@ func (c *cloudService) followPeers(ctx context.Context) {
 
 func (c *cloudService) Stop(ctx context.Context) error {
 	var errs []error
-	// Leave the registry first so nothing new is routed here.
-	if err := c.b.registrar.Deregister(ctx, registry.RoleCloud, c.nodeID); err != nil {
-		errs = append(errs, fmt.Errorf("deregister: %w", err))
+	// Leave the registry first so nothing new is routed here. An
+	// unreachable registry gets a second of the stop's time: the record
+	// expires with its lease anyway, and the clients' drain matters more.
+	dctx, cancel := context.WithTimeout(ctx, time.Second)
+	if err := c.b.registrar.Deregister(dctx, registry.RoleCloud, c.nodeID); err != nil {
+		c.log.Warn("leaving the registry failed; the record expires with its lease", zap.Error(err))
 	}
+	cancel()
 	if c.tcpLn != nil {
 		_ = c.tcpLn.Close()
 	}
@@ -299,7 +317,7 @@ func (c *cloudService) Stop(ctx context.Context) error {
 	}
 	// Clients that do not take their goodbye (not reading) are cut at the
 	// deadline, less a reserve for the steps below.
-	drainCtx, cancel := withReserve(ctx, time.Second)
+	drainCtx, cancel := deadline.Reserve(ctx, time.Second)
 	if err := c.hub.Shutdown(drainCtx); err != nil && !drainCut(c.log, "client connections", err) {
 		errs = append(errs, err)
 	}

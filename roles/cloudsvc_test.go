@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -75,10 +76,92 @@ func TestReportRebindsAfterStoreTrouble(t *testing.T) {
 	}
 	for _, s := range steps {
 		online.down.Store(s.down)
-		c.report(ctx)
+		var wg sync.WaitGroup
+		c.report(ctx, &wg)
+		wg.Wait()
 		if got := rebinds(); got != s.wantRebinds {
 			t.Fatalf("after %q: %d rebind announcements, want %d", s.name, got, s.wantRebinds)
 		}
+	}
+}
+
+// hungRegistrar is a registry that does not answer updates (etcd down).
+type hungRegistrar struct {
+	*memory.Registry
+	updates atomic.Int32
+}
+
+func (h *hungRegistrar) Update(ctx context.Context, _ registry.Node) error {
+	h.updates.Add(1)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestReportWithoutRegistry: a registry that does not answer costs the
+// store none of its reports, and updates do not pile up.
+func TestReportWithoutRegistry(t *testing.T) {
+	cfg := Default()
+	cfg.Cloud.PublicTCPAddr, cfg.Cloud.PublicWSAddr, cfg.Cloud.AdvertiseAddr = "127.0.0.1:1", "ws://127.0.0.1:2/sub", "127.0.0.1:3"
+	cfg.Cloud.OnlineReportInterval = time.Hour // the update waits that long
+	st := storememory.New(time.Minute)
+	reg := &hungRegistrar{Registry: memory.New()}
+	b := &backends{registrar: reg, sessions: st, online: st, shared: true}
+	c, err := newCloudService(&cfg, RoleCloud, "n1", zap.NewNop(), b, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 3 {
+		done := make(chan struct{})
+		go func() { c.report(ctx, &wg); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("report waited for the registry")
+		}
+		reports, err := st.AllOnline(ctx)
+		if err != nil || len(reports) != 1 || reports[0].Node != "n1" {
+			t.Fatalf("store reports %v, %v; want n1's", reports, err)
+		}
+	}
+	if n := reg.updates.Load(); n != 1 {
+		t.Errorf("%d registry updates under way, want 1 (no pile-up)", n)
+	}
+	cancel()
+	wg.Wait()
+}
+
+func (h *hungRegistrar) Deregister(ctx context.Context, _, _ string) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestStopWithoutRegistry: a registry that does not answer gets a second of
+// the stop, which is still a clean one: the record expires with its lease.
+func TestStopWithoutRegistry(t *testing.T) {
+	cfg := Default()
+	cfg.Cloud.PublicTCPAddr, cfg.Cloud.PublicWSAddr, cfg.Cloud.AdvertiseAddr = "127.0.0.1:1", "ws://127.0.0.1:2/sub", "127.0.0.1:3"
+	st := storememory.New(time.Minute)
+	b := &backends{registrar: &hungRegistrar{Registry: memory.New()}, sessions: st, online: st, shared: true}
+	c, err := newCloudService(&cfg, RoleCloud, "n1", zap.NewNop(), b, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.ReportOnline(t.Context(), store.NodeOnline{Node: "n1", Conns: 1}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if ctx.Err() != nil {
+		t.Error("Stop used up its whole deadline")
+	}
+	reports, err := st.AllOnline(t.Context())
+	if err != nil || len(reports) != 1 || reports[0].Conns != 0 {
+		t.Errorf("online reports after Stop: %v, %v; want n1's withdrawn (empty)", reports, err)
 	}
 }
 

@@ -82,16 +82,6 @@ func runServices(ctx context.Context, log *zap.Logger, services []Service, stopT
 	return errors.Join(append([]error{startErr, runErr}, stopErrs...)...)
 }
 
-// withReserve returns a context that ends reserve before ctx's deadline (or
-// with ctx, when the deadline leaves no room for that), so a drain that uses
-// up its time still leaves the steps after it some.
-func withReserve(ctx context.Context, reserve time.Duration) (context.Context, context.CancelFunc) {
-	if d, ok := ctx.Deadline(); ok && time.Until(d) > 2*reserve {
-		return context.WithDeadline(ctx, d.Add(-reserve))
-	}
-	return context.WithCancel(ctx)
-}
-
 // drainCut reports whether err is a drain that ran out of time and cut
 // what was left: the service still stopped, so it is logged, not returned.
 func drainCut(log *zap.Logger, what string, err error) bool {

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/imcloud/imcloud/internal/deadline"
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/store"
 	"github.com/imcloud/imcloud/transport"
@@ -431,6 +432,11 @@ func reply(req protocol.Frame, op int32, body []byte) transport.Out {
 // Shutdown says goodbye to every session and waits, until ctx ends, for
 // their queues to drain and their goroutines to finish; stragglers are cut.
 func (h *Hub) Shutdown(ctx context.Context) error {
+	// The unbinds of the last sessions get the last second, even when the
+	// drain runs out its time.
+	unbindCtx := ctx
+	ctx, cancel := deadline.Reserve(ctx, time.Second)
+	defer cancel()
 	h.wgMu.Lock()
 	h.shutdown.Store(true)
 	h.wgMu.Unlock()
@@ -451,8 +457,8 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	if h.poller != nil {
 		h.poller.close()
 	}
-	// Cut short (ctx done), what is still queued may be left to store.ttl.
-	h.stopUnbinds(ctx)
+	// Cut short, what is still queued may be left to store.ttl.
+	h.stopUnbinds(unbindCtx)
 	return err
 }
 
