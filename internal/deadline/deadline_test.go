@@ -19,9 +19,9 @@ func TestReserve(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			parent, cancel := context.Background(), context.CancelFunc(func() {})
+			parent, cancel := context.WithCancel(context.Background())
 			if tt.timeout > 0 {
-				parent, cancel = context.WithTimeout(parent, tt.timeout)
+				parent, cancel = context.WithTimeout(context.Background(), tt.timeout)
 			}
 			defer cancel()
 			ctx, stop := Reserve(parent, tt.reserve)
