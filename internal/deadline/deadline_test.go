@@ -19,9 +19,12 @@ func TestReserve(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			parent, cancel := context.WithCancel(context.Background())
+			var parent context.Context
+			var cancel context.CancelFunc
 			if tt.timeout > 0 {
 				parent, cancel = context.WithTimeout(context.Background(), tt.timeout)
+			} else {
+				parent, cancel = context.WithCancel(context.Background())
 			}
 			defer cancel()
 			ctx, stop := Reserve(parent, tt.reserve)
