@@ -79,7 +79,7 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 	}
 	defer func() {
 		if err != nil {
-			_ = a.b.close()
+			_ = a.b.close(StopTimeout)
 		}
 	}()
 	if a.b.redisPool != nil {
@@ -166,7 +166,7 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 // them in reverse order and closes the backends.
 func (a *App) Run(ctx context.Context) error {
 	err := runServices(ctx, a.log, a.services, StopTimeout, a.ready.Store)
-	if cerr := a.b.close(); cerr != nil {
+	if cerr := a.b.close(StopTimeout); cerr != nil {
 		a.log.Warn("closing backends", zap.Error(cerr))
 	}
 	return err

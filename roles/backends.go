@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -47,7 +48,7 @@ func openBackends(ctx context.Context, cfg *Config, role string, log *zap.Logger
 	b := &backends{}
 	defer func() {
 		if err != nil {
-			_ = b.close()
+			_ = b.close(StopTimeout)
 		}
 	}()
 	needQueue := role != RoleCloud
@@ -97,13 +98,30 @@ func openBackends(ctx context.Context, cfg *Config, role string, log *zap.Logger
 	return b, nil
 }
 
-func (b *backends) close() error {
-	var errs []error
-	for i := len(b.closers) - 1; i >= 0; i-- {
-		errs = append(errs, b.closers[i]())
-	}
+// close closes every backend client, newest first, and gives up waiting
+// after timeout: a client stuck on an unreachable server (sarama's
+// consumer-group close looks for its coordinator without a deadline of its
+// own, its producer waits out its retries) is abandoned, since the process
+// is leaving and the server sees the connection drop.
+func (b *backends) close(timeout time.Duration) error {
+	closers := b.closers
 	b.closers = nil
-	return errors.Join(errs...)
+	done := make(chan error, 1)
+	go func() {
+		var errs []error
+		for i := len(closers) - 1; i >= 0; i-- {
+			errs = append(errs, closers[i]())
+		}
+		done <- errors.Join(errs...)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("a backend client did not close within %v (its server is unreachable); abandoned", timeout)
+	}
 }
 
 // zapRedisLogger routes go-redis's own messages (dial failures while Redis

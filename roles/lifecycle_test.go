@@ -116,3 +116,34 @@ func TestRunServices(t *testing.T) {
 		})
 	}
 }
+
+// TestBackendsCloseAbandonsStuckClient: a client that cannot close (its
+// server unreachable) is abandoned after the timeout; clients close newest
+// first, and errors are reported.
+func TestBackendsCloseAbandonsStuckClient(t *testing.T) {
+	newest := make(chan struct{})
+	stuck := make(chan struct{})
+	defer close(stuck)
+	b := &backends{closers: []func() error{
+		func() error { <-stuck; return nil },
+		func() error { close(newest); return nil },
+	}}
+	start := time.Now()
+	if err := b.close(50 * time.Millisecond); err == nil {
+		t.Fatal("close reported success with a client stuck")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("close waited %v", d)
+	}
+	select {
+	case <-newest:
+	case <-time.After(10 * time.Second):
+		t.Error("the newest client was not closed before the stuck one")
+	}
+
+	boom := errors.New("boom")
+	b = &backends{closers: []func() error{func() error { return boom }}}
+	if err := b.close(time.Second); !errors.Is(err, boom) {
+		t.Errorf("close = %v, want %v", err, boom)
+	}
+}
