@@ -249,7 +249,7 @@ func parseForm(body []byte, boundary string) (form url.Values, ok bool) {
 
 // formParams are the parameter names whose presence makes a form-typed body
 // a form; see the package documentation.
-var formParams = []string{"msg", "operation", "mids", "keys", "type", "room", "speed"}
+var formParams = []string{"msg", "operation", "mids", "keys", "type", "room", "speed", "id"}
 
 // namesParam reports whether form names one of formParams (or its []).
 func namesParam(form url.Values) bool {

@@ -2,9 +2,13 @@ package logic
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/protocol/pb"
@@ -48,7 +52,11 @@ func (l *Logic) pushKeys(w http.ResponseWriter, r *http.Request, rt *route) (any
 			}
 		}
 	}
-	return l.publishKeys(ctx, op, msg, byNode)
+	id, err := l.pushID(p)
+	if err != nil {
+		return nil, err
+	}
+	return l.publishKeys(ctx, id, op, msg, byNode)
 }
 
 // pushMids pushes to every session of users: POST push/mids?operation=&mids=.
@@ -85,15 +93,19 @@ func (l *Logic) pushMids(w http.ResponseWriter, r *http.Request, rt *route) (any
 			}
 		}
 	}
-	return l.publishKeys(ctx, op, msg, byNode)
+	id, err := l.pushID(p)
+	if err != nil {
+		return nil, err
+	}
+	return l.publishKeys(ctx, id, op, msg, byNode)
 }
 
 // publishKeys publishes one PUSH message per node, in node order, keys
-// sorted, all with one push id. If a publish fails the earlier ones stand: the caller gets a
-// 503 and may retry, and those nodes may then deliver twice.
-func (l *Logic) publishKeys(ctx context.Context, op int32, msg []byte, byNode map[string][]string) (any, error) {
+// sorted, all with push id id. If a publish fails the earlier ones stand:
+// the caller gets a 503 that says so, and a retry with the same id is not
+// delivered twice by those nodes (see queueFailed).
+func (l *Logic) publishKeys(ctx context.Context, id string, op int32, msg []byte, byNode map[string][]string) (any, error) {
 	now := l.now()
-	id := l.ids.next(now)
 	nodes := make([]string, 0, len(byNode))
 	var n int64
 	for node, keys := range byNode {
@@ -102,7 +114,7 @@ func (l *Logic) publishKeys(ctx context.Context, op int32, msg []byte, byNode ma
 		slices.Sort(keys) // one message for one binding, whatever the map order
 	}
 	slices.Sort(nodes)
-	for _, node := range nodes {
+	for i, node := range nodes {
 		m := &pb.PushMsg{
 			Version:   1,
 			Id:        id,
@@ -114,7 +126,7 @@ func (l *Logic) publishKeys(ctx context.Context, op int32, msg []byte, byNode ma
 			Msg:       msg,
 		}
 		if err := l.producer.Publish(ctx, m); err != nil {
-			return nil, unavailable(backendQueue, err)
+			return nil, queueFailed(err, id, i > 0)
 		}
 	}
 	return pushAnswer{ID: id, Sessions: n}, nil
@@ -136,18 +148,21 @@ func (l *Logic) pushRoom(w http.ResponseWriter, r *http.Request, rt *route) (any
 	if err != nil {
 		return nil, err
 	}
-	now := l.now()
+	id, err := l.pushID(p)
+	if err != nil {
+		return nil, err
+	}
 	m := &pb.PushMsg{
 		Version:   1,
-		Id:        l.ids.next(now),
-		CreatedAt: now.UnixMilli(),
+		Id:        id,
+		CreatedAt: l.now().UnixMilli(),
 		Type:      pb.PushMsg_ROOM,
 		Operation: op,
 		Room:      room,
 		Msg:       msg,
 	}
 	if err := l.producer.Publish(r.Context(), m); err != nil {
-		return nil, unavailable(backendQueue, err)
+		return nil, queueFailed(err, m.Id, false)
 	}
 	a := pushAnswer{ID: m.Id}
 	a.Sessions = l.roomCountAfterPush(r.Context(), room)
@@ -169,20 +184,57 @@ func (l *Logic) pushAll(w http.ResponseWriter, r *http.Request, rt *route) (any,
 	if err != nil {
 		return nil, err
 	}
-	now := l.now()
+	id, err := l.pushID(p)
+	if err != nil {
+		return nil, err
+	}
 	m := &pb.PushMsg{
 		Version:   1,
-		Id:        l.ids.next(now),
-		CreatedAt: now.UnixMilli(),
+		Id:        id,
+		CreatedAt: l.now().UnixMilli(),
 		Type:      pb.PushMsg_BROADCAST,
 		Operation: op,
 		Speed:     int32(speed),
 		Msg:       msg,
 	}
 	if err := l.producer.Publish(r.Context(), m); err != nil {
-		return nil, unavailable(backendQueue, err)
+		return nil, queueFailed(err, m.Id, false)
 	}
 	a := pushAnswer{ID: m.Id}
 	a.Sessions = l.connCountAfterPush(r.Context())
 	return a, nil
+}
+
+// maxPushID bounds a push id given by the caller.
+const maxPushID = 64
+
+// pushID is the push's id: the caller's id parameter, which makes a retry
+// idempotent (cloud nodes drop repeats of an id within cloud.dedup_window),
+// or a fresh one.
+func (l *Logic) pushID(p *params) (string, error) {
+	id := p.value("id")
+	if id == "" {
+		return l.ids.next(l.now()), nil
+	}
+	if len(id) > maxPushID || strings.IndexFunc(id, func(r rune) bool { return !idRune(r) }) >= 0 {
+		return "", badRequest("id: at most %d letters, digits and . _ : - (got %s)", maxPushID, quote(id))
+	}
+	return id, nil
+}
+
+func idRune(r rune) bool {
+	return r < utf8.RuneSelf && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._:-", r))
+}
+
+// queueFailed is the 503 of a failed publish of push id. A publish that
+// timed out may still reach the queue (the broker may hold the message and
+// answer late), and the earlier messages of a push to several nodes stand:
+// then the answer says the push may still be delivered and how to retry
+// it without a duplicate.
+func queueFailed(err error, id string, partial bool) *httpError {
+	e := unavailable(backendQueue, err)
+	if partial || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		e.msg += fmt.Sprintf("; push %s may still be delivered: retry with id=%s to have it delivered once", id, id)
+	}
+	return e
 }

@@ -3,7 +3,9 @@ package logic
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/imcloud/imcloud/protocol/pb"
+	"github.com/imcloud/imcloud/queue"
 )
 
 // TestPushMids covers both prefixes, every list form, grouping by node and
@@ -558,5 +561,98 @@ func TestPushIDs(t *testing.T) {
 		if m.Id != a1.ID && m.Id != a2.ID {
 			t.Errorf("message id %q is neither answer's", m.Id)
 		}
+	}
+}
+
+// TestCallerPushID: the caller may name the push (its id is then the push id, so
+// a retry is delivered once); a bad id is a 400.
+func TestCallerPushID(t *testing.T) {
+	tests := []struct {
+		name, target, ct, body string
+		status                 int
+		wantID                 string
+	}{
+		{"query id", "/goim/push/room?operation=1000&type=live&room=1&id=order-42:a.b_c", "", "m", 200, "order-42:a.b_c"},
+		{"form id", "/goim/push/all?operation=1000", "application/x-www-form-urlencoded", "id=x1&msg=m", 200, "x1"},
+		{"mids", "/im/push/mids?mids=1&id=retry-1", "", "m", 200, "retry-1"},
+		{"bad character", "/goim/push/all?operation=1000&id=a%20b", "", "m", 400, ""},
+		{"too long", "/goim/push/all?operation=1000&id=" + strings.Repeat("i", 65), "", "m", 400, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{})
+			a := e.post(tt.target, tt.ct, tt.body)
+			if a.Status != tt.status {
+				t.Fatalf("status %d, want %d: %s", a.Status, tt.status, a.Body)
+			}
+			if tt.status != http.StatusOK {
+				if !strings.HasPrefix(a.Message, "id: ") {
+					t.Errorf("message %q does not name the id parameter", a.Message)
+				}
+				return
+			}
+			var p pushAnswer
+			if err := json.Unmarshal(a.Data, &p); err != nil || p.ID != tt.wantID {
+				t.Errorf("answered %s (%v), want id %q", a.Data, err, tt.wantID)
+			}
+			for _, m := range e.drain() {
+				if m.Id != tt.wantID {
+					t.Errorf("published id %q, want %q", m.Id, tt.wantID)
+				}
+			}
+		})
+	}
+}
+
+// flakyProducer fails the publishes numbered in fail (from 1) with err.
+type flakyProducer struct {
+	err   error
+	fail  map[int]bool
+	calls int
+}
+
+func (p *flakyProducer) Publish(context.Context, *pb.PushMsg) error {
+	p.calls++
+	if p.fail[p.calls] {
+		return p.err
+	}
+	return nil
+}
+
+// TestQueueFailureSaysIfDeliveryMayFollow: a publish that timed out, or a
+// push to several nodes of which some were published, may still be
+// delivered; the 503 says so and how to retry without a duplicate. A
+// publish refused outright says nothing of the kind.
+func TestQueueFailureSaysIfDeliveryMayFollow(t *testing.T) {
+	const may = "may still be delivered: retry with id="
+	tests := []struct {
+		name    string
+		target  string
+		err     error
+		fail    map[int]bool
+		wantMay bool
+	}{
+		{"timed out", "/goim/push/room?operation=1000&type=live&room=1&id=r1", fmt.Errorf("no ack: %w", context.DeadlineExceeded), map[int]bool{1: true}, true},
+		{"refused", "/goim/push/room?operation=1000&type=live&room=1&id=r1", queue.ErrUnavailable, map[int]bool{1: true}, false},
+		{"second node refused", "/goim/push/mids?operation=1000&mids=1&id=r1", queue.ErrUnavailable, map[int]bool{2: true}, true},
+		{"first node refused", "/goim/push/mids?operation=1000&mids=1&id=r1", queue.ErrUnavailable, map[int]bool{1: true}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, envOpts{})
+			p := &flakyProducer{err: tt.err, fail: tt.fail}
+			l, err := New(Config{}, e.st, p, e.reg, e.online, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.h = l.Handler()
+			a := e.post(tt.target, "", "m")
+			if a.Status != http.StatusServiceUnavailable {
+				t.Fatalf("status %d, want 503: %s", a.Status, a.Body)
+			}
+			if got := strings.Contains(a.Message, may+"r1"); got != tt.wantMay {
+				t.Errorf("message %q: says delivery may follow = %v, want %v", a.Message, got, tt.wantMay)
+			}
+		})
 	}
 }
