@@ -156,6 +156,14 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 			return nil, err
 		}
 		so.live = l.NodeLive // set before any service starts
+		// Pushes by mid and key route by the registry's view: not ready
+		// until it is in (a logic started while etcd is down).
+		a.b.pending = append(a.b.pending, func() error {
+			if _, known := l.NodeLive(""); !known {
+				return errors.New("waiting for the node registry's list of cloud nodes")
+			}
+			return nil
+		})
 		a.logic = &logicService{cfg: &a.cfg, log: log.Named("logic"), logic: l, admin: admin}
 		a.services = append(a.services, a.logic)
 	}

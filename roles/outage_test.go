@@ -268,9 +268,18 @@ func TestStartBeforeBackends(t *testing.T) {
 		t.Errorf("/readyz before Kafka is up: %d %s, want 503 naming kafka", resp.StatusCode, body)
 	}
 
-	etcdSrv.Start()
 	rs.Start()
 	kafkatest.Start(t, kfake.Ports(kafkaPort))
+	waitUntil(t, "logic's /readyz to name the registry it still waits for", 60*time.Second, func() bool {
+		resp, err := http.Get("http://" + la.Admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "registry")
+	})
+	etcdSrv.Start()
 	for role, r := range runs {
 		waitUntil(t, role+" to be ready once its backends are up", 60*time.Second, r.app.Ready)
 	}
