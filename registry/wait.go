@@ -59,7 +59,8 @@ func RegisterWait(ctx context.Context, r Registrar, n Node, heldFor time.Duratio
 			wait = heldRetry
 			log.Warn("node id still held, waiting for the old lease to expire",
 				zap.String("role", n.Role), zap.String("id", n.ID),
-				zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
+				zap.Int("attempt", attempt), zap.Duration("retry_in", wait),
+				zap.Duration("gives_up_in", (heldFor-time.Since(heldSince)).Round(time.Second)), zap.Error(err))
 		} else {
 			if ctx.Err() == nil {
 				log.Warn("registry unreachable, retrying registration",
