@@ -556,3 +556,39 @@ func TestBrokerHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTopicRecreated: a topic that goes missing under a running producer
+// (deleted, or lost by a broker that kept it in memory) is created again,
+// and publishing recovers by itself.
+func TestTopicRecreated(t *testing.T) {
+	b := kafkatest.Start(t)
+	cfg := testConfig(t, b)
+	cfg.Partitions = 2
+	cfg.PublishTimeout = 3 * time.Second
+	p := newProducer(t, cfg)
+	msg := &pb.PushMsg{Id: "r1", Type: pb.PushMsg_ROOM, Room: "live://1", Msg: []byte("x")}
+	if err := p.Publish(t.Context(), msg); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	if err := newAdmin(t, cfg).DeleteTopic(cfg.Topic); err != nil {
+		t.Fatalf("DeleteTopic: %v", err)
+	}
+	failed := false
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := p.Publish(t.Context(), msg)
+		if err == nil {
+			break
+		}
+		failed = true
+		if time.Now().After(deadline) {
+			t.Fatalf("publishing did not recover after the topic was deleted: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	md, err := newAdmin(t, cfg).DescribeTopics([]string{cfg.Topic})
+	if err != nil || len(md) != 1 || !errors.Is(md[0].Err, sarama.ErrNoError) || len(md[0].Partitions) != 2 {
+		t.Fatalf("topic after recovery: %+v, %v; want it back with 2 partitions", md, err)
+	}
+	t.Logf("publishes failed while the topic was missing: %v", failed)
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/IBM/sarama"
 	"go.uber.org/zap"
@@ -26,7 +28,18 @@ type Producer struct {
 
 	closeOnce  sync.Once
 	routerDone chan struct{} // closed once ap's result channels are drained
+
+	// recreating is set while a background ensureTopic runs, lastRecreate
+	// is when the last one started (under recreateMu): a topic that went
+	// missing (deleted, or a broker that kept it only in memory restarted)
+	// is created again, at most once per recreateEvery.
+	recreating   atomic.Bool
+	recreateMu   sync.Mutex
+	lastRecreate time.Time
 }
+
+// recreateEvery bounds how often a missing topic is created again.
+const recreateEvery = 5 * time.Second
 
 var _ queue.Producer = (*Producer)(nil)
 
@@ -130,10 +143,37 @@ func (p *Producer) Publish(ctx context.Context, m *pb.PushMsg) error {
 
 	select {
 	case err := <-res:
+		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			p.recreateTopic()
+		}
 		return publishError(err)
 	case <-ctx.Done():
 		return fmt.Errorf("queue/kafka: publish: no ack: %w: %w", queue.ErrUnavailable, ctx.Err())
 	}
+}
+
+// recreateTopic creates the topic again in the background, unless that is
+// under way or was tried within recreateEvery. Publishes fail meanwhile
+// (503 upstream) and succeed once the topic is back.
+func (p *Producer) recreateTopic() {
+	p.recreateMu.Lock()
+	due := time.Since(p.lastRecreate) >= recreateEvery
+	if due {
+		p.lastRecreate = time.Now()
+	}
+	p.recreateMu.Unlock()
+	if !due || !p.recreating.CompareAndSwap(false, true) {
+		return
+	}
+	p.log.Warn("kafka topic missing, creating it again", zap.String("topic", p.cfg.Topic))
+	go func() {
+		defer p.recreating.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), recreateEvery)
+		defer cancel()
+		if err := ensureTopic(ctx, p.cfg, p.log); err != nil {
+			p.log.Warn("kafka topic could not be created again", zap.String("topic", p.cfg.Topic), zap.Error(err))
+		}
+	}()
 }
 
 // publishError maps a sarama produce result to the queue's errors.
