@@ -1,6 +1,7 @@
 package roles_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -506,6 +507,44 @@ func TestRESTErrors(t *testing.T) {
 			}
 			if !strings.Contains(env.Message, tc.mention) || env.Message == "" {
 				t.Errorf("message %q should say what was wrong (%q)", env.Message, tc.mention)
+			}
+		})
+	}
+}
+
+// TestNotHTTPAnsweredInTheEnvelope: requests that are not HTTP get the
+// same JSON envelope as every other answer.
+func TestNotHTTPAnsweredInTheEnvelope(t *testing.T) {
+	s := startAll(t, nil)
+	for _, tc := range []struct {
+		name, req string
+		status    int
+	}{
+		{"garbage", "HELLO\r\n\r\n", 400},
+		{"no Host", "GET /goim/online/total HTTP/1.1\r\n\r\n", 400},
+		{"HTTP/2.0 line", "GET /goim/online/total HTTP/2.0\r\nHost: h\r\n\r\n", 505},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", s.addrs.HTTP, wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(wait))
+			if _, err := c.Write([]byte(tc.req)); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var env envelope
+			if err := json.NewDecoder(resp.Body).Decode(&env); err != nil || resp.StatusCode != tc.status || env.Code != -tc.status || env.Message == "" {
+				t.Errorf("%d %s %+v (%v), want %d in the envelope", resp.StatusCode, resp.Header.Get("Content-Type"), env, err, tc.status)
+			}
+			if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+				t.Errorf("Content-Type %q", resp.Header.Get("Content-Type"))
 			}
 		})
 	}

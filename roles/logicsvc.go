@@ -50,6 +50,7 @@ func (s *logicService) Start(ctx context.Context) error {
 		IdleTimeout:  2 * time.Minute,
 		WriteTimeout: 30 * time.Second,
 		Log:          s.log,
+		ErrorBody:    logic.ErrorBody,
 		Fallback: &http.Server{
 			Handler:           fallback,
 			ReadHeaderTimeout: 10 * time.Second,

@@ -24,6 +24,17 @@ type envelope struct {
 	Data    any    `json:"data,omitempty"`
 }
 
+// ErrorBody formats an error answer the HTTP server gives itself (a
+// request that is not HTTP, before any handler runs) in the API's envelope;
+// it fits http1.Server.ErrorBody.
+func ErrorBody(status int, text string) (string, []byte) {
+	body, err := json.Marshal(envelope{Code: -status, Message: text})
+	if err != nil { // a struct of an int and a string always marshals
+		body = []byte(`{"code":-500,"message":"internal error"}`)
+	}
+	return contentType, body
+}
+
 // httpError is an error with the status it answers and a message for the
 // caller; err, if set, is the cause, logged but not sent.
 type httpError struct {

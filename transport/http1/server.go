@@ -42,6 +42,10 @@ type Server struct {
 	ReadTimeout, IdleTimeout, WriteTimeout time.Duration
 	// Log receives handler panics (required).
 	Log *zap.Logger
+	// ErrorBody, if set, formats the answers given before any handler runs
+	// (see errors.go): the status and its text in, the Content-Type and
+	// body out. Nil keeps net/http's plain text.
+	ErrorBody func(status int, text string) (contentType string, body []byte)
 
 	mu      sync.Mutex
 	started bool
@@ -204,7 +208,11 @@ func (c *conn) loop() bool {
 				case headSlow:
 					return c.handOver()
 				case headNotHTTP:
-					c.out = append(c.out, notHTTPAnswer...)
+					if s.ErrorBody != nil {
+						c.out = append(c.out, errorAnswer(http.StatusBadRequest, "Bad Request", s.ErrorBody)...)
+					} else {
+						c.out = append(c.out, notHTTPAnswer...)
+					}
 					_ = c.flush()
 					return false
 				}
@@ -384,9 +392,12 @@ func (c *conn) handOver() bool {
 		return false
 	}
 	_ = c.nc.SetDeadline(time.Time{})
-	pc := &PrefixConn{Conn: c.nc, Prefix: c.buf[c.r:c.w]}
+	var nc net.Conn = &PrefixConn{Conn: c.nc, Prefix: c.buf[c.r:c.w]}
 	c.buf = nil
-	return c.s.handoff.Give(pc)
+	if c.s.ErrorBody != nil {
+		nc = &errorConn{Conn: nc, format: c.s.ErrorBody}
+	}
+	return c.s.handoff.Give(nc)
 }
 
 // bodyReader reads a request body held in the connection buffer.
