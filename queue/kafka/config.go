@@ -129,9 +129,13 @@ func (c Config) producerConfig() (*sarama.Config, error) {
 	sc.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
 		return min(100*time.Millisecond<<retries, time.Second)
 	}
-	// Idempotence keeps retries from duplicating or reordering a batch; it
-	// needs one request in flight per broker connection.
-	sc.Producer.Idempotent = true
+	// One request in flight per broker connection keeps retries in order.
+	// Not sarama's idempotent producer: a message that arrives while a
+	// failed batch is being retried goes out without its sequence number,
+	// and the broker acknowledges it as a duplicate without storing it
+	// (IBM/sarama#3354; TestAckedMeansStored). A retry may now store a
+	// message twice instead, and cloud nodes drop repeats by push id.
+	sc.Producer.Idempotent = false
 	sc.Net.MaxOpenRequests = 1
 	sc.Producer.Partitioner = sarama.NewHashPartitioner
 	sc.Producer.Return.Successes = true

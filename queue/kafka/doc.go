@@ -17,8 +17,11 @@
 //
 // # Publishing
 //
-// Publish returns once every in-sync replica has the record (acks=all,
-// idempotent producer, up to 3 retries with backoff). It is bounded by its
+// Publish returns once every in-sync replica has the record (acks=all, one
+// request in flight per broker so retries keep the order, up to 3 retries
+// with backoff). Not sarama's idempotent producer, which can acknowledge a
+// record it never stored (see producerConfig); a retry may store a record
+// twice instead, and the cloud drops repeated push ids. It is bounded by its
 // ctx and by Config.PublishTimeout (default 5s), plus short dial, read and
 // metadata timeouts, so that while the brokers are down it fails within a
 // few seconds with an error wrapping queue.ErrUnavailable (and the cause).

@@ -9,12 +9,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/imcloud/imcloud/protocol/pb"
 	"github.com/imcloud/imcloud/queue"
@@ -591,4 +594,128 @@ func TestTopicRecreated(t *testing.T) {
 		t.Fatalf("topic after recovery: %+v, %v; want it back with 2 partitions", md, err)
 	}
 	t.Logf("publishes failed while the topic was missing: %v", failed)
+}
+
+// TestAckedMeansStored: every publish the producer acknowledged is in the
+// topic, also when produce requests fail and are retried while other
+// publishes keep arriving (sarama's idempotent producer sent messages that
+// arrived during a retry without their sequence numbers, and the broker
+// took them for duplicates: acknowledged, never stored).
+func TestAckedMeansStored(t *testing.T) {
+	b := kafkatest.Start(t)
+	cfg := testConfig(t, b)
+	cfg.Partitions = 1
+	cfg.PublishTimeout = 10 * time.Second
+	p := newProducer(t, cfg)
+	var produces atomic.Int32
+	b.Cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		b.Cluster.KeepControl()
+		if n := produces.Add(1); n%4 != 2 {
+			return nil, nil, false // served as usual
+		}
+		// Every fourth produce request fails with a retriable error.
+		pr := req.(*kmsg.ProduceRequest)
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range pr.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.NotLeaderForPartition.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	const writers, each = 6, 40
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				m := pushTo(fmt.Sprintf("w%d-", w), i, "node-a")
+				if err := p.Publish(context.Background(), m); err == nil {
+					mu.Lock()
+					acked[m.Id] = true
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if produces.Load() < 4 {
+		t.Fatalf("only %d produce requests: no retry happened", produces.Load())
+	}
+	log := readTopic(t, cfg, 0)
+	stored := map[string]bool{}
+	last := map[string]int{} // writer -> its last message in the log
+	for _, id := range log {
+		stored[id] = true
+		w, n, _ := strings.Cut(id, "-")
+		i, _ := strconv.Atoi(n)
+		if prev, ok := last[w]; ok && i < prev {
+			t.Errorf("writer %s: message %d stored after %d (each publish waited for the one before)", w, i, prev)
+		}
+		last[w] = max(last[w], i)
+	}
+	var lost []string
+	for id := range acked {
+		if !stored[id] {
+			lost = append(lost, id)
+		}
+	}
+	if len(lost) > 0 {
+		slices.Sort(lost)
+		t.Errorf("%d of %d acknowledged publishes are not in the topic: %v", len(lost), len(acked), lost)
+	}
+	t.Logf("%d of %d publishes acknowledged, %d stored (repeats included), %d produce requests",
+		len(acked), writers*each, len(log), produces.Load())
+}
+
+// readTopic returns the push ids stored in partition part of cfg's topic,
+// in offset order.
+func readTopic(t *testing.T, cfg Config, part int32) []string {
+	t.Helper()
+	c, err := sarama.NewConsumer(cfg.Brokers, sarama.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	client, err := sarama.NewClient(cfg.Brokers, sarama.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	hwm, err := client.GetOffset(cfg.Topic, part, sarama.OffsetNewest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	if hwm == 0 {
+		return out
+	}
+	pc, err := c.ConsumePartition(cfg.Topic, part, sarama.OffsetOldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case m := <-pc.Messages():
+			var pm pb.PushMsg
+			if err := proto.Unmarshal(m.Value, &pm); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, pm.GetId())
+			if m.Offset+1 >= hwm {
+				return out
+			}
+		case <-timeout:
+			t.Fatalf("read %d messages of %d", len(out), hwm)
+		}
+	}
 }
