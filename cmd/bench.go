@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -66,6 +68,9 @@ func newBenchCmd() *cobra.Command {
 		Long:  benchLong,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if op < math.MinInt32 || op > math.MaxInt32 {
+				return configError{fmt.Errorf("--op: %d is not a 32-bit integer", op)}
+			}
 			cfg.Op = int32(op)
 			switch strings.TrimSpace(sourceIPs) {
 			case "":
@@ -180,21 +185,31 @@ func benchSignals(cmd *cobra.Command) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(cmd.Context())
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	stopped := make(chan struct{})
 	go func() {
 		select {
 		case <-ch:
 			fmt.Fprintln(cmd.ErrOrStderr(), "bench: interrupted, finishing (again to exit now)")
 			cancel()
-		case <-ctx.Done():
+		case <-stopped:
 			return
 		}
+		// Not ctx.Done: it is closed now, and the second signal must still
+		// be waited for until the run is over.
 		select {
 		case <-ch:
 			os.Exit(130)
-		case <-ctx.Done():
+		case <-stopped:
 		}
 	}()
-	return ctx, func() { signal.Stop(ch); cancel() }
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			signal.Stop(ch)
+			close(stopped)
+			cancel()
+		})
+	}
 }
 
 func newBenchFloorCmd() *cobra.Command {

@@ -3,8 +3,10 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -127,7 +129,7 @@ func (c *Config) Validate() error {
 	if c.Conns < 1 {
 		bad("conns", "must be at least 1")
 	}
-	if c.ConnectRate < 0 {
+	if !(c.ConnectRate >= 0) {
 		bad("connect-rate", "must not be negative")
 	}
 	if c.ConnectConcurrency < 1 {
@@ -148,14 +150,20 @@ func (c *Config) Validate() error {
 	default:
 		bad("mode", "want room or mid, got %q", c.Mode)
 	}
-	if c.MidOffset < 0 || c.MidOffset+int64(c.Conns) > 1<<32 {
-		bad("mid-offset", "mids (offset + client index) must be in [0, 2^32)")
+	if c.MidOffset < 1 || c.MidOffset+int64(c.Conns) > 1<<32 {
+		bad("mid-offset", "mids (offset + client index) must be in [1, 2^32): mid 0 is an anonymous connection")
 	}
 	if c.Op < protocol.MinBusinessOp {
 		bad("op", "must be >= %d (a business op)", protocol.MinBusinessOp)
 	}
 	if len(c.Accepts) == 0 {
 		c.Accepts = []int32{c.Op}
+	} else if c.Push == PushMid || c.Push == PushAll || (c.Push == "" && c.Mode == ModeMid) {
+		// Mid pushes and broadcasts reach only sessions that accept their
+		// op: the run would report as lost what the clients declined.
+		if !slices.Contains(c.Accepts, c.Op) {
+			bad("accepts", "does not include --op %d, which mid pushes and broadcasts are filtered by", c.Op)
+		}
 	}
 	if c.Push == "" {
 		c.Push = c.Mode
@@ -176,8 +184,8 @@ func (c *Config) Validate() error {
 		bad("speed", "paces broadcasts only (--push all)")
 	}
 	if c.Push != PushNone {
-		if c.Rate <= 0 {
-			bad("rate", "must be > 0 (or use --push none)")
+		if !(c.Rate > 0) || math.IsInf(c.Rate, 0) {
+			bad("rate", "must be a finite number > 0 (or use --push none)")
 		}
 		if u, err := url.Parse(c.HTTP); err != nil || u.Scheme != "http" || u.Host == "" || u.RawQuery != "" {
 			bad("http", "want http://host:port (https is not supported), got %q", c.HTTP)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -63,8 +64,8 @@ func (r FloorResult) String() string {
 // which includes the receive side.
 func RunFloor(ctx context.Context, cfg FloorConfig) (FloorResult, error) {
 	res := FloorResult{Conns: cfg.Conns, Size: cfg.Size, Batch: cfg.Batch, Rate: cfg.Rate}
-	if cfg.Conns < 1 || cfg.Size < 1 || cfg.Batch < 1 || cfg.Duration <= 0 || cfg.Rate < 0 {
-		return res, errors.New("floor: conns, size, batch and duration must be positive, rate not negative")
+	if cfg.Conns < 1 || cfg.Size < 1 || cfg.Batch < 1 || cfg.Duration <= 0 || !(cfg.Rate >= 0) || math.IsInf(cfg.Rate, 0) {
+		return res, errors.New("floor: --conns, --size, --batch and --duration must be positive, --rate a finite number not negative")
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -132,7 +133,11 @@ func RunFloor(ctx context.Context, cfg FloorConfig) (FloorResult, error) {
 		if i%len(conns) == 0 {
 			if cfg.Rate > 0 {
 				pass := i / len(conns)
-				time.Sleep(time.Until(t0.Add(time.Duration(float64(pass) / cfg.Rate * float64(time.Second)))))
+				// Capped at the end: a slow rate must not outlast --duration.
+				at := t0.Add(time.Duration(min(float64(pass)/cfg.Rate*float64(time.Second), float64(cfg.Duration))))
+				if !sleepUntil(ctx, at) {
+					break
+				}
 			}
 			if time.Now().After(end) || ctx.Err() != nil {
 				break
@@ -187,5 +192,21 @@ func RunFloorReader(addr string, conns int) error {
 		return fmt.Errorf("floor-reader: %w", err)
 	default:
 		return nil
+	}
+}
+
+// sleepUntil waits until t, reporting false if ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }

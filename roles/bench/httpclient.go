@@ -22,31 +22,41 @@ type httpConn struct {
 	addr, host string
 	timeout    time.Duration
 
-	nc   net.Conn
-	br   *bufio.Reader
-	wbuf []byte
-	used bool // a request was answered on nc (it is a reused keep-alive connection)
+	nc       net.Conn
+	br       *bufio.Reader
+	wbuf     []byte
+	lastUsed time.Time // when nc last carried an answer
 }
+
+// idleRedial is how long a kept-alive connection may sit unused before a
+// push dials a fresh one instead: servers close idle connections (imcloud
+// after 2 minutes), and a push written into one that was just closed fails
+// without telling whether the server took it, so it cannot be retried
+// without risking a duplicate.
+const idleRedial = 30 * time.Second
+
+// idlePeek is how long a connection sits unused before a push checks that
+// the server has not closed it (a server restart, an idle timeout): at push
+// rates above one a second per lane the check costs nothing.
+const idlePeek = time.Second
 
 var errHTTPParse = errors.New("malformed HTTP response")
 
 // post sends body to pathQuery and returns the status. stamp, if not nil,
 // is called just before the request is written (the send time goes into
-// the body).
+// the body). A failed push is not retried: it may have been delivered
+// (the answer lost, or timed out), and a retry would be a duplicate the
+// report would blame on the server.
 func (h *httpConn) post(pathQuery string, body []byte, stamp func([]byte)) (int, error) {
-	status, got, err := h.try(pathQuery, body, stamp)
-	if err != nil && h.usedBefore(got) {
-		// A keep-alive connection the server closed while idle: nothing of
-		// an answer came, so try once on a fresh connection.
-		status, _, err = h.try(pathQuery, body, stamp)
+	// A connection idle for a while may have been closed by the server:
+	// found out before writing, not after, when it is too late to know.
+	if h.nc != nil {
+		if idle := time.Since(h.lastUsed); idle > idleRedial || (idle > idlePeek && peerClosed(h.nc)) {
+			h.close()
+		}
 	}
+	status, _, err := h.try(pathQuery, body, stamp)
 	return status, err
-}
-
-func (h *httpConn) usedBefore(got bool) bool {
-	reused := h.used
-	h.used = false
-	return reused && !got
 }
 
 // try is one attempt; got says whether any byte of an answer arrived.
@@ -56,7 +66,7 @@ func (h *httpConn) try(pathQuery string, body []byte, stamp func([]byte)) (statu
 		if err != nil {
 			return 0, false, err
 		}
-		h.nc, h.used = nc, false
+		h.nc = nc
 		if h.br == nil {
 			h.br = bufio.NewReaderSize(nc, 4096)
 		} else {
@@ -93,7 +103,7 @@ func (h *httpConn) try(pathQuery string, body []byte, stamp func([]byte)) (statu
 	if err != nil {
 		return status, got, err
 	}
-	h.used = true
+	h.lastUsed = time.Now()
 	if closeAfter {
 		h.close()
 	}

@@ -166,9 +166,7 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 			}
 			if r.abort == "" {
 				r.phase = "grace"
-				r.wait(context.Background(), grace, func(v *view) bool {
-					return v.Deliveries >= r.pusher.expectedOK.Load()
-				})
+				r.wait(context.Background(), grace, graceOver(r.pusher.expectedOK.Load, time.Now))
 			}
 		}
 		interrupted = interrupted || ctx.Err() != nil
@@ -331,6 +329,27 @@ func (r *runner) view() *view {
 // wait watches the shards every tick until cond holds, d passes (d <= 0: no
 // limit), ctx ends or the run must abort (r.abort is then set). It prints
 // the progress line and returns the last view.
+// graceQuiet is how long no delivery may arrive before the grace period
+// ends early.
+const graceQuiet = 500 * time.Millisecond
+
+// graceOver is the condition that ends the grace period before its time:
+// at least the deliveries the answered pushes expect have arrived, and none
+// for graceQuiet. The total alone is not enough: a push whose answer was
+// lost may still deliver, and its deliveries would stand in for those of a
+// paced broadcast still under way, which would then count as lost.
+func graceOver(expected func() int64, now func() time.Time) func(*view) bool {
+	var last int64 = -1
+	var since time.Time
+	return func(v *view) bool {
+		if v.Deliveries != last {
+			last, since = v.Deliveries, now()
+			return false
+		}
+		return v.Deliveries >= expected() && now().Sub(since) >= graceQuiet
+	}
+}
+
 func (r *runner) wait(ctx context.Context, d time.Duration, cond func(*view) bool) *view {
 	t := time.NewTicker(tick)
 	defer t.Stop()
@@ -365,7 +384,7 @@ func (r *runner) checkAbort(v *view) {
 	case len(v.shardFailures) > 0:
 		r.abort = "a worker process ended: " + strings.Join(v.shardFailures, "; ")
 	case v.Closed > 0 && 2*v.Closed >= v.Established:
-		r.abort = fmt.Sprintf("server went away: %d of %d connections closed", v.Closed, v.Established)
+		r.abort = fmt.Sprintf("%d of %d connections closed by the server (it went away, or dropped them: see its log)", v.Closed, v.Established)
 	case r.pusher != nil && r.pusher.unreachable() != "":
 		r.abort = "REST API unreachable: " + r.pusher.unreachable()
 	}
