@@ -106,6 +106,10 @@ type DeliverySummary struct {
 	Foreign    int64   `json:"foreign"`    // frames of the bench op without a bench stamp
 	PerSecond  float64 `json:"per_second"` // received / window_s
 	WindowS    float64 `json:"window_s"`   // first push sent to last delivery
+	// Incomplete says why the figures above are not the server's alone
+	// (a worker process died: its clients' deliveries are not known, and
+	// count as lost).
+	Incomplete string `json:"incomplete,omitempty"`
 }
 
 // Latency in milliseconds.
@@ -207,6 +211,9 @@ func (s *Summary) WriteText(w io.Writer) error {
 		d := s.Deliveries
 		p("deliveries   %d expected, %d received, LOST %d (%d pushes incomplete); %d duplicates, %d out of order, %d misrouted, %d unexpected",
 			d.Expected, d.Received, d.Lost, d.LostPushes, d.Duplicates, d.OutOfOrder, d.Misrouted, d.Unexpected)
+		if d.Incomplete != "" {
+			p("             NOT THE SERVER'S ALONE: %s", d.Incomplete)
+		}
 		p("             %.0f deliveries/s over %.2fs", d.PerSecond, d.WindowS)
 		l := s.Latency
 		p("latency      p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  mean %s",

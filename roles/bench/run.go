@@ -329,6 +329,9 @@ func (r *runner) view() *view {
 // wait watches the shards every tick until cond holds, d passes (d <= 0: no
 // limit), ctx ends or the run must abort (r.abort is then set). It prints
 // the progress line and returns the last view.
+// abortWorker starts the abort reason of a run whose worker process died.
+const abortWorker = "a worker process ended: "
+
 // graceQuiet is how long no delivery may arrive before the grace period
 // ends early.
 const graceQuiet = 500 * time.Millisecond
@@ -382,7 +385,7 @@ func (r *runner) checkAbort(v *view) {
 	}
 	switch {
 	case len(v.shardFailures) > 0:
-		r.abort = "a worker process ended: " + strings.Join(v.shardFailures, "; ")
+		r.abort = abortWorker + strings.Join(v.shardFailures, "; ")
 	case v.Closed > 0 && 2*v.Closed >= v.Established:
 		r.abort = fmt.Sprintf("%d of %d connections closed by the server (it went away, or dropped them: see its log)", v.Closed, v.Established)
 	case r.pusher != nil && r.pusher.unreachable() != "":
@@ -479,6 +482,9 @@ func (r *runner) summarize(finals []Report, connected []bool, phaseStart, phaseE
 
 	d := &s.Deliveries
 	d.Received = int64(lat.N)
+	if strings.HasPrefix(r.abort, abortWorker) {
+		d.Incomplete = "a worker process died; its clients' deliveries are not known and count as lost, those it reported before as received"
+	}
 	d.Duplicates, d.OutOfOrder, d.Stale, d.Misrouted, d.Foreign = tot.Dups, tot.OutOfOrder, tot.Stale, tot.Misrouted, tot.Foreign
 	phase := phaseEnd.Sub(phaseStart)
 	if p := r.pusher; p != nil {
