@@ -221,10 +221,19 @@ func (s *Summary) WriteText(w io.Writer) error {
 	}
 	p("heartbeats   %d sent, %d replies", s.Heartbeats.Sent, s.Heartbeats.Replies)
 	if sv := s.Server; sv != nil {
-		p("server       RSS %s before connecting, %s after (%.1f KiB per connection), %s at the end (%.1f KiB per connection)",
-			fmtKB(sv.RSSBeforeKB), fmtKB(sv.RSSAfterConnectKB), sv.RSSPerConnBytes/1024, fmtKB(sv.RSSEndKB), sv.RSSEndPerConn/1024)
-		p("             CPU %.2fs over %.2fs (%.1f%% of a core), %.2f µs per delivery",
-			sv.CPUSeconds, sv.PhaseSeconds, sv.CPUPercent, sv.CPUMicrosPerDeliv)
+		if sv.Error != "" && sv.RSSEndKB == 0 {
+			// The server was gone by the end: no end figures to print.
+			p("server       RSS %s before connecting, %s after (%.1f KiB per connection); end figures n/a",
+				fmtKB(sv.RSSBeforeKB), fmtKB(sv.RSSAfterConnectKB), sv.RSSPerConnBytes/1024)
+		} else {
+			p("server       RSS %s before connecting, %s after (%.1f KiB per connection), %s at the end (%.1f KiB per connection)",
+				fmtKB(sv.RSSBeforeKB), fmtKB(sv.RSSAfterConnectKB), sv.RSSPerConnBytes/1024, fmtKB(sv.RSSEndKB), sv.RSSEndPerConn/1024)
+			p("             CPU %.2fs over %.2fs (%.1f%% of a core), %.2f µs per delivery",
+				sv.CPUSeconds, sv.PhaseSeconds, sv.CPUPercent, sv.CPUMicrosPerDeliv)
+		}
+		if sv.RSSPerConnBytes < 0 || sv.RSSEndPerConn < 0 {
+			p("             (RSS fell while connections were added: the server released memory held from before; per-connection figures are not meaningful)")
+		}
 		if sv.Error != "" {
 			p("             (%s)", sv.Error)
 		}
