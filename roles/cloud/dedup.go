@@ -5,13 +5,15 @@ import (
 	"time"
 )
 
-// dedup remembers push ids for about a window, so a push the job delivers
-// twice (a redelivery after a job crash) reaches clients once. Two
-// generations of maps rotate every half window: an id is remembered for
-// between half a window and a whole one, and memory stays bounded by the
-// push rate, not by uptime.
+// dedup remembers push ids for at least a window, so a push the job
+// delivers twice (a redelivery after a job crash, a retry with the same id)
+// reaches clients once. Two generations of maps rotate every window: an id
+// is remembered for between one window and two, and memory stays bounded by
+// the push rate, not by uptime. (Rotating every half window forgot some ids
+// after half of it: a redelivery up to job.max_age late, equal to the
+// default window, then came through twice.)
 type dedup struct {
-	half time.Duration
+	life time.Duration // of a generation: the window
 	now  func() time.Time
 
 	mu      sync.Mutex
@@ -24,7 +26,7 @@ func newDedup(window time.Duration, now func() time.Time) *dedup {
 	if window <= 0 {
 		return nil
 	}
-	return &dedup{half: window / 2, now: now, cur: map[string]struct{}{}, prev: map[string]struct{}{}, rotated: now()}
+	return &dedup{life: window, now: now, cur: map[string]struct{}{}, prev: map[string]struct{}{}, rotated: now()}
 }
 
 // seen records id and reports whether it was already recorded. A nil dedup
@@ -35,9 +37,9 @@ func (d *dedup) seen(id string) bool {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if now := d.now(); now.Sub(d.rotated) >= d.half {
+	if now := d.now(); now.Sub(d.rotated) >= d.life {
 		d.prev, d.cur = d.cur, make(map[string]struct{}, len(d.cur))
-		if now.Sub(d.rotated) >= 2*d.half {
+		if now.Sub(d.rotated) >= 2*d.life {
 			clear(d.prev) // idle for a whole window: everything is stale
 		}
 		d.rotated = now

@@ -5,7 +5,9 @@ import (
 	"time"
 )
 
-func TestDedupRemembersForAboutAWindow(t *testing.T) {
+// TestDedupRemembersForAtLeastAWindow: an id is remembered for between one
+// window and two, so any repeat within a window is dropped.
+func TestDedupRemembersForAtLeastAWindow(t *testing.T) {
 	now := time.Unix(1000, 0)
 	d := newDedup(time.Minute, func() time.Time { return now })
 	steps := []struct {
@@ -17,13 +19,14 @@ func TestDedupRemembersForAboutAWindow(t *testing.T) {
 		{0, "a", true},
 		{0, "", false}, // empty ids are never deduplicated
 		{0, "", false},
-		{20 * time.Second, "a", true},
-		{15 * time.Second, "b", false}, // rotation: a moves to the previous generation
-		{0, "a", true},
-		{30 * time.Second, "c", false}, // second rotation: a is forgotten
+		{40 * time.Second, "a", true},
+		{25 * time.Second, "b", false}, // rotation: a moves to the previous generation
+		{0, "a", true},                 // 65 s after it was first seen: still remembered
+		{50 * time.Second, "a", true},  // 115 s
+		{10 * time.Second, "c", false}, // second rotation (125 s): a is forgotten
 		{0, "a", false},
 		{0, "b", true},
-		{5 * time.Minute, "b", false}, // idle for longer than a window: all forgotten
+		{5 * time.Minute, "b", false}, // idle for longer than two windows: all forgotten
 		{0, "c", false},
 	}
 	for i, s := range steps {
