@@ -188,9 +188,9 @@ func (j *Job) HandleAsync(ctx context.Context, m *pb.PushMsg, done func()) error
 	if done == nil {
 		done = func() {}
 	}
-	if age := j.now().Sub(time.UnixMilli(m.GetCreatedAt())); j.cfg.MaxAge > 0 && m.GetCreatedAt() > 0 && age > j.cfg.MaxAge {
+	if j.tooOld(m.GetCreatedAt()) {
 		j.metrics.Dropped.WithLabelValues("too_old").Inc()
-		j.log.Warn("push dropped: too old", zap.String("id", m.GetId()), zap.Duration("age", age))
+		j.log.Warn("push dropped: too old", zap.String("id", m.GetId()), zap.Duration("age", j.now().Sub(time.UnixMilli(m.GetCreatedAt()))))
 		done()
 		return nil
 	}
@@ -212,7 +212,7 @@ func (j *Job) HandleAsync(ctx context.Context, m *pb.PushMsg, done func()) error
 			return nil
 		}
 		req := &pb.PushKeysReq{Id: m.GetId(), Keys: m.GetKeys(), Operation: m.GetOperation(), Frame: frame}
-		return n.enqueue(ctx, task{done: done, call: func(ctx context.Context, c CloudClient) error {
+		return n.enqueue(ctx, task{done: done, created: m.GetCreatedAt(), call: func(ctx context.Context, c CloudClient) error {
 			_, err := c.PushKeys(ctx, req)
 			return err
 		}})
@@ -224,7 +224,7 @@ func (j *Job) HandleAsync(ctx context.Context, m *pb.PushMsg, done func()) error
 		}
 		return j.addRoom(ctx, m.GetRoom(), m.GetId(), frame, done)
 	case pb.PushMsg_BROADCAST:
-		return j.toEach(ctx, done, nil, nil, func(conns []int64) []func(context.Context, CloudClient) error {
+		return j.toEach(ctx, done, task{created: m.GetCreatedAt()}, nil, func(conns []int64) []func(context.Context, CloudClient) error {
 			speeds := speedShares(m.GetSpeed(), conns)
 			calls := make([]func(context.Context, CloudClient) error, len(conns))
 			for i := range calls {
@@ -256,6 +256,12 @@ func (j *Job) NodeQueues() map[string]int {
 	return out
 }
 
+// tooOld reports whether a push created at created (unix ms; 0: unknown)
+// is older than max_age.
+func (j *Job) tooOld(created int64) bool {
+	return j.cfg.MaxAge > 0 && created > 0 && j.now().Sub(time.UnixMilli(created)) > j.cfg.MaxAge
+}
+
 func (j *Job) node(id string) *node {
 	j.mu.RLock()
 	defer j.mu.RUnlock()
@@ -270,14 +276,14 @@ func (j *Job) toAll(ctx context.Context, done func(), call func(context.Context,
 }
 
 func (j *Job) toAllRoom(ctx context.Context, done func(), call func(context.Context, CloudClient) error, room *pb.BroadcastRoomReq) error {
-	return j.toEach(ctx, done, room, call, nil)
+	return j.toEach(ctx, done, task{room: room}, call, nil)
 }
 
 // toEach enqueues a call on every node: call, or when perNode is set what
 // perNode makes of every node's last reported connection count (one call
 // per count, in the same order). done runs once every node finished its
-// call.
-func (j *Job) toEach(ctx context.Context, done func(), room *pb.BroadcastRoomReq, call func(context.Context, CloudClient) error,
+// call. proto gives the tasks their room and created fields.
+func (j *Job) toEach(ctx context.Context, done func(), proto task, call func(context.Context, CloudClient) error,
 	perNode func(conns []int64) []func(context.Context, CloudClient) error) error {
 	j.mu.RLock()
 	all := make([]*node, 0, len(j.nodes))
@@ -309,7 +315,7 @@ func (j *Job) toEach(ctx context.Context, done func(), room *pb.BroadcastRoomReq
 		if calls != nil {
 			c = calls[i]
 		}
-		if err := n.enqueue(ctx, task{call: c, done: finished, room: room}); err != nil {
+		if err := n.enqueue(ctx, task{call: c, done: finished, room: proto.room, created: proto.created}); err != nil {
 			return err
 		}
 	}
@@ -349,6 +355,10 @@ type task struct {
 	call func(context.Context, CloudClient) error
 	done func()
 	room *pb.BroadcastRoomReq // a room batch (read-only, shared by every node)
+	// created is the push's creation time (unix ms; 0: unknown, as for a
+	// room batch): a task that waited in a node queue past max_age (a node
+	// or this job frozen meanwhile) is dropped, not delivered late.
+	created int64
 }
 
 // node is one cloud node's delivery queue and its worker.
@@ -511,6 +521,11 @@ func (n *node) deliver(t task) {
 	defer t.done()
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
+		if n.j.tooOld(t.created) {
+			n.j.metrics.Dropped.WithLabelValues("too_old").Inc()
+			n.log.Warn("push dropped: too old by the time its node could take it", zap.Int("attempts", attempt))
+			return
+		}
 		ctx, cancel := context.WithTimeout(n.ctx, n.j.cfg.CallTimeout)
 		err := t.call(ctx, n.client)
 		cancel()

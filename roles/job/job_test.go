@@ -154,6 +154,39 @@ func TestMaxAge(t *testing.T) {
 	}
 }
 
+// TestMaxAgeInNodeQueue: a push that waits in a node's queue past MaxAge
+// (the node, or this job, frozen meanwhile) is dropped, not delivered late.
+func TestMaxAgeInNodeQueue(t *testing.T) {
+	cl := newCluster()
+	cl.register(t, "n1")
+	cfg := testConfig()
+	cfg.MaxAge = 300 * time.Millisecond
+	j := startJob(t, cl, cfg, nil)
+	n1 := cl.node("n1")
+	n1.hold()
+	first := pushMsg("first", "n1", []string{"k"}, 1000, "m")
+	first.CreatedAt = time.Now().UnixMilli()
+	handle(t, j.Job, first)
+	queued := pushMsg("queued", "n1", []string{"k"}, 1000, "m")
+	queued.CreatedAt = time.Now().UnixMilli()
+	handle(t, j.Job, queued)
+	// first is in its call, held by the node; queued waits behind it.
+	eventually(t, "a push waiting for n1", func() bool { return j.NodeQueues()["n1"] == 1 })
+	time.Sleep(2 * cfg.MaxAge)
+	n1.release()
+	eventually(t, "the queued push dropped as too old", func() bool { return dropped(t, j.Job, "too_old") >= 1 })
+	handle(t, j.Job, pushMsg("after", "n1", []string{"k"}, 1000, "m"))
+	eventually(t, "the next push delivered", func() bool {
+		calls := n1.snapshot()
+		return len(calls) > 0 && calls[len(calls)-1].keys.GetId() == "after"
+	})
+	for _, c := range n1.snapshot() {
+		if c.keys.GetId() == "queued" {
+			t.Error("the push that waited past MaxAge was delivered")
+		}
+	}
+}
+
 // TestNodeQueues: what waits for a busy node is reported per node.
 func TestNodeQueues(t *testing.T) {
 	cl := newCluster()
