@@ -170,6 +170,9 @@ func (c *cloudService) Run(ctx context.Context) error {
 	if c.b.shared && c.b.watcher != nil {
 		wg.Go(func() { c.followPeers(ctx) })
 	}
+	if c.cfg.Registry.Backend == "etcd" {
+		wg.Go(func() { c.watchStalls(ctx, time.Second, c.cfg.Registry.Etcd.TTL) })
+	}
 	t := time.NewTicker(c.cfg.Cloud.OnlineReportInterval)
 	defer t.Stop()
 	c.report(ctx, &wg)
@@ -280,6 +283,31 @@ func (c *cloudService) peerLive(node string) (live, known bool) {
 	}
 	_, live = (*p)[node]
 	return live, true
+}
+
+// watchStalls notices that this process did not run for longer than its
+// registry lease (stopped, frozen, swapped out): the lease expired, the
+// cluster took the node for gone and skipped the pushes for its clients,
+// who are still connected and were never told. So they are told now, to
+// reconnect and catch up. An etcd outage does not look like this (the
+// process keeps running), so it does not set off a mass reconnect.
+func (c *cloudService) watchStalls(ctx context.Context, every, lease time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if gap := now.Sub(last); gap > lease {
+				n := c.hub.DisconnectAll("this node was out of the cluster, reconnect")
+				c.log.Warn("this node did not run for longer than its registry lease; pushes for its clients were skipped meanwhile, so they are disconnected to reconnect",
+					zap.Duration("stalled", gap.Round(time.Millisecond)), zap.Duration("lease", lease), zap.Int("sessions", n))
+			}
+			last = now
+		}
+	}
 }
 
 // followPeers keeps c.peers in step with the registry's cloud nodes until

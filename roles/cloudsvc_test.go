@@ -234,3 +234,36 @@ func TestFollowPeers(t *testing.T) {
 		t.Fatal("followPeers did not return after its context ended")
 	}
 }
+
+// TestWatchStalls: a process that did not run for longer than its lease
+// tells its clients to reconnect; one that keeps running does not.
+func TestWatchStalls(t *testing.T) {
+	cfg := Default()
+	cfg.Cloud.PublicTCPAddr, cfg.Cloud.PublicWSAddr, cfg.Cloud.AdvertiseAddr = "127.0.0.1:1", "ws://127.0.0.1:2/sub", "127.0.0.1:3"
+	st := storememory.New(time.Minute)
+	core, logs := observer.New(zapcore.WarnLevel)
+	b := &backends{registrar: memory.New(), sessions: st, online: st}
+	c, err := newCloudService(&cfg, RoleCloud, "n1", zap.New(core), b, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	// Ticks every 10ms against a 2s lease: no tick is that late unless the
+	// machine is far past busy.
+	go func() { c.watchStalls(ctx, 10*time.Millisecond, 2*time.Second); close(done) }()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	<-done
+	if n := logs.Len(); n != 0 {
+		t.Fatalf("%d stall warnings without a stall", n)
+	}
+	// A stall: the ticker's goroutine cannot run while the process is
+	// stopped; here the lease is shorter than the tick.
+	ctx, cancel = context.WithCancel(context.Background())
+	done = make(chan struct{})
+	go func() { c.watchStalls(ctx, 50*time.Millisecond, 10*time.Millisecond); close(done) }()
+	waitFor(t, "the stall noticed", func() bool { return logs.Len() > 0 })
+	cancel()
+	<-done
+}

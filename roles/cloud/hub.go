@@ -462,6 +462,15 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// DisconnectAll says goodbye (op 6 with reason) to every session and
+// closes it once its queue is written; clients reconnect. It returns how
+// many sessions it reached.
+func (h *Hub) DisconnectAll(reason string) int {
+	n := 0
+	h.each(func(s *Session) { s.farewell(reason); n++ })
+	return n
+}
+
 func (h *Hub) each(fn func(*Session)) {
 	var all []*Session
 	for _, b := range h.buckets {

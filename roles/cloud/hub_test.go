@@ -757,3 +757,22 @@ func TestHeartbeatRefreshThrottled(t *testing.T) {
 		})
 	}
 }
+
+// TestDisconnectAll: every session gets op 6 with the reason, then the
+// close; the hub keeps serving new connections.
+func TestDisconnectAll(t *testing.T) {
+	th := newTestHub(t, nil)
+	addr := th.startTCP(t)
+	a := dialClient(t, addr, protocol.Auth{Mid: 1, Key: "a", RoomID: "r"})
+	b := dialClient(t, addr, protocol.Auth{Mid: 2, Key: "b"})
+	if n := th.DisconnectAll("reconnect please"); n != 2 {
+		t.Errorf("DisconnectAll reached %d sessions, want 2", n)
+	}
+	for _, c := range []*client.Client{a, b} {
+		fs := readToClose(t, c)
+		if len(fs) != 1 || fs[0].Op != protocol.OpDisconnectReply || string(fs[0].Body) != "reconnect please" {
+			t.Errorf("got %v before the close, want one op 6", fs)
+		}
+	}
+	dialClient(t, addr, protocol.Auth{Mid: 3, Key: "c"}) // new clients still welcome
+}
