@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/imcloud/imcloud/internal/deadline"
 )
 
 // Retry pacing of RegisterWait and WatchWait: a held id is retried every
@@ -69,7 +71,7 @@ func RegisterWait(ctx context.Context, r Registrar, n Node, heldFor time.Duratio
 			}
 			backoff = min(2*backoff, maxBackoff)
 		}
-		if !sleep(ctx, wait) {
+		if !deadline.Sleep(ctx, wait) {
 			return fmt.Errorf("registry: register %s/%s: gave up after %d attempts: %w: %w",
 				n.Role, n.ID, attempt, ctx.Err(), err)
 		}
@@ -102,21 +104,9 @@ func WatchWait(ctx context.Context, w interface {
 			log.Warn("registry unreachable, retrying watch", zap.String("role", role),
 				zap.Int("attempt", attempt), zap.Duration("retry_in", backoff), zap.Error(err))
 		}
-		if !sleep(ctx, backoff) {
+		if !deadline.Sleep(ctx, backoff) {
 			return nil, fmt.Errorf("registry: watch %s: gave up after %d attempts: %w: %w", role, attempt, ctx.Err(), err)
 		}
 		backoff = min(2*backoff, maxBackoff)
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -14,3 +14,15 @@ func Reserve(ctx context.Context, reserve time.Duration) (context.Context, conte
 	}
 	return context.WithCancel(ctx)
 }
+
+// Sleep waits d and reports true, or reports false as soon as ctx ends.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

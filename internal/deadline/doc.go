@@ -1,5 +1,6 @@
-// Package deadline splits a shutdown's time between its steps: Reserve
-// gives a drain the deadline less a reserve, so a drain that runs out its
-// time does not leave the steps after it (withdrawing records, flushing
-// unbinds) with an expired context. Stateless; safe for concurrent use.
+// Package deadline bounds waiting: Reserve splits a shutdown's time between
+// its steps (a drain gets the deadline less a reserve, so one that runs out
+// its time does not leave the steps after it with an expired context), and
+// Sleep waits unless a context ends first. Stateless; safe for concurrent
+// use.
 package deadline

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/imcloud/imcloud/internal/deadline"
 	"github.com/imcloud/imcloud/protocol/pb"
 	"github.com/imcloud/imcloud/queue"
 )
@@ -180,7 +181,7 @@ func (c *Consumer) Consume(ctx context.Context, h queue.Handler) error {
 		}
 		c.log.Warn("kafka consumer group unavailable, retrying", zap.String("group", c.cfg.Group),
 			zap.Duration("backoff", backoff), zap.Error(err))
-		if !sleep(ctx, backoff) {
+		if !deadline.Sleep(ctx, backoff) {
 			return nil
 		}
 		backoff = min(2*backoff, maxGroupBackoff)
@@ -227,7 +228,7 @@ func (c *Consumer) Consume(ctx context.Context, h queue.Handler) error {
 		}
 		c.log.Warn("kafka consumer group session failed, retrying", zap.String("group", c.cfg.Group),
 			zap.Duration("backoff", backoff), zap.Error(err))
-		if !sleep(ctx, backoff) {
+		if !deadline.Sleep(ctx, backoff) {
 			break
 		}
 		backoff = min(2*backoff, maxGroupBackoff)
@@ -327,21 +328,9 @@ func (g *groupHandler) handle(ctx context.Context, w *window, msg *sarama.Consum
 		g.c.log.Debug("kafka message refused, retrying", zap.String("id", m.GetId()),
 			zap.Int32("partition", msg.Partition), zap.Int64("offset", msg.Offset),
 			zap.Duration("backoff", backoff), zap.Error(err))
-		if !sleep(ctx, backoff) {
+		if !deadline.Sleep(ctx, backoff) {
 			return false
 		}
 		backoff = min(2*backoff, maxBackoff)
-	}
-}
-
-// sleep waits d and reports true, or reports false if ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
+	"github.com/imcloud/imcloud/internal/deadline"
 	"github.com/imcloud/imcloud/registry"
 )
 
@@ -424,7 +425,7 @@ func (r *Registry) followLoop(ctx context.Context, role string, m map[string]reg
 			}
 			r.log.Warn("registry/etcd: watch reload failed, keeping the last node list",
 				zap.String("prefix", prefix), zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
-			if !sleep(ctx, wait) {
+			if !deadline.Sleep(ctx, wait) {
 				return
 			}
 			wait = r.nextBackoff(wait)
@@ -600,7 +601,7 @@ func (r *Registry) keep(reg *registration) {
 		}
 		if alive {
 			wait = backoffStart
-		} else if !sleep(reg.ctx, wait) { // lost at once: do not spin
+		} else if !deadline.Sleep(reg.ctx, wait) { // lost at once: do not spin
 			return
 		} else {
 			wait = r.nextBackoff(wait)
@@ -665,7 +666,7 @@ func (r *Registry) reregister(reg *registration, old clientv3.LeaseID) bool {
 			r.log.Warn("registry/etcd: re-register failed, retrying",
 				zap.String("key", reg.key), zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
 		}
-		if !sleep(reg.ctx, wait) {
+		if !deadline.Sleep(reg.ctx, wait) {
 			return false
 		}
 		wait = r.nextBackoff(wait)
@@ -711,18 +712,6 @@ const backoffStart = 200 * time.Millisecond
 func (r *Registry) nextBackoff(d time.Duration) time.Duration {
 	d = min(2*d, r.maxBackoff)
 	return d - time.Duration(rand.Int64N(int64(d)/5+1)) // up to 20% less
-}
-
-// sleep waits d or until ctx ends, reporting whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func (r *Registry) isClosed() bool {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/imcloud/imcloud/internal/deadline"
 )
 
 // FloorConfig is a floor measurement: what one plain write of a message to a
@@ -135,7 +137,7 @@ func RunFloor(ctx context.Context, cfg FloorConfig) (FloorResult, error) {
 				pass := i / len(conns)
 				// Capped at the end: a slow rate must not outlast --duration.
 				at := t0.Add(time.Duration(min(float64(pass)/cfg.Rate*float64(time.Second), float64(cfg.Duration))))
-				if !sleepUntil(ctx, at) {
+				if !deadline.Sleep(ctx, time.Until(at)) {
 					break
 				}
 			}
@@ -192,21 +194,5 @@ func RunFloorReader(addr string, conns int) error {
 		return fmt.Errorf("floor-reader: %w", err)
 	default:
 		return nil
-	}
-}
-
-// sleepUntil waits until t, reporting false if ctx ended first.
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
