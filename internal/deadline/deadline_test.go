@@ -46,3 +46,18 @@ func TestReserve(t *testing.T) {
 		})
 	}
 }
+
+func TestSleep(t *testing.T) {
+	if !Sleep(context.Background(), time.Millisecond) {
+		t.Error("Sleep of 1ms reported its context ended")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if Sleep(ctx, time.Hour) {
+		t.Error("Sleep with an ended context reported the time passed")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Sleep with an ended context took %v", d)
+	}
+}
