@@ -40,7 +40,7 @@ func (d *dedup) seen(id string) bool {
 	if now := d.now(); now.Sub(d.rotated) >= d.life {
 		d.prev, d.cur = d.cur, make(map[string]struct{}, len(d.cur))
 		if now.Sub(d.rotated) >= 2*d.life {
-			clear(d.prev) // idle for a whole window: everything is stale
+			clear(d.prev) // idle past two windows: all it holds is over a window old
 		}
 		d.rotated = now
 	}
