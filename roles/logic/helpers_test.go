@@ -94,7 +94,7 @@ var liveNodes = []registry.Node{
 }
 
 // bindings are the sessions every env binds: mid 3 is only on a dead
-// node, mid 4 on a live and a dead one.
+// node, mid 4 on a live and a dead one, "anon" is anonymous (mid 0).
 var bindings = []store.Session{
 	{Mid: 1, Key: "k1a", Node: "n1"},
 	{Mid: 1, Key: "k1b", Node: "n2"},
@@ -102,6 +102,7 @@ var bindings = []store.Session{
 	{Mid: 3, Key: "k3", Node: "dead"},
 	{Mid: 4, Key: "k4a", Node: "n2"},
 	{Mid: 4, Key: "k4b", Node: "dead"},
+	{Mid: 0, Key: "anon", Node: "n1"},
 }
 
 func newEnv(t testing.TB, opts envOpts) *env {

@@ -74,9 +74,11 @@ func (l *Logic) pushMids(w http.ResponseWriter, r *http.Request, rt *route) (any
 		return nil, err
 	}
 	ctx := r.Context()
-	bound, err := l.sessions.KeysByMids(ctx, mids)
-	if err != nil {
-		return nil, unavailable(backendSessions, err)
+	var bound map[int64]map[string]string
+	if len(mids) > 0 {
+		if bound, err = l.sessions.KeysByMids(ctx, mids); err != nil {
+			return nil, unavailable(backendSessions, err)
+		}
 	}
 	var byNode map[string][]string
 	if len(bound) > 0 {
