@@ -40,10 +40,24 @@ func (s *adminService) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(s.log)}
+	s.srv = plainHTTPServer(s.handler, s.log)
 	s.errs = make(chan error, 1)
 	go func() { s.errs <- wrapServe("admin", s.srv.Serve(s.ln)) }()
 	return nil
+}
+
+// plainHTTPServer is a net/http server for the admin endpoints and the
+// other plain requests a role answers, with every wait for the client
+// bounded: without an idle timeout one request would hold a connection
+// open for ever. No WriteTimeout: it would cut /debug/pprof/profile short.
+func plainHTTPServer(h http.Handler, log *zap.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(log),
+	}
 }
 
 func (s *adminService) Run(ctx context.Context) error {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -60,5 +61,18 @@ func TestAdminAddressInUse(t *testing.T) {
 				t.Fatalf("admin answered %q", body)
 			}
 		})
+	}
+}
+
+// TestPlainHTTPServerBounded: every wait for a client of the admin and
+// fallback servers ends (a request to a path other than /sub held its
+// connection for ever), and none cuts a 30 s CPU profile short.
+func TestPlainHTTPServerBounded(t *testing.T) {
+	s := plainHTTPServer(http.NotFoundHandler(), zap.NewNop())
+	if s.ReadHeaderTimeout <= 0 || s.ReadTimeout <= 0 || s.IdleTimeout <= 0 {
+		t.Errorf("unbounded wait: header %v, read %v, idle %v", s.ReadHeaderTimeout, s.ReadTimeout, s.IdleTimeout)
+	}
+	if s.WriteTimeout != 0 && s.WriteTimeout <= 30*time.Second {
+		t.Errorf("WriteTimeout %v cuts /debug/pprof/profile?seconds=30 short", s.WriteTimeout)
 	}
 }

@@ -105,7 +105,7 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 	if c.admin != nil {
 		mux.Handle("/", c.admin)
 	}
-	c.wsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(c.log)}
+	c.wsSrv = plainHTTPServer(mux, c.log)
 	c.grpcSrv = grpc.NewServer()
 	pb.RegisterCloudServer(c.grpcSrv, c.svc)
 

@@ -51,13 +51,7 @@ func (s *logicService) Start(ctx context.Context) error {
 		WriteTimeout: 30 * time.Second,
 		Log:          s.log,
 		ErrorBody:    logic.ErrorBody,
-		Fallback: &http.Server{
-			Handler:           fallback,
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          zap.NewStdLog(s.log),
-		},
+		Fallback:     plainHTTPServer(fallback, s.log),
 	}
 	s.errs = make(chan error, 2)
 	rctx, cancel := context.WithCancel(context.Background())
