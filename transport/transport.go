@@ -62,3 +62,30 @@ type Conn interface {
 	// Network is "tcp" or "ws".
 	Network() string
 }
+
+// Close codes (RFC 6455 section 7.4.1) a CloseReasoner may be given.
+const (
+	CloseNormal        uint16 = 1000
+	CloseGoingAway     uint16 = 1001 // the server shuts down
+	CloseProtocolError uint16 = 1002
+	CloseInvalidData   uint16 = 1007 // e.g. a text message that is not UTF-8
+	ClosePolicy        uint16 = 1008 // refused: auth, heartbeat, replaced, slow
+	CloseTooBig        uint16 = 1009
+	CloseTryAgainLater uint16 = 1013
+)
+
+// CloseReasoner is implemented by transports that can tell the peer why
+// they close (WebSocket: the close frame's code and reason): Close then
+// sends code and reason rather than a plain normal closure. The first
+// reason given stands, since the first to notice knows best.
+type CloseReasoner interface {
+	SetCloseReason(code uint16, reason string)
+}
+
+// SetCloseReason gives c code and reason for its Close if its transport
+// can tell them; otherwise (TCP) it does nothing.
+func SetCloseReason(c Conn, code uint16, reason string) {
+	if r, ok := c.(CloseReasoner); ok {
+		r.SetCloseReason(code, reason)
+	}
+}

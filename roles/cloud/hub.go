@@ -416,6 +416,7 @@ func (h *Hub) slowConsumer(s *Session) {
 	h.log.Warn("slow client disconnected", zap.String("key", s.key), zap.Int64("mid", s.mid),
 		zap.String("remote", s.conn.RemoteAddr()), zap.Int("send_queue", h.cfg.SendQueue))
 	// Closing may wait on the transport; the fan-out that noticed must not.
+	transport.SetCloseReason(s.conn, transport.ClosePolicy, "slow client")
 	go s.closeConn()
 }
 
@@ -442,7 +443,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.wgMu.Unlock()
 	h.pending.closeAll()
 	h.workers.stop()
-	h.each(func(s *Session) { s.farewell("server shutting down") })
+	h.each(func(s *Session) { s.farewell(transport.CloseGoingAway, "server shutting down") })
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
 	var err error
@@ -467,7 +468,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 // many sessions it reached.
 func (h *Hub) DisconnectAll(reason string) int {
 	n := 0
-	h.each(func(s *Session) { s.farewell(reason); n++ })
+	h.each(func(s *Session) { s.farewell(transport.CloseGoingAway, reason); n++ })
 	return n
 }
 

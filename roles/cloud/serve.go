@@ -58,9 +58,13 @@ func (h *Hub) serveConn(c transport.Conn) {
 	if err != nil {
 		kind := h.readErrorKind(err)
 		log.Debug("handshake failed", zap.String("kind", kind), zap.Error(err))
-		if kind != "eof" && kind != "timeout" {
+		switch kind {
+		case "eof":
+		case "timeout":
+			transport.SetCloseReason(c, transport.ClosePolicy, "auth timeout")
+		default:
 			h.metrics.ProtocolErrs.WithLabelValues(kind).Inc()
-			goodbye(c, h.cfg.WriteTimeout, "protocol error: "+kind)
+			goodbye(c, h.cfg.WriteTimeout, protocolErrorCode(kind), "protocol error: "+kind)
 		}
 		_ = c.Close()
 		return
@@ -68,7 +72,7 @@ func (h *Hub) serveConn(c transport.Conn) {
 	if f.Op != protocol.OpAuth {
 		h.metrics.ProtocolErrs.WithLabelValues("before_auth").Inc()
 		log.Info("connection closed: frame before auth", zap.Int32("op", f.Op))
-		goodbye(c, h.cfg.WriteTimeout, "auth required")
+		goodbye(c, h.cfg.WriteTimeout, transport.ClosePolicy, "auth required")
 		_ = c.Close()
 		return
 	}
@@ -77,6 +81,7 @@ func (h *Hub) serveConn(c transport.Conn) {
 		// goim closes without a reply; so do we.
 		h.metrics.ProtocolErrs.WithLabelValues("bad_auth").Inc()
 		log.Info("connection closed: invalid auth", zap.Error(err))
+		transport.SetCloseReason(c, transport.ClosePolicy, "invalid auth")
 		_ = c.Close()
 		return
 	}
@@ -95,7 +100,7 @@ func (h *Hub) serveConn(c transport.Conn) {
 	s.queue = append(s.queue, reply(f, protocol.OpAuthReply, nil))
 	old, ok := h.add(s, roomID)
 	if !ok {
-		goodbye(c, h.cfg.WriteTimeout, "server shutting down")
+		goodbye(c, h.cfg.WriteTimeout, transport.CloseGoingAway, "server shutting down")
 		_ = c.Close()
 		return
 	}
@@ -109,14 +114,14 @@ func (h *Hub) serveConn(c transport.Conn) {
 		s.mu.Lock()
 		s.queue = s.queue[:0]
 		s.mu.Unlock()
-		s.farewell("session store unavailable, retry later")
+		s.farewell(transport.CloseTryAgainLater, "session store unavailable, retry later")
 		if old != nil {
-			old.farewell("replaced by a new connection")
+			old.farewell(transport.ClosePolicy, "replaced by a new connection")
 		}
 		return
 	}
 	if old != nil {
-		old.farewell("replaced by a new connection")
+		old.farewell(transport.ClosePolicy, "replaced by a new connection")
 		h.metrics.Disconnects.WithLabelValues("replaced").Inc()
 	}
 	s.flush()
@@ -221,11 +226,11 @@ func (h *Hub) readFailed(s *Session, err error) string {
 	switch kind {
 	case "eof":
 	case "timeout":
-		s.farewell("heartbeat timeout")
+		s.farewell(transport.ClosePolicy, "heartbeat timeout")
 	default:
 		h.metrics.ProtocolErrs.WithLabelValues(kind).Inc()
 		connLog{h.log, s.conn}.Info("connection closed: protocol error", zap.String("key", s.key), zap.String("kind", kind), zap.Error(err))
-		s.farewell("protocol error: " + kind)
+		s.farewell(protocolErrorCode(kind), "protocol error: "+kind)
 	}
 	return kind
 }
@@ -300,14 +305,14 @@ func (h *Hub) handleFrame(s *Session, f protocol.Frame) string {
 // The session's end counts it under Disconnects{reason="replaced"}.
 func (h *Hub) movedAway(s *Session, log connLog) string {
 	log.Info("connection closed: key taken by a newer connection on another node", zap.String("key", s.key))
-	s.farewell("replaced by a new connection")
+	s.farewell(transport.ClosePolicy, "replaced by a new connection")
 	return "replaced"
 }
 
 func (h *Hub) refuse(s *Session, log connLog, kind, reason string) string {
 	h.metrics.ProtocolErrs.WithLabelValues(kind).Inc()
 	log.Info("connection closed: protocol error", zap.String("key", s.key), zap.String("kind", kind), zap.String("reason", reason))
-	s.farewell(reason)
+	s.farewell(transport.ClosePolicy, reason)
 	return kind
 }
 
@@ -330,6 +335,14 @@ func (h *Hub) readErrorKind(err error) string {
 		return "ws_protocol"
 	}
 	return "eof"
+}
+
+// protocolErrorCode is the WebSocket close code for a read error's kind.
+func protocolErrorCode(kind string) uint16 {
+	if kind == "too_large" {
+		return transport.CloseTooBig
+	}
+	return transport.CloseProtocolError
 }
 
 func (h *Hub) storeSession(s *Session, roomID string) store.Session {
@@ -417,8 +430,10 @@ func (h *Hub) restoreBinding(key string) {
 	}
 }
 
-// goodbye writes a DisconnectReply on a connection that has no session yet.
-func goodbye(c transport.Conn, timeout time.Duration, reason string) {
+// goodbye writes a DisconnectReply on a connection that has no session yet
+// and gives its close frame (WebSocket) code and reason.
+func goodbye(c transport.Conn, timeout time.Duration, code uint16, reason string) {
+	transport.SetCloseReason(c, code, reason)
 	_ = c.Write([]transport.Out{{Data: protocol.Encode(protocol.PushVer, protocol.OpDisconnectReply, 0, []byte(reason))}},
 		time.Now().Add(min(timeout, time.Second)))
 }

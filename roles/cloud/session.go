@@ -170,13 +170,15 @@ func (s *Session) flush() {
 }
 
 // farewell queues a DisconnectReply with reason and closes the connection
-// once it is written (or the write times out).
-func (s *Session) farewell(reason string) {
+// once it is written (or the write times out); a WebSocket's close frame
+// then carries code and reason.
+func (s *Session) farewell(code uint16, reason string) {
 	s.mu.Lock()
 	if s.closed || s.closing {
 		s.mu.Unlock()
 		return
 	}
+	transport.SetCloseReason(s.conn, code, reason)
 	s.closing = true
 	s.queue = append(s.queue, transport.Out{Data: protocol.Encode(protocol.PushVer, protocol.OpDisconnectReply, 0, []byte(reason))})
 	start := !s.writing

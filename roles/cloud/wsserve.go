@@ -201,7 +201,8 @@ func peekUntil(br *bufio.Reader, done func([]byte) bool) ([]byte, error) {
 }
 
 // forPath reports whether the request line asks for path (with or without
-// a query): "GET /sub HTTP/1.1", "GET /sub?x=1 HTTP/1.1". Any method: the
+// a query, in origin or absolute form): "GET /sub HTTP/1.1", "GET
+// /sub?x=1 HTTP/1.1", "GET http://host/sub HTTP/1.1". Any method: the
 // upgrade answers a wrong one.
 func forPath(line []byte, path string) bool {
 	_, rest, ok := bytes.Cut(line, []byte(" "))
@@ -210,6 +211,13 @@ func forPath(line []byte, path string) bool {
 	}
 	target, _, _ := bytes.Cut(rest, []byte(" "))
 	target, _, _ = bytes.Cut(target, []byte("?"))
+	if _, afterScheme, ok := bytes.Cut(target, []byte("://")); ok && len(target) > 0 && target[0] != '/' {
+		i := bytes.IndexByte(afterScheme, '/')
+		if i < 0 {
+			return false
+		}
+		target = afterScheme[i:]
+	}
 	return string(target) == path
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -227,6 +228,11 @@ func TestForPath(t *testing.T) {
 		{"POST /sub HTTP/1.1\r", true},
 		{"GET /subx HTTP/1.1\r", false},
 		{"GET /healthz HTTP/1.1\r", false},
+		{"GET http://example.com/sub HTTP/1.1\r", true},
+		{"GET ws://example.com:80/sub?a=b HTTP/1.1\r", true},
+		{"GET http://example.com/subx HTTP/1.1\r", false},
+		{"GET http://example.com HTTP/1.1\r", false},
+		{"GET /x?u=http://a/sub HTTP/1.1\r", false},
 		{"GET", false},
 		{"", false},
 	} {
@@ -297,5 +303,124 @@ func TestWSListenerShutdownClosesHandshakes(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(waitFor))
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("connection still open after Shutdown")
+	}
+}
+
+// TestWSCloseCodes: a WebSocket client the server lets go reads why in the
+// close frame (code and reason, RFC 6455 section 7.4), not only in op 6.
+func TestWSCloseCodes(t *testing.T) {
+	hb := protocol.Encode(protocol.PushVer, protocol.OpHeartbeat, 1, nil)
+	badHeader := append([]byte(nil), hb...)
+	binary.BigEndian.PutUint16(badHeader[4:], 17)
+	cases := []struct {
+		name   string
+		cfg    func(*Config)
+		auth   bool
+		act    func(t *testing.T, th *testHub, addr string, c *websocket.Conn)
+		code   websocket.StatusCode
+		reason string
+	}{
+		{"auth timeout", func(c *Config) { c.HandshakeTimeout = 100 * time.Millisecond }, false, nil,
+			websocket.StatusPolicyViolation, "auth timeout"},
+		{"frame before auth", nil, false, func(t *testing.T, _ *testHub, _ string, c *websocket.Conn) {
+			wsWrite(t, c, hb)
+		}, websocket.StatusPolicyViolation, "auth required"},
+		{"bad frame", nil, true, func(t *testing.T, _ *testHub, _ string, c *websocket.Conn) {
+			wsWrite(t, c, badHeader)
+		}, websocket.StatusProtocolError, "protocol error: header_len"},
+		{"heartbeat timeout", func(c *Config) { c.HeartbeatTimeout = 200 * time.Millisecond }, true, nil,
+			websocket.StatusPolicyViolation, "heartbeat timeout"},
+		{"replaced", nil, true, func(t *testing.T, _ *testHub, addr string, _ *websocket.Conn) {
+			wsAuthed(t, addr)
+		}, websocket.StatusPolicyViolation, "replaced by a new connection"},
+		{"shutdown", nil, true, func(t *testing.T, th *testHub, _ string, _ *websocket.Conn) {
+			go func() { _ = th.Shutdown(context.Background()) }()
+		}, websocket.StatusGoingAway, "server shutting down"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			th := newTestHub(t, tc.cfg)
+			addr := startWSListener(t, th)
+			var c *websocket.Conn
+			if tc.auth {
+				c = wsAuthed(t, addr)
+			} else {
+				c = wsDial(t, addr)
+			}
+			if tc.act != nil {
+				tc.act(t, th, addr, c)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			for {
+				_, _, err := c.Read(ctx)
+				if err == nil {
+					continue // op 6, and what came before it
+				}
+				var ce websocket.CloseError
+				if !errors.As(err, &ce) || ce.Code != tc.code || ce.Reason != tc.reason {
+					t.Fatalf("read: %v, want close %d %q", err, tc.code, tc.reason)
+				}
+				return
+			}
+		})
+	}
+}
+
+func wsDial(t *testing.T, addr string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/sub", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.CloseNow() })
+	return c
+}
+
+// wsAuthed dials and authenticates as key "k" and waits for the reply.
+func wsAuthed(t *testing.T, addr string) *websocket.Conn {
+	t.Helper()
+	c := wsDial(t, addr)
+	body, _ := json.Marshal(protocol.Auth{Mid: 1, Key: "k", RoomID: "r"})
+	wsWrite(t, c, protocol.Encode(protocol.PushVer, protocol.OpAuth, 1, body))
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, b, err := c.Read(ctx); err != nil || len(b) < protocol.HeaderLen || binary.BigEndian.Uint32(b[8:]) != uint32(protocol.OpAuthReply) {
+		t.Fatalf("auth reply: %x %v", b, err)
+	}
+	return c
+}
+
+func wsWrite(t *testing.T, c *websocket.Conn, b []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageBinary, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWSHandshakeStrict: what RFC 6455 section 4.2.1 rules out is refused,
+// whichever parser (the fast one or net/http's) read the request.
+func TestWSHandshakeStrict(t *testing.T) {
+	th := newTestHub(t, nil)
+	addr := startWSListener(t, th)
+	const ws = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	for _, tc := range []struct{ name, req, want string }{
+		{"valid", "GET /sub HTTP/1.1\r\nHost: x\r\n" + ws + "\r\n", "HTTP/1.1 101 Switching Protocols"},
+		{"absolute form", "GET http://x/sub HTTP/1.1\r\nHost: x\r\n" + ws + "\r\n", "HTTP/1.1 101 Switching Protocols"},
+		{"HTTP/1.0", "GET /sub HTTP/1.0\r\nHost: x\r\n" + ws + "\r\n", "HTTP/1.1 400 Bad Request"},
+		{"no Host", "GET /sub HTTP/1.1\r\n" + ws + "\r\n", "HTTP/1.1 400 Bad Request"},
+		{"two keys", "GET /sub HTTP/1.1\r\nHost: x\r\n" + ws + "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+		{"a body", "GET /sub HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n" + ws + "\r\nhello", "HTTP/1.1 400 Bad Request"},
+		{"a chunked body", "GET /sub HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + ws + "\r\n5\r\nhello\r\n0\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rawExchange(t, addr, tc.req); got != tc.want {
+				t.Errorf("%q, want %q", got, tc.want)
+			}
+		})
 	}
 }

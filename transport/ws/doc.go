@@ -24,7 +24,12 @@
 // without a context, timer and lock per message, non-blocking writes, writev
 // of shared bytes, and no per-connection buffers.
 //
+// Close sends one close frame: the client's code echoed when it closed
+// first, else the code and reason the reader (a protocol violation) or the
+// caller (transport.CloseReasoner) gave first, else 1000. Text messages are
+// read like binary ones, UTF-8 unchecked, as goim's server does.
+//
 // Concurrency as in package transport; in addition the reader answers pings
 // through the function set with SetControl, so control frames are ordered
-// with everything else the session writes.
+// with everything else the session writes (before SetControl, at once).
 package ws

@@ -292,19 +292,25 @@ func TestStopWhenIdle(t *testing.T) {
 	}
 }
 
-// TestCloseReplyPayload: the close reply echoes the client's status code,
-// without its reason, and is empty when the client sent none; a one-byte
-// payload (no valid code) is not echoed.
+// TestCloseReplyPayload: Close answers a client's close frame with one
+// close frame: the client's status code echoed without its reason, none
+// when the client sent none, and a protocol error for a payload no peer may
+// send (RFC 6455 sections 5.5.1, 7.4 and 8.1).
 func TestCloseReplyPayload(t *testing.T) {
 	cases := []struct {
 		name    string
 		payload []byte
-		reply   []byte
+		err     error
+		reply   []byte // the status code and what follows
 	}{
-		{"no payload", nil, []byte{0x88, 0}},
-		{"code only", []byte{0x03, 0xe8}, []byte{0x88, 2, 0x03, 0xe8}},
-		{"code and reason", append([]byte{0x03, 0xe9}, "going away"...), []byte{0x88, 2, 0x03, 0xe9}},
-		{"one byte", []byte{0x03}, []byte{0x88, 0}},
+		{"no payload", nil, ErrClosedByPeer, nil},
+		{"code only", []byte{0x03, 0xe8}, ErrClosedByPeer, []byte{0x03, 0xe8}},
+		{"code and reason", append([]byte{0x03, 0xe9}, "going away"...), ErrClosedByPeer, []byte{0x03, 0xe9}},
+		{"application code", []byte{0x0f, 0xa0}, ErrClosedByPeer, []byte{0x0f, 0xa0}},
+		{"one byte", []byte{0x03}, ErrProtocol, append([]byte{0x03, 0xea}, "close frame of 1 byte"...)},
+		{"1005 is not for the wire", []byte{0x03, 0xed}, ErrProtocol, append([]byte{0x03, 0xea}, "invalid close code 1005"...)},
+		{"999", []byte{0x03, 0xe7}, ErrProtocol, append([]byte{0x03, 0xea}, "invalid close code 999"...)},
+		{"reason not UTF-8", []byte{0x03, 0xe8, 0xff}, ErrProtocol, append([]byte{0x03, 0xef}, "close reason not UTF-8"...)},
 	}
 	ts := newTestServer(t, AcceptOptions{MaxBody: protocol.DefaultMaxBody})
 	for _, tc := range cases {
@@ -312,15 +318,18 @@ func TestCloseReplyPayload(t *testing.T) {
 			rc, srv := dialRaw(t, ts, nil)
 			rec := record(srv)
 			rc.send(t, msgFragment(true, opClose, tc.payload))
-			if _, err := srv.ReadFrame(readDeadline()); !errors.Is(err, io.EOF) {
-				t.Fatalf("ReadFrame: %v", err)
+			if _, err := srv.ReadFrame(readDeadline()); !errors.Is(err, tc.err) {
+				t.Fatalf("ReadFrame: %v, want %v", err, tc.err)
 			}
-			items := rec.items()
-			if len(items) != 1 || !items[0].Raw || !bytes.Equal(items[0].Data, tc.reply) {
-				t.Fatalf("control items %+v, want %x", items, tc.reply)
+			if items := rec.items(); len(items) != 0 {
+				t.Fatalf("control items %+v, want none: Close answers", items)
 			}
-			if sf := rc.readFrame(t); !sf.fin || sf.op != opClose || !bytes.Equal(sf.payload, tc.reply[2:]) {
-				t.Fatalf("client read %+v", sf)
+			srv.Close()
+			if sf := rc.readFrame(t); !sf.fin || sf.op != opClose || !bytes.Equal(sf.payload, tc.reply) {
+				t.Fatalf("client read %+v, want a close frame with %q", sf, tc.reply)
+			}
+			if _, err := rc.r.ReadByte(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after the close frame: %v, want EOF (one close frame only)", err)
 			}
 		})
 	}

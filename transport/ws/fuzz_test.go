@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/transport"
@@ -30,6 +31,9 @@ func FuzzReadFrame(f *testing.F) {
 		wsFrame{fin: true, op: opBinary, payload: hb, lenBytes: 8}.bytes(),
 		wsFrame{fin: true, op: opBinary, declare: true, declared: 1 << 40}.bytes(),
 		msg(cat(hb, []byte{0})),
+		msgFragment(true, opClose, []byte{0x03, 0xed}),                  // 1005 may not be sent
+		msgFragment(true, opClose, []byte{0x0b, 0xb8, 'o', 'k'}),        // 3000, a library's
+		msgFragment(true, opClose, []byte{0x03, 0xe8, 0xff, 0xfe, 'x'}), // reason not UTF-8
 	}
 	for _, s := range seeds {
 		f.Add(s, uint16(0), uint16(protocol.DefaultMaxBody))
@@ -51,6 +55,9 @@ func FuzzReadFrame(f *testing.F) {
 				t.Fatalf("frame %d: %x, reference %x", i, got.frames[i], want.frames[i])
 			}
 		}
+		if got.closeCode != want.closeCode {
+			t.Fatalf("close code %d, reference %d", got.closeCode, want.closeCode)
+		}
 		if len(got.controls) != len(want.controls) {
 			t.Fatalf("%d control items, reference %d", len(got.controls), len(want.controls))
 		}
@@ -63,11 +70,13 @@ func FuzzReadFrame(f *testing.F) {
 }
 
 // parsed is what a stream of client bytes yields: goim frames (encoded),
-// control items queued, and how reading ended.
+// control items queued, how reading ended, and the code of the close frame
+// Close then sends (0: one with no body).
 type parsed struct {
-	frames   [][]byte
-	controls [][]byte
-	end      string // eof, closed, protocol, too_large, len_mismatch, pack_len, header_len
+	frames    [][]byte
+	controls  [][]byte
+	end       string // eof, closed, protocol, too_large, len_mismatch, pack_len, header_len
+	closeCode uint16
 }
 
 func runReadFrame(t *testing.T, pending, rest []byte, maxBody int) parsed {
@@ -100,6 +109,7 @@ func runReadFrame(t *testing.T, pending, rest []byte, maxBody int) parsed {
 			if res.end == "" {
 				t.Fatalf("unexpected error: %v", err)
 			}
+			res.closeCode = closeCodeOf(t, c.closeFrame())
 			return res
 		}
 		if len(fr.Body) > maxBody {
@@ -120,6 +130,18 @@ func (p pipeEnd) SetReadDeadline(t time.Time) error {
 		return err
 	}
 	return nil
+}
+
+// closeCodeOf is the code of close frame f, 0 if it has no body.
+func closeCodeOf(t testing.TB, f []byte) uint16 {
+	t.Helper()
+	if len(f) < 2 || f[0] != 0x80|opClose || int(f[1]) != len(f)-2 || len(f) == 3 || len(f) > 127 {
+		t.Fatalf("close frame %x is malformed", f)
+	}
+	if len(f) == 2 {
+		return 0
+	}
+	return binary.BigEndian.Uint16(f[2:])
 }
 
 func errorClass(err error) string {
@@ -144,6 +166,7 @@ func errorClass(err error) string {
 
 // refParse reads in as a whole: the reference for the fuzzer.
 func refParse(in []byte, maxBody int) (res parsed) {
+	res.closeCode = transport.CloseNormal // unless the WebSocket layer finds fault
 	take := func(n uint64) ([]byte, bool) {
 		if uint64(len(in)) < n {
 			return nil, false
@@ -162,7 +185,7 @@ func refParse(in []byte, maxBody int) (res parsed) {
 		}
 		fin, rsv, op, masked := h[0]&0x80 != 0, h[0]&0x70, h[0]&0x0f, h[1]&0x80 != 0
 		if rsv != 0 || !masked { // no extension is negotiated; clients must mask
-			res.end = "protocol"
+			res.end, res.closeCode = "protocol", transport.CloseProtocolError
 			return res
 		}
 		n := uint64(h[1] & 0x7f)
@@ -192,7 +215,7 @@ func refParse(in []byte, maxBody int) (res parsed) {
 		}
 		if op >= opClose { // control frames: short, whole, allowed between fragments
 			if !fin || n > 125 {
-				res.end = "protocol"
+				res.end, res.closeCode = "protocol", transport.CloseProtocolError
 				return res
 			}
 			p, ok := take(n)
@@ -205,16 +228,27 @@ func refParse(in []byte, maxBody int) (res parsed) {
 			case opPing:
 				res.controls = append(res.controls, append([]byte{0x8a, byte(n)}, p...))
 			case opPong:
-			case opClose:
-				if len(p) >= 2 {
-					res.controls = append(res.controls, []byte{0x88, 2, p[0], p[1]})
-				} else {
-					res.controls = append(res.controls, []byte{0x88, 0})
+			case opClose: // answered by Close: the code echoed, if valid
+				res.end, res.closeCode = "closed", 0
+				if len(p) == 0 {
+					return res
 				}
-				res.end = "closed"
+				res.end, res.closeCode = "protocol", transport.CloseProtocolError
+				if len(p) == 1 {
+					return res
+				}
+				code := binary.BigEndian.Uint16(p)
+				if code < 1000 || code >= 5000 || code == 1004 || code == 1005 || code == 1006 || code > 1014 && code < 3000 {
+					return res
+				}
+				if !utf8.Valid(p[2:]) {
+					res.closeCode = transport.CloseInvalidData
+					return res
+				}
+				res.end, res.closeCode = "closed", code
 				return res
 			default:
-				res.end = "protocol"
+				res.end, res.closeCode = "protocol", transport.CloseProtocolError
 				return res
 			}
 			continue
@@ -224,11 +258,11 @@ func refParse(in []byte, maxBody int) (res parsed) {
 			inMsg = true
 		case op == opContinuation && inMsg:
 		default:
-			res.end = "protocol"
+			res.end, res.closeCode = "protocol", transport.CloseProtocolError
 			return res
 		}
 		if uint64(len(msg))+n > uint64(maxBody+protocol.HeaderLen) {
-			res.end = "too_large"
+			res.end, res.closeCode = "too_large", transport.CloseTooBig
 			return res
 		}
 		p, ok := take(n)

@@ -118,6 +118,9 @@ func finish(nc net.Conn, key, protocol string, br *bufio.Reader, remote string, 
 // checkRequest validates an upgrade request and returns its key, or the
 // status to refuse it with.
 func checkRequest(h Head, origins []string) (string, int, error) {
+	if h.Invalid != "" {
+		return "", http.StatusBadRequest, fmt.Errorf("%w: %s", ErrHandshake, h.Invalid)
+	}
 	if h.Method != http.MethodGet {
 		return "", http.StatusMethodNotAllowed, fmt.Errorf("%w: method %s, want GET", ErrHandshake, h.Method)
 	}

@@ -315,7 +315,8 @@ func TestPipelinedFirstFrame(t *testing.T) {
 }
 
 // TestPendingBytes drives the handshake leftovers directly: whatever part
-// of a frame came with the handshake, the rest is read from the socket.
+// of a frame came with the handshake, the rest is read from the socket. The
+// ping, read before any SetControl (as before auth), is answered at once.
 func TestPendingBytes(t *testing.T) {
 	auth := protocol.Encode(1, protocol.OpAuth, 1, []byte(`{"mid":1,"key":"k"}`))
 	stream := cat(msg(auth), msgFragment(true, opPing, []byte("p")), msg(auth))
@@ -323,11 +324,20 @@ func TestPendingBytes(t *testing.T) {
 		a, b := net.Pipe()
 		c := newConn(a, protocol.DefaultMaxBody, "pipe", bytes.Clone(stream[:split]))
 		go func() { _, _ = b.Write(stream[split:]) }()
+		pong := make(chan []byte, 1)
+		go func() {
+			p := make([]byte, 3)
+			_, _ = io.ReadFull(b, p)
+			pong <- p
+		}()
 		for i := range 2 {
 			f, err := c.ReadFrame(readDeadline())
 			if err != nil || !bytes.Equal(f.Append(nil), auth) {
 				t.Fatalf("split %d, frame %d: %v, %v", split, i, f, err)
 			}
+		}
+		if p := <-pong; !bytes.Equal(p, []byte{0x8a, 1, 'p'}) {
+			t.Fatalf("split %d: pong %x", split, p)
 		}
 		if len(c.pending) != 0 {
 			t.Fatalf("split %d: %d pending bytes left", split, len(c.pending))

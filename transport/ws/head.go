@@ -19,11 +19,26 @@ type Head struct {
 	Origin     string // the first Origin
 	Protocol   string // the values of every Sec-WebSocket-Protocol header, joined by commas
 	RemoteAddr string
+	// Invalid says why the request cannot be an upgrade whatever its
+	// WebSocket headers say (RFC 6455 section 4.2.1), "" if it can.
+	Invalid string
 }
 
 // HeadOf takes what an upgrade needs from r.
 func HeadOf(r *http.Request) Head {
+	invalid := ""
+	switch {
+	case !r.ProtoAtLeast(1, 1):
+		invalid = "an upgrade needs HTTP/1.1 or later"
+	case r.Host == "":
+		invalid = "missing Host header"
+	case len(r.Header.Values("Sec-WebSocket-Key")) > 1:
+		invalid = "more than one Sec-WebSocket-Key"
+	case r.ContentLength != 0:
+		invalid = "an upgrade request has no body"
+	}
 	return Head{
+		Invalid:    invalid,
 		Method:     r.Method,
 		Host:       r.Host,
 		Connection: strings.Join(r.Header.Values("Connection"), ","),
@@ -65,7 +80,7 @@ func ParseHead(b []byte) (h Head, n int, ok bool) {
 	h.Method = internMethod(method)
 	var connection, upgrade, protocol [][]byte
 	var hosts int
-	var haveVersion, haveKey, haveOrigin bool // the first of each wins, as with Header.Get
+	var haveVersion, haveKey, haveOrigin bool // the first of each wins, as with Header.Get (a second key is refused)
 	for count := 0; len(lines) > 0; count++ {
 		if count == maxHeadLines {
 			return Head{}, 0, false
@@ -78,7 +93,7 @@ func ParseHead(b []byte) (h Head, n int, ok bool) {
 		value = bytes.Trim(value, " \t")
 		switch {
 		case http1.EqualFold(name, "Host"):
-			if hosts++; hosts > 1 || !http1.ValidHost(value) {
+			if hosts++; hosts > 1 || len(value) == 0 || !http1.ValidHost(value) {
 				return Head{}, 0, false
 			}
 			h.Host = string(value)
@@ -91,9 +106,10 @@ func ParseHead(b []byte) (h Head, n int, ok bool) {
 				h.Version, haveVersion = internVersion(value), true
 			}
 		case http1.EqualFold(name, "Sec-WebSocket-Key"):
-			if !haveKey {
-				h.Key, haveKey = string(value), true
+			if haveKey {
+				return Head{}, 0, false // HeadOf says why not
 			}
+			h.Key, haveKey = string(value), true
 		case http1.EqualFold(name, "Origin"):
 			if !haveOrigin {
 				h.Origin, haveOrigin = string(value), true

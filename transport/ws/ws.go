@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/transport"
@@ -58,11 +60,18 @@ type Conn struct {
 	wbufs   net.Buffers // what Write hands to WriteTo, which consumes it
 	hdrs    []byte
 	once    sync.Once
+
+	// The close frame Close sends (SetCloseReason).
+	cmu         sync.Mutex
+	closeSet    bool
+	closeCode   uint16 // 0 with closeSet: a close frame with no body
+	closeReason string
 }
 
 var (
-	_ transport.Conn      = (*Conn)(nil)
-	_ transport.TryWriter = (*Conn)(nil)
+	_ transport.Conn          = (*Conn)(nil)
+	_ transport.TryWriter     = (*Conn)(nil)
+	_ transport.CloseReasoner = (*Conn)(nil)
 )
 
 func newConn(nc net.Conn, maxBody int, remote string, pending []byte) *Conn {
@@ -124,11 +133,11 @@ func (c *Conn) readFrame(m *message) (protocol.Frame, bool, error) {
 	limit := c.maxBody + protocol.HeaderLen
 	fin := c.hdr[0]&0x80 != 0
 	if c.hdr[0]&0x70 != 0 {
-		return protocol.Frame{}, true, fmt.Errorf("%w: reserved bits set", ErrProtocol)
+		return c.fail(transport.CloseProtocolError, "reserved bits set")
 	}
 	opcode := c.hdr[0] & 0x0f
 	if c.hdr[1]&0x80 == 0 {
-		return protocol.Frame{}, true, fmt.Errorf("%w: unmasked client frame", ErrProtocol)
+		return c.fail(transport.CloseProtocolError, "unmasked client frame")
 	}
 	n := uint64(c.hdr[1] & 0x7f)
 	switch n {
@@ -149,7 +158,7 @@ func (c *Conn) readFrame(m *message) (protocol.Frame, bool, error) {
 	}
 	if opcode >= opClose {
 		if !fin || n > 125 {
-			return protocol.Frame{}, true, fmt.Errorf("%w: bad control frame", ErrProtocol)
+			return c.fail(transport.CloseProtocolError, "bad control frame")
 		}
 		payload := make([]byte, n)
 		if err := c.readFull(payload); err != nil {
@@ -163,33 +172,37 @@ func (c *Conn) readFrame(m *message) (protocol.Frame, bool, error) {
 		case opPong:
 			return protocol.Frame{}, false, nil
 		case opClose:
-			// Echo the status code, not the reason; a lone byte is no
-			// code (a close body is empty or starts with two bytes).
-			var code []byte
-			if len(payload) >= 2 {
-				code = payload[:2]
+			// Close answers with the one close frame this calls for.
+			code, reason, ok := closeAnswer(payload)
+			if !ok {
+				return c.fail(code, reason)
 			}
-			c.sendControl(opClose, code)
+			c.SetCloseReason(code, "")
 			return protocol.Frame{}, true, ErrClosedByPeer
 		default:
-			return protocol.Frame{}, true, fmt.Errorf("%w: unknown opcode %d", ErrProtocol, opcode)
+			return c.fail(transport.CloseProtocolError, fmt.Sprintf("unknown opcode %d", opcode))
 		}
 	}
 	switch opcode {
 	case opText, opBinary:
 		if m.open {
-			return protocol.Frame{}, true, fmt.Errorf("%w: new message inside a fragmented one", ErrProtocol)
+			return c.fail(transport.CloseProtocolError, "new message inside a fragmented one")
 		}
+		// A text message is taken as binary, its UTF-8 unchecked (RFC 6455
+		// section 8.1 says fail): goim's server does so, and clients that
+		// send frames as text work with it.
 		m.open = true
 	case opContinuation:
 		if !m.open {
-			return protocol.Frame{}, true, fmt.Errorf("%w: continuation without a message", ErrProtocol)
+			return c.fail(transport.CloseProtocolError, "continuation without a message")
 		}
 	default:
-		return protocol.Frame{}, true, fmt.Errorf("%w: unknown opcode %d", ErrProtocol, opcode)
+		return c.fail(transport.CloseProtocolError, fmt.Sprintf("unknown opcode %d", opcode))
 	}
 	if n > uint64(limit-len(m.body)) {
-		return protocol.Frame{}, true, fmt.Errorf("%w: message over %d bytes", protocol.ErrTooLarge, limit)
+		reason := fmt.Sprintf("message over %d bytes", limit)
+		c.SetCloseReason(transport.CloseTooBig, reason)
+		return protocol.Frame{}, true, fmt.Errorf("%w: %s", protocol.ErrTooLarge, reason)
 	}
 	start := len(m.body)
 	m.body = append(m.body, make([]byte, n)...)
@@ -202,6 +215,84 @@ func (c *Conn) readFrame(m *message) (protocol.Frame, bool, error) {
 	}
 	f, err := protocol.DecodeMessage(m.body, c.maxBody)
 	return f, true, err
+}
+
+// fail ends the read with a protocol violation, which Close then names to
+// the peer with code.
+func (c *Conn) fail(code uint16, reason string) (protocol.Frame, bool, error) {
+	c.SetCloseReason(code, reason)
+	return protocol.Frame{}, true, fmt.Errorf("%w: %s", ErrProtocol, reason)
+}
+
+// closeAnswer is the code of the close frame that answers the peer's
+// close frame with payload p: its own code echoed (none if it gave none),
+// or, not ok, the code and reason of the protocol error p is (RFC 6455
+// sections 5.5.1, 7.4 and 8.1).
+func closeAnswer(p []byte) (code uint16, reason string, ok bool) {
+	switch {
+	case len(p) == 0:
+		return 0, "", true
+	case len(p) == 1:
+		return transport.CloseProtocolError, "close frame of 1 byte", false
+	}
+	code = binary.BigEndian.Uint16(p)
+	if !validCloseCode(code) {
+		return transport.CloseProtocolError, fmt.Sprintf("invalid close code %d", code), false
+	}
+	if !utf8.Valid(p[2:]) {
+		return transport.CloseInvalidData, "close reason not UTF-8", false
+	}
+	return code, "", true
+}
+
+// validCloseCode reports whether a peer may send code: the ones RFC 6455
+// and IANA define for the wire, and those for libraries and applications.
+func validCloseCode(code uint16) bool {
+	switch {
+	case code >= 3000 && code <= 4999:
+		return true
+	case code >= 1000 && code <= 1014:
+		return code != 1004 && code != 1005 && code != 1006
+	}
+	return false
+}
+
+// SetCloseReason implements transport.CloseReasoner; code 0 is a close
+// frame with no body.
+func (c *Conn) SetCloseReason(code uint16, reason string) {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	if !c.closeSet {
+		c.closeSet, c.closeCode, c.closeReason = true, code, reason
+	}
+}
+
+// maxCloseReason is what a close frame's 125 bytes leave for the reason.
+const maxCloseReason = 123
+
+// closeFrame is the close frame Close sends: normal closure unless
+// SetCloseReason said otherwise.
+func (c *Conn) closeFrame() []byte {
+	c.cmu.Lock()
+	code, reason := c.closeCode, c.closeReason
+	if !c.closeSet {
+		code, reason = transport.CloseNormal, ""
+	}
+	c.cmu.Unlock()
+	if code == 0 {
+		return []byte{0x80 | opClose, 0}
+	}
+	reason = strings.ToValidUTF8(reason, "")
+	if len(reason) > maxCloseReason {
+		reason = reason[:maxCloseReason]
+		for !utf8.ValidString(reason) { // cut inside a character
+			reason = reason[:len(reason)-1]
+		}
+	}
+	b := make([]byte, 4, 4+len(reason))
+	b[0], b[1] = 0x80|opClose, byte(2+len(reason))
+	binary.BigEndian.PutUint16(b[2:], code)
+	return append(b, reason...)
 }
 
 // readAhead is how much a read of a few bytes asks the socket for: a whole
@@ -244,14 +335,27 @@ func unmask(b []byte, key [4]byte) {
 	}
 }
 
+// sendControl sends a control frame: through the session's queue, or,
+// before there is a session (no SetControl yet), at once, since until then
+// the reader is the only one to write.
 func (c *Conn) sendControl(opcode byte, payload []byte) {
-	if c.control == nil {
-		return
-	}
 	var h [maxHeader]byte
 	n := putFrameHeader(h[:], opcode, len(payload))
 	frame := append(h[:n:n], payload...)
-	c.control(transport.Out{Data: frame, Raw: true})
+	if c.control != nil {
+		c.control(transport.Out{Data: frame, Raw: true})
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.partial {
+		return
+	}
+	_ = c.c.SetWriteDeadline(time.Now().Add(time.Second))
+	if n, err := c.c.Write(frame); err != nil && n > 0 {
+		c.partial = true
+	}
+	_ = c.c.SetWriteDeadline(time.Time{})
 }
 
 // putFrameHeader writes a final, unmasked frame header for a payload of n
@@ -437,15 +541,14 @@ func (c *Conn) flatten(skip int) []byte {
 	return nil
 }
 
-// Close implements transport.Conn: a close frame if one can go out at once
-// without cutting into a write, then the socket.
+// Close implements transport.Conn: a close frame (closeFrame) if one can
+// go out at once without cutting into a write, then the socket.
 func (c *Conn) Close() error {
 	var err error
 	c.once.Do(func() {
 		if c.wmu.TryLock() {
 			if !c.partial {
-				frame := [4]byte{0x80 | opClose, 2, 0x03, 0xe8} // 1000: normal closure
-				_, _ = c.fd.Write(frame[:])
+				_, _ = c.fd.Write(c.closeFrame())
 			}
 			c.wmu.Unlock()
 		}
