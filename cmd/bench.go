@@ -66,7 +66,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Load generator: N connections, pushes through the REST API, loss, latency, server CPU and RSS",
 		Long:  benchLong,
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if op < math.MinInt32 || op > math.MaxInt32 {
 				return configError{fmt.Errorf("--op: %d is not a 32-bit integer", op)}
@@ -168,7 +168,7 @@ func newBenchCmd() *cobra.Command {
 		Use:    "worker",
 		Short:  "Internal: a worker process started by bench (JSON lines on stdin/stdout)",
 		Hidden: true,
-		Args:   cobra.NoArgs,
+		Args:   noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// The parent owns the run: Ctrl-C goes to it, and a worker ends
 			// when told to or when its stdin closes.
@@ -226,7 +226,7 @@ what one write per delivery costs any server on this machine.
 
   taskset -c 0 imcloud bench floor --reader-cpu 1 --rate 3
   taskset -c 0 imcloud bench floor --reader-cpu 1 --batch 4`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := benchSignals(cmd)
 			defer stop()
@@ -259,7 +259,7 @@ func newBenchFloorReaderCmd() *cobra.Command {
 		Use:    "floor-reader",
 		Short:  "Internal: the reader process of bench floor",
 		Hidden: true,
-		Args:   cobra.NoArgs,
+		Args:   noArgs,
 		RunE: func(*cobra.Command, []string) error {
 			signal.Ignore(syscall.SIGINT, syscall.SIGTERM) // it ends with the writer
 			return bench.RunFloorReader(addr, conns)

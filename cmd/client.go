@@ -32,7 +32,7 @@ func newClientCmd() *cobra.Command {
 		Short: "Connect as a goim client, print what arrives, send what you type",
 		Long: "Connects to a cloud node over TCP or WebSocket, authenticates with --mid/--key/--room, " +
 			"heartbeats, and prints every frame it receives. Lines typed on stdin are commands:\n  " + clientHelp,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if addr == "" {
 				addr = "127.0.0.1:3101"

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imcloud/imcloud/internal/freeport"
+	"github.com/imcloud/imcloud/internal/lockedbuf"
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/roles"
 	"github.com/imcloud/imcloud/transport/client"
@@ -31,14 +32,11 @@ func run(t *testing.T, env map[string]string, args ...string) (int, string) {
 	root.SetOut(&out)
 	root.SetErr(&out)
 	root.SetArgs(args)
-	if err := root.Execute(); err != nil {
+	err := root.Execute()
+	if err != nil {
 		out.WriteString(err.Error())
-		if _, ok := err.(configError); ok {
-			return exitConfig, out.String()
-		}
-		return exitFail, out.String()
 	}
-	return exitOK, out.String()
+	return exitCode(err), out.String()
 }
 
 func TestConfigErrorsNameTheKey(t *testing.T) {
@@ -56,7 +54,13 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"unknown key in file", nil, []string{"all", "--config", bad}, "cloud.tcp_adr"},
 		{"missing explicit file", nil, []string{"all", "--config", filepath.Join(dir, "none.yaml")}, "none.yaml"},
 		{"bad env value", map[string]string{"IMCLOUD_CLOUD_HANDSHAKE_TIMEOUT": "soon"}, []string{"all", "--config", filepath.Join("..", "config.yaml")}, "cloud.handshake_timeout"},
-		{"bad log level flag", nil, []string{"all", "--config", filepath.Join("..", "config.yaml"), "--log-level", "loud"}, "log.level"},
+		{"bad log level flag", nil, []string{"all", "--config", filepath.Join("..", "config.yaml"), "--log-level", "loud"}, "--log-level"},
+		{"empty config path", nil, []string{"all", "--config", ""}, "--config: empty path"},
+		{"unknown flag", nil, []string{"cloud", "--confg", "x"}, "unknown flag: --confg"},
+		{"flag without its value", nil, []string{"cloud", "--config"}, "flag needs an argument"},
+		{"extra argument", nil, []string{"cloud", "extra"}, "unknown command \"extra\""},
+		{"unknown command", nil, []string{"clod"}, "unknown command \"clod\""},
+		{"bench argument", nil, []string{"bench", "x"}, "unknown command \"x\""},
 		{"memory backend in a separate role", nil, []string{"cloud", "--config", filepath.Join("..", "config.yaml")}, "registry.backend"},
 	}
 	for _, tc := range cases {
@@ -112,7 +116,7 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 		"IMCLOUD_CLOUD_TCP_ADDR="+tcpAddr, "IMCLOUD_CLOUD_WS_ADDR="+freeport.Addr(t),
 		"IMCLOUD_CLOUD_GRPC_ADDR="+freeport.Addr(t), "IMCLOUD_LOGIC_HTTP_ADDR="+httpAddr,
 		"IMCLOUD_NODE_ID=bin-test")
-	var logs bytes.Buffer
+	var logs lockedbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -152,6 +156,28 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 	resp.Body.Close()
 	if f, err := c.Next(ctx); err != nil || f.Op != 1000 || string(f.Body) != "via-binary" {
 		t.Fatalf("got %v, %v", f, err)
+	}
+
+	// SIGHUP, a reload by habit, is ignored with a warning: still serving.
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(logs.String(), "SIGHUP ignored") {
+		select {
+		case err := <-exited:
+			t.Fatalf("exited on SIGHUP: %v; logs:\n%s", err, logs.String())
+		case <-ctx.Done():
+			t.Fatalf("no warning for SIGHUP; logs:\n%s", logs.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	resp, err = http.Post("http://"+httpAddr+"/goim/push/mids?operation=1000&mids=77", "application/octet-stream", strings.NewReader("after-hup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if f, err := c.Next(ctx); err != nil || string(f.Body) != "after-hup" {
+		t.Fatalf("after SIGHUP got %v, %v", f, err)
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -37,15 +38,25 @@ type rootFlags struct {
 // Execute runs the command line and returns the process exit code.
 func Execute() int {
 	root := newRoot()
-	if err := root.Execute(); err != nil {
+	err := root.Execute()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "imcloud:", err)
-		var ce configError
-		if errors.As(err, &ce) {
-			return exitConfig
-		}
-		return exitFail
 	}
-	return exitOK
+	return exitCode(err)
+}
+
+// exitCode is the process exit code for what Execute returned. A command
+// line that cannot run is an error of configuration too: exit 2, which the
+// systemd units do not restart on.
+func exitCode(err error) int {
+	var ce configError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ce), strings.HasPrefix(err.Error(), "unknown command "):
+		return exitConfig
+	}
+	return exitFail
 }
 
 func newRoot() *cobra.Command {
@@ -59,6 +70,7 @@ func newRoot() *cobra.Command {
 			f.configSet = cmd.Flags().Changed("config")
 		},
 	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return configError{err} })
 	root.PersistentFlags().StringVar(&f.config, "config", "config.yaml", "configuration file")
 	root.PersistentFlags().StringVar(&f.logLevel, "log-level", "", "log level (debug, info, warn, error); overrides log.level")
 	for _, role := range []struct{ name, short string }{
@@ -75,8 +87,13 @@ func newRoot() *cobra.Command {
 
 // loadConfig reads the config file (a missing default file means built-in
 // defaults), applies the environment and flags, and validates for role.
-func loadConfig(f *rootFlags, role string) (roles.Config, error) {
+// It returns the file read, "" for none.
+func loadConfig(f *rootFlags, role string) (roles.Config, string, error) {
 	path := f.config
+	if f.configSet && path == "" {
+		// What --config "$UNSET" gives: not a request for the defaults.
+		return roles.Config{}, "", configError{errors.New("--config: empty path")}
+	}
 	if !f.configSet {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			path = ""
@@ -84,15 +101,18 @@ func loadConfig(f *rootFlags, role string) (roles.Config, error) {
 	}
 	cfg, err := roles.Load(path, os.Environ())
 	if err != nil {
-		return cfg, configError{err}
+		return cfg, path, configError{err}
 	}
 	if f.logLevel != "" {
+		if _, err := zapcore.ParseLevel(f.logLevel); err != nil {
+			return cfg, path, configError{fmt.Errorf("--log-level: %w", err)}
+		}
 		cfg.Log.Level = f.logLevel
 	}
 	if err := cfg.Validate(role); err != nil {
-		return cfg, configError{err}
+		return cfg, path, configError{err}
 	}
-	return cfg, nil
+	return cfg, path, nil
 }
 
 func newLogger(c roles.LogConfig) (*zap.Logger, error) {
@@ -128,33 +148,51 @@ func loggerConfig(c roles.LogConfig) (zap.Config, error) {
 	return zc, nil
 }
 
-// signalContext ends on the first SIGINT/SIGTERM; a second one exits at once.
+// signalContext ends on the first SIGINT/SIGTERM; a second one exits at
+// once. SIGHUP, by habit a reload, is logged and ignored: there is no
+// reload, and its default action would kill the process without a drain.
 func signalContext(log *zap.Logger) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
-		select {
-		case sig := <-ch:
-			log.Info("shutting down", zap.String("signal", sig.String()))
-			cancel()
-		case <-ctx.Done():
-			return
+		for {
+			select {
+			case <-hup:
+				log.Warn("SIGHUP ignored: the configuration is not reloaded; restart the process to apply changes")
+				continue
+			case sig := <-ch:
+				log.Info("shutting down", zap.String("signal", sig.String()))
+				cancel()
+			case <-ctx.Done():
+				return
+			}
+			break
 		}
 		sig := <-ch
 		log.Warn("second signal, exiting now", zap.String("signal", sig.String()))
 		os.Exit(exitFail)
 	}()
-	return ctx, func() { signal.Stop(ch); cancel() }
+	return ctx, func() { signal.Stop(ch); signal.Stop(hup); cancel() }
+}
+
+// noArgs refuses arguments as a configuration error (exit 2).
+func noArgs(cmd *cobra.Command, args []string) error {
+	if err := cobra.NoArgs(cmd, args); err != nil {
+		return configError{err}
+	}
+	return nil
 }
 
 func newRoleCmd(f *rootFlags, role, short string) *cobra.Command {
 	return &cobra.Command{
 		Use:   role,
 		Short: short,
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(f, role)
+			cfg, path, err := loadConfig(f, role)
 			if err != nil {
 				return err
 			}
@@ -163,13 +201,16 @@ func newRoleCmd(f *rootFlags, role, short string) *cobra.Command {
 				return err
 			}
 			defer func() { _ = log.Sync() }()
+			if path == "" {
+				path = "(none: built-in defaults)"
+			}
+			log.Info("imcloud starting", zap.String("role", role), zap.String("version", version()), zap.String("config", path))
+			ctx, stop := signalContext(log)
+			defer stop()
 			app, err := roles.New(cfg, role, log)
 			if err != nil {
 				return configError{err}
 			}
-			ctx, stop := signalContext(log)
-			defer stop()
-			log.Info("imcloud starting", zap.String("role", role), zap.String("version", version()))
 			if err := app.Run(ctx); err != nil {
 				log.Error("imcloud stopped with an error", zap.Error(err))
 				return err

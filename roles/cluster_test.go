@@ -1,7 +1,6 @@
 package roles_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,12 +10,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/imcloud/imcloud/internal/freeport"
+	"github.com/imcloud/imcloud/internal/lockedbuf"
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/queue/kafka/kafkatest"
 	"github.com/imcloud/imcloud/registry/etcd/etcdtest"
@@ -30,25 +29,8 @@ type proc struct {
 	bin                string
 	admin              string // host:port serving /readyz
 	cmd                *exec.Cmd
-	log                *lockedBuffer
+	log                *lockedbuf.Buffer
 	exited             chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func (p *proc) start(t *testing.T) {
@@ -134,7 +116,7 @@ store:
 		if err := os.WriteFile(path, []byte(body+shared), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		p := &proc{name: name, role: role, config: path, bin: bin, admin: admin, log: &lockedBuffer{}}
+		p := &proc{name: name, role: role, config: path, bin: bin, admin: admin, log: &lockedbuf.Buffer{}}
 		procs = append(procs, p)
 		return p
 	}
