@@ -227,18 +227,17 @@ func (c *cloudService) report(ctx context.Context, wg *sync.WaitGroup) {
 		c.troubled = true
 	case c.troubled:
 		c.troubled = false
-		c.log.Info("session store answers again; sessions rebind at their next heartbeat")
+		c.log.Info("session store answers again; rebinding every session")
 		c.hub.RefreshAll()
 	}
 }
 
 // followClusterCounts makes heartbeat replies count room members on every
 // node: this node's live figure plus the latest reports of the other nodes
-// in the registry. If
-// this node's own last report is gone, the store lost data (a Redis
-// restarted without persistence, or down for longer than a report lives),
-// likely the session bindings too: every session rebinds at its next
-// heartbeat. It reports whether the store answered.
+// in the registry. If this node's own last report is gone, the store lost
+// data (a Redis restarted without persistence, or down for longer than a
+// report lives), likely the session bindings too: every session is bound
+// again. It reports whether the store answered.
 func (c *cloudService) followClusterCounts(ctx context.Context) bool {
 	reports, err := c.b.online.AllOnline(ctx)
 	if err != nil {
@@ -247,7 +246,7 @@ func (c *cloudService) followClusterCounts(ctx context.Context) bool {
 	}
 	others, own := otherRoomCounts(reports, c.nodeID, c.peerLive)
 	if c.reported && !own {
-		c.log.Warn("this node's online report is gone from the store; sessions rebind at their next heartbeat")
+		c.log.Warn("this node's online report is gone from the store; rebinding every session")
 		c.hub.RefreshAll()
 	}
 	hub := c.hub

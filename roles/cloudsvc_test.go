@@ -59,7 +59,7 @@ func TestReportRebindsAfterStoreTrouble(t *testing.T) {
 		t.Fatal(err)
 	}
 	rebinds := func() int {
-		return logs.FilterMessage("session store answers again; sessions rebind at their next heartbeat").Len()
+		return logs.FilterMessage("session store answers again; rebinding every session").Len()
 	}
 	ctx := context.Background()
 	steps := []struct {

@@ -70,6 +70,8 @@ type Hub struct {
 	// a session whose last refresh is from an older generation refreshes
 	// at its next heartbeat, however recent that refresh was.
 	storeGen atomic.Uint64
+	// rebindState is RefreshAll's: rebindIdle, rebindRunning, rebindAgain.
+	rebindState atomic.Int32
 
 	conns atomic.Int64
 	ipMu  sync.Mutex
@@ -178,11 +180,6 @@ func New(cfg Config, st SessionStore, log *zap.Logger, m *Metrics) (*Hub, error)
 	}
 	return h, nil
 }
-
-// RefreshAll makes every session refresh its bindings at its next
-// heartbeat: call it when the store may have lost them (a Redis restarted
-// without persistence).
-func (h *Hub) RefreshAll() { h.storeGen.Add(1) }
 
 // SetRoomCounter makes heartbeat replies use fn (cluster-wide counts).
 func (h *Hub) SetRoomCounter(fn func(room string) int32) { h.roomCount.Store(&fn) }

@@ -776,3 +776,42 @@ func TestDisconnectAll(t *testing.T) {
 	}
 	dialClient(t, addr, protocol.Auth{Mid: 3, Key: "c"}) // new clients still welcome
 }
+
+// TestRefreshAllRebindsNow: after the store lost its bindings, RefreshAll
+// binds every session again at once, with no heartbeat, and leaves the
+// sessions that are gone unbound.
+func TestRefreshAllRebindsNow(t *testing.T) {
+	th := newTestHub(t, nil)
+	var lost []store.Session
+	for i := range 40 {
+		key := fmt.Sprintf("k%d", i)
+		th.connectFake(t, "10.0.0.1", protocol.Auth{Mid: int64(i + 1), Key: key, RoomID: "live://1"})
+		lost = append(lost, store.Session{Mid: int64(i + 1), Key: key, Node: testNodeID})
+	}
+	gone := th.connectFake(t, "10.0.0.2", protocol.Auth{Mid: 99, Key: "gone"})
+	_ = gone.Close()
+	eventually(t, "the closed session to leave", func() bool { return th.current("gone") == nil })
+	if err := th.store.Store.UnbindMany(t.Context(), lost); err != nil {
+		t.Fatal(err)
+	}
+	th.store.setBindHook(func(s store.Session) {
+		if s.Key == "gone" {
+			t.Errorf("a session that left was bound again")
+		}
+	})
+	th.RefreshAll()
+	th.RefreshAll() // coalesces into one more pass
+	for _, s := range lost {
+		eventually(t, "key "+s.Key+" to be bound again", func() bool {
+			node, ok := th.boundNode(t, s.Key)
+			return ok && node == testNodeID
+		})
+	}
+	if keys := th.keysOf(t, 7); keys["k6"] != testNodeID {
+		t.Errorf("mid 7's keys %v, want k6 on %s", keys, testNodeID)
+	}
+	eventually(t, "the passes to end", func() bool { return th.rebindState.Load() == rebindIdle })
+	if n := th.logs.FilterMessage("sessions rebound after a store loss").Len(); n < 1 || n > 2 {
+		t.Errorf("%d rebind passes logged, want 1 or 2", n)
+	}
+}
