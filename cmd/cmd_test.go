@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -234,5 +235,22 @@ func TestLogSampling(t *testing.T) {
 	}
 	if _, err := loggerConfig(roles.LogConfig{Level: "loud"}); err == nil || !strings.Contains(err.Error(), "log.level") {
 		t.Fatalf("bad level: %v", err)
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{nil, exitOK},
+		{errors.New("listen: address in use"), exitFail},
+		{configError{errors.New("cloud.tcp_addr: bad")}, exitConfig},
+		{fmt.Errorf("cloud: start: %w", fmt.Errorf("%w: node.id", roles.ErrConfig)), exitConfig},
+		{errors.New(`unknown command "x" for "imcloud"`), exitConfig},
+	} {
+		if got := exitCode(tc.err); got != tc.want {
+			t.Errorf("exitCode(%v) = %d, want %d", tc.err, got, tc.want)
+		}
 	}
 }

@@ -53,7 +53,7 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ce), strings.HasPrefix(err.Error(), "unknown command "):
+	case errors.As(err, &ce), errors.Is(err, roles.ErrConfig), strings.HasPrefix(err.Error(), "unknown command "):
 		return exitConfig
 	}
 	return exitFail
@@ -138,8 +138,10 @@ func loggerConfig(c roles.LogConfig) (zap.Config, error) {
 	} else {
 		zc = zap.NewDevelopmentConfig()
 		zc.Development = false
-		zc.DisableStacktrace = true
 	}
+	// Errors here are conditions (a backend, a clash), described by their
+	// fields: a stack trace would only bury them.
+	zc.DisableStacktrace = true
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.Sampling = nil
 	if c.Sampling {

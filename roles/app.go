@@ -170,6 +170,10 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 	return a, nil
 }
 
+// ErrConfig is wrapped by errors of Run that a restart will not fix, since
+// they come from the configuration (a node.id another live node holds).
+var ErrConfig = errors.New("configuration error")
+
 // Run starts every service, serves until ctx ends or one fails, then stops
 // them in reverse order and closes the backends.
 func (a *App) Run(ctx context.Context) error {

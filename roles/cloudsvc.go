@@ -125,6 +125,10 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 	// A registry that is down is waited for (until a signal ends the wait).
 	if err = registry.RegisterWait(ctx, c.b.registrar, c.node(), 3*c.cfg.Registry.Etcd.TTL, c.log); err != nil {
 		c.grpcSrv.Stop()
+		if errors.Is(err, registry.ErrDuplicateID) {
+			// A live twin: node.id is not unique, and a restart will not fix it.
+			return fmt.Errorf("%w: node.id %q is held by another live node: %w", ErrConfig, c.nodeID, err)
+		}
 		return fmt.Errorf("register node %q: %w", c.nodeID, err)
 	}
 	c.hub.Open()

@@ -267,3 +267,30 @@ func TestWatchStalls(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestDuplicateNodeIDIsConfigError: a node id a live twin holds is given
+// up on after the wait, as a configuration error (exit 2, no restart).
+func TestDuplicateNodeIDIsConfigError(t *testing.T) {
+	cfg := Default()
+	cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Registry.Etcd.TTL = 50 * time.Millisecond // the wait is 3 TTLs
+	reg := memory.New()
+	twin := registry.Node{ID: "n1", Role: registry.RoleCloud, GRPCAddr: "127.0.0.1:9"}
+	if err := reg.Register(t.Context(), twin); err != nil {
+		t.Fatal(err)
+	}
+	st := storememory.New(time.Minute)
+	b := &backends{registrar: reg, sessions: st, online: st}
+	c, err := newCloudService(&cfg, RoleCloud, "n1", zap.NewNop(), b, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Start(t.Context())
+	if err == nil {
+		_ = c.Stop(t.Context())
+		t.Fatal("started beside a live node with its id")
+	}
+	if !errors.Is(err, ErrConfig) || !errors.Is(err, registry.ErrDuplicateID) {
+		t.Fatalf("Start: %v, want ErrConfig and ErrDuplicateID", err)
+	}
+}
