@@ -120,6 +120,9 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 	go func() { c.errs <- wrapServe("websocket", c.wsl.Serve()) }()
 	go func() { c.errs <- wrapServe("websocket port http", c.wsSrv.Serve(c.wsl)) }()
 
+	if c.b.shared {
+		c.warnUnspecified()
+	}
 	// A restart inside the lease TTL finds its id still held by its former
 	// self: wait for that lease to lapse, but not for a live twin forever.
 	// A registry that is down is waited for (until a signal ends the wait).
@@ -145,6 +148,25 @@ func wrapServe(what string, err error) error {
 }
 
 // node is what this node publishes in the registry.
+// warnUnspecified warns of each address the registry would publish with a
+// wildcard host (a listener on 0.0.0.0 or [::] and no address of its own
+// configured): job on another machine cannot dial it, nor a client connect.
+func (c *cloudService) warnUnspecified() {
+	for _, a := range []struct {
+		key, set string
+		ln       net.Listener
+	}{
+		{"cloud.advertise_addr", c.cfg.Cloud.AdvertiseAddr, c.grpcLn},
+		{"cloud.public_tcp_addr", c.cfg.Cloud.PublicTCPAddr, c.tcpLn},
+		{"cloud.public_ws_addr", c.cfg.Cloud.PublicWSAddr, c.wsLn},
+	} {
+		if tcp, ok := a.ln.Addr().(*net.TCPAddr); ok && a.set == "" && tcp.IP.IsUnspecified() {
+			c.log.Warn("publishing a wildcard address other machines cannot reach; set the key to this host's address",
+				zap.String("key", a.key), zap.String("published", tcp.String()))
+		}
+	}
+}
+
 func (c *cloudService) node() registry.Node {
 	conns, ips := c.hub.Online()
 	tcpAddr := c.cfg.Cloud.PublicTCPAddr

@@ -294,3 +294,30 @@ func TestDuplicateNodeIDIsConfigError(t *testing.T) {
 		t.Fatalf("Start: %v, want ErrConfig and ErrDuplicateID", err)
 	}
 }
+
+// TestWildcardAddressWarned: a listener on all interfaces with no address
+// of its own configured would publish 0.0.0.0 in the registry: warned,
+// naming the key to set.
+func TestWildcardAddressWarned(t *testing.T) {
+	cfg := Default()
+	cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr = "0.0.0.0:0", "0.0.0.0:0", "127.0.0.1:0"
+	cfg.Cloud.PublicWSAddr = "ws://im1.example.com:3102/sub"
+	st := storememory.New(time.Minute)
+	core, logs := observer.New(zapcore.WarnLevel)
+	b := &backends{registrar: memory.New(), sessions: st, online: st, shared: true}
+	c, err := newCloudService(&cfg, RoleCloud, "n1", zap.New(core), b, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Stop(context.Background()) }()
+	var keys []string
+	for _, e := range logs.FilterMessageSnippet("wildcard address").All() {
+		keys = append(keys, e.ContextMap()["key"].(string))
+	}
+	if !slices.Equal(keys, []string{"cloud.public_tcp_addr"}) {
+		t.Errorf("warned for %v, want only cloud.public_tcp_addr", keys)
+	}
+}

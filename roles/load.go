@@ -404,12 +404,15 @@ func isUint(k reflect.Kind) bool {
 	return k >= reflect.Uint && k <= reflect.Uint64
 }
 
-// Validate checks the values that the given role uses and returns every
+// Validate checks the configuration for the given role and returns every
 // problem at once (errors.Join), each naming its key. role is one of "all",
 // "cloud", "job", "logic", "client" or "bench" (the last two have no
-// role-specific checks). Separate cloud, job and logic processes cannot share
-// a memory registry, queue or store, so those roles reject a memory backend
-// for what they share; "all" accepts any backend.
+// role-specific checks). A server role checks the cloud, job and logic
+// sections alike, since one file may serve every role and a mistake should
+// show at the first start, not at the start of another role; the backends
+// it checks are those it uses. Separate cloud, job and logic processes
+// cannot share a memory registry, queue or store, so those roles reject a
+// memory backend for what they share; "all" accepts any backend.
 func (c *Config) Validate(role string) error {
 	v := validator{}
 	var cloud, job, logic bool
@@ -431,6 +434,14 @@ func (c *Config) Validate(role string) error {
 	v.oneOf("log.format", c.Log.Format, "console", "json")
 
 	server := cloud || job || logic
+	// Which shared backends each role uses.
+	usesRegistry := server
+	usesQueue := job || logic
+	usesStore := cloud || logic
+	separate := role != "all"
+	if server {
+		cloud, job, logic = true, true, true
+	}
 	if server && c.Node.AdminAddr != "" {
 		v.listenAddr("node.admin_addr", c.Node.AdminAddr)
 	}
@@ -491,12 +502,6 @@ func (c *Config) Validate(role string) error {
 		v.atLeast("logic.max_ids", lc.MaxIDs, 1)
 	}
 
-	// Which shared backends each role uses.
-	usesRegistry := cloud || job || logic
-	usesQueue := job || logic
-	usesStore := cloud || logic
-	separate := role != "all"
-
 	if usesRegistry {
 		r := &c.Registry
 		switch r.Backend {
@@ -506,6 +511,9 @@ func (c *Config) Validate(role string) error {
 			}
 		case "etcd":
 			v.list("registry.etcd.endpoints", r.Etcd.Endpoints)
+			for _, e := range r.Etcd.Endpoints {
+				v.endpoint("registry.etcd.endpoints", e)
+			}
 			v.atLeastDur("registry.etcd.ttl", r.Etcd.TTL, time.Second)
 		default:
 			v.addf("registry.backend", "%q is not a registry backend (want memory or etcd)", r.Backend)
@@ -521,6 +529,9 @@ func (c *Config) Validate(role string) error {
 			v.atLeast("queue.memory.size", q.Memory.Size, 1)
 		case "kafka":
 			v.list("queue.kafka.brokers", q.Kafka.Brokers)
+			for _, b := range q.Kafka.Brokers {
+				v.dialAddr("queue.kafka.brokers", b)
+			}
 			v.nonEmpty("queue.kafka.topic", q.Kafka.Topic)
 			v.nonEmpty("queue.kafka.group", q.Kafka.Group)
 			v.atLeast("queue.kafka.partitions", q.Kafka.Partitions, 1)
@@ -537,7 +548,7 @@ func (c *Config) Validate(role string) error {
 				v.shared("store.backend", role, "redis")
 			}
 		case "redis":
-			v.nonEmpty("store.redis.addr", s.Redis.Addr)
+			v.dialAddr("store.redis.addr", s.Redis.Addr)
 			v.atLeast("store.redis.db", s.Redis.DB, 0)
 		default:
 			v.addf("store.backend", "%q is not a store backend (want memory or redis)", s.Backend)
@@ -616,6 +627,18 @@ func (v *validator) listenAddr(key, addr string) {
 func (v *validator) dialAddr(key, addr string) {
 	if _, err := splitPort(addr, 1); err != nil {
 		v.addf(key, "%q is not host:port (%v)", addr, err)
+	}
+}
+
+// endpoint is an etcd endpoint: host:port, or an http(s) URL with one.
+func (v *validator) endpoint(key, e string) {
+	if !strings.Contains(e, "://") {
+		v.dialAddr(key, e)
+		return
+	}
+	u, err := url.Parse(e)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Port() == "" || u.Hostname() == "" {
+		v.addf(key, "%q is not host:port or an http(s)://host:port URL", e)
 	}
 }
 

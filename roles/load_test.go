@@ -286,13 +286,15 @@ func shared() Config {
 }
 
 func TestValidateOK(t *testing.T) {
-	def, sh := Default(), shared()
+	def, sh, urls := Default(), shared(), shared()
+	urls.Registry.Etcd.Endpoints = []string{"http://10.0.0.1:2379", "https://etcd2:2379", "etcd3:2379"}
 	for _, tc := range []struct {
 		role string
 		cfg  *Config
 	}{
 		{"all", &def}, {"client", &def}, {"bench", &def},
 		{"all", &sh}, {"cloud", &sh}, {"job", &sh}, {"logic", &sh}, {"client", &sh}, {"bench", &sh},
+		{"job", &urls},
 	} {
 		if err := tc.cfg.Validate(tc.role); err != nil {
 			t.Errorf("Validate(%q) on %s/%s/%s: %v", tc.role, tc.cfg.Registry.Backend, tc.cfg.Queue.Backend, tc.cfg.Store.Backend, err)
@@ -345,12 +347,17 @@ func TestValidateErrors(t *testing.T) {
 		{"store backend", "logic", func(c *Config) { c.Store.Backend = "" }, []string{"store.backend"}},
 		{"etcd endpoints", "job", func(c *Config) { c.Registry.Etcd.Endpoints = nil }, []string{"registry.etcd.endpoints"}},
 		{"etcd endpoint empty", "job", func(c *Config) { c.Registry.Etcd.Endpoints = []string{"a:1", " "} }, []string{"registry.etcd.endpoints"}},
+		{"etcd endpoint not an address", "job", func(c *Config) { c.Registry.Etcd.Endpoints = []string{"notanaddress"} }, []string{"registry.etcd.endpoints", `"notanaddress"`}},
+		{"etcd endpoint bad URL", "logic", func(c *Config) { c.Registry.Etcd.Endpoints = []string{"http://[::1"} }, []string{"registry.etcd.endpoints"}},
+		{"etcd endpoint URL without port", "cloud", func(c *Config) { c.Registry.Etcd.Endpoints = []string{"https://etcd1"} }, []string{"registry.etcd.endpoints"}},
 		{"etcd ttl", "cloud", func(c *Config) { c.Registry.Etcd.TTL = 0 }, []string{"registry.etcd.ttl"}},
 		{"kafka brokers", "job", func(c *Config) { c.Queue.Kafka.Brokers = nil }, []string{"queue.kafka.brokers"}},
+		{"kafka broker not an address", "logic", func(c *Config) { c.Queue.Kafka.Brokers = []string{"k1:9092", "notanaddress"} }, []string{"queue.kafka.brokers", `"notanaddress"`}},
 		{"kafka topic", "logic", func(c *Config) { c.Queue.Kafka.Topic = "" }, []string{"queue.kafka.topic"}},
 		{"kafka group", "job", func(c *Config) { c.Queue.Kafka.Group = " " }, []string{"queue.kafka.group"}},
 		{"kafka partitions", "job", func(c *Config) { c.Queue.Kafka.Partitions = 0 }, []string{"queue.kafka.partitions"}},
 		{"redis addr", "cloud", func(c *Config) { c.Store.Redis.Addr = "" }, []string{"store.redis.addr"}},
+		{"redis addr not an address", "logic", func(c *Config) { c.Store.Redis.Addr = "notanaddress" }, []string{"store.redis.addr", `"notanaddress"`}},
 		{"redis db", "cloud", func(c *Config) { c.Store.Redis.DB = -1 }, []string{"store.redis.db"}},
 		{"every problem at once", "all", func(c *Config) {
 			c.Log.Level = "loud"
@@ -383,9 +390,10 @@ func TestValidateRoleScope(t *testing.T) {
 	}{
 		{"client", nil, []string{"cloud.", "job.", "logic.", "registry."}},
 		{"bench", nil, []string{"cloud.", "job.", "logic.", "registry."}},
-		{"cloud", []string{"cloud.tcp_addr", "registry.etcd.endpoints"}, []string{"job.", "logic."}},
-		{"job", []string{"job.max_age", "registry.etcd.endpoints"}, []string{"cloud.", "logic."}},
-		{"logic", []string{"logic.http_addr", "registry.etcd.endpoints"}, []string{"cloud.", "job."}},
+		// One file may serve every role: a server role checks every role's section.
+		{"cloud", []string{"cloud.tcp_addr", "job.max_age", "logic.http_addr", "registry.etcd.endpoints"}, nil},
+		{"job", []string{"cloud.tcp_addr", "job.max_age", "logic.http_addr", "registry.etcd.endpoints"}, nil},
+		{"logic", []string{"cloud.tcp_addr", "job.max_age", "logic.http_addr", "registry.etcd.endpoints"}, nil},
 		{"all", []string{"cloud.tcp_addr", "job.max_age", "logic.http_addr", "registry.etcd.endpoints"}, nil},
 	} {
 		t.Run(tc.role, func(t *testing.T) {
