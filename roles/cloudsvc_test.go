@@ -125,6 +125,10 @@ func TestReportWithoutRegistry(t *testing.T) {
 			t.Fatalf("store reports %v, %v; want n1's", reports, err)
 		}
 	}
+	// The one update runs on its own goroutine: wait for it to begin.
+	for end := time.Now().Add(20 * time.Second); reg.updates.Load() == 0 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
 	if n := reg.updates.Load(); n != 1 {
 		t.Errorf("%d registry updates under way, want 1 (no pile-up)", n)
 	}

@@ -59,6 +59,22 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Connections waiting for their next frame without a reader goroutine (cloud.park_readers).",
 		}),
 	}
+	// Every known label value is exported from the start, at 0, so an alert
+	// can tell "none yet" from "not exported".
+	for _, t := range []string{"tcp", "ws"} {
+		m.Conns.WithLabelValues(t)
+		m.Connects.WithLabelValues(t)
+	}
+	for _, r := range []string{"eof", "timeout", "replaced"} {
+		m.Disconnects.WithLabelValues(r)
+	}
+	for _, k := range []string{"keys", "room", "broadcast"} {
+		m.Deliveries.WithLabelValues(k)
+	}
+	for _, k := range []string{"header_len", "pack_len", "too_large", "len_mismatch", "ws_protocol",
+		"before_auth", "bad_auth", "bad_room", "bad_ops", "auth_twice", "unknown_op"} {
+		m.ProtocolErrs.WithLabelValues(k)
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.Conns, m.Connects, m.Disconnects, m.SlowClients, m.Deliveries, m.Upstream, m.ProtocolErrs, m.Repeats, m.Parked} {
 			if err := reg.Register(c); err != nil {

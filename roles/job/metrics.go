@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/imcloud/imcloud/protocol/pb"
 )
 
 // Metrics are the job's counters.
@@ -49,6 +51,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "imcloud", Subsystem: "job", Name: "room_batches_merged_total",
 			Help: "Room batches folded into an earlier one queued for the same node and room.",
 		}),
+	}
+	// Every known label value is exported from the start, at 0, so an alert
+	// can tell "none yet" from "not exported".
+	for _, t := range pb.PushMsg_Type_name {
+		m.Consumed.WithLabelValues(t)
+	}
+	for _, r := range []string{"too_old", "bad_op", "bad_type", "no_room", "node_gone", "node_queue_full"} {
+		m.Dropped.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "retry", "failed"} {
+		m.Calls.WithLabelValues(r)
+	}
+	for _, f := range []string{"idle", "window", "full", "shutdown"} {
+		m.RoomBatches.WithLabelValues(f)
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.Consumed, m.Dropped, m.Calls, m.RoomBatches, m.RoomBatchMsgs, m.Nodes, m.Merged} {
