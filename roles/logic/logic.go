@@ -87,6 +87,7 @@ type Logic struct {
 	nodes    Nodes
 	online   OnlineSource
 	log      *zap.Logger
+	fails    *failLog
 	metrics  *metrics
 	routes   map[string]*route
 
@@ -139,7 +140,8 @@ func New(cfg Config, s Sessions, p Producer, n Nodes, o OnlineSource, log *zap.L
 		producer: p,
 		nodes:    n,
 		online:   o,
-		log:      log.Named("logic"),
+		log:      log,
+		fails:    newFailLog(log),
 		metrics:  m,
 		ids:      newIDGen(cfg.NodeID),
 		now:      time.Now,

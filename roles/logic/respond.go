@@ -165,7 +165,7 @@ func (l *Logic) fail(w http.ResponseWriter, r *http.Request, routeName string, e
 		fields = append(fields, zap.Error(he.err))
 	}
 	if he.status >= 500 {
-		l.log.Warn("request failed", fields...)
+		l.fails.failure(l.now(), routeName, he.msg, fields)
 	} else {
 		l.log.Debug("request refused", fields...)
 	}

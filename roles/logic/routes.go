@@ -110,6 +110,7 @@ func (h router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	write(w, r, http.StatusOK, envelope{Data: data})
 	rt.ok.Inc()
+	l.fails.success(rt.path)
 	if rt.post {
 		rt.pushes.Inc()
 		rt.latency.Observe(time.Since(start).Seconds())

@@ -1,0 +1,77 @@
+package logic
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// failLogEvery is how often one kind of failure of one route is logged
+// while it keeps happening.
+const failLogEvery = 10 * time.Second
+
+// failLog thins out the "request failed" lines of an outage: then every
+// request of a route fails alike, and a line per route and reason every
+// failLogEvery, saying how many were not logged, tells as much as
+// thousands; the metrics count each one. The first success of a route
+// after failures is logged too, so the log shows when the outage ended.
+type failLog struct {
+	log     *zap.Logger
+	failing atomic.Bool // some route failed since its last success
+
+	mu     sync.Mutex
+	last   map[string]time.Time // by route and reason: when last logged
+	quiet  map[string]int       // by route and reason: failures since, not logged
+	failed map[string]int       // by route: failures since its last success
+}
+
+func newFailLog(log *zap.Logger) *failLog {
+	return &failLog{log: log, last: map[string]time.Time{}, quiet: map[string]int{}, failed: map[string]int{}}
+}
+
+// failure records a failed request of route for reason and logs it with
+// fields unless one like it was logged less than failLogEvery ago.
+func (f *failLog) failure(now time.Time, route, reason string, fields []zap.Field) {
+	key := route + "\x00" + reason
+	f.mu.Lock()
+	f.failed[route]++
+	f.failing.Store(true)
+	if now.Sub(f.last[key]) < failLogEvery {
+		f.quiet[key]++
+		f.mu.Unlock()
+		return
+	}
+	quiet := f.quiet[key]
+	f.last[key], f.quiet[key] = now, 0
+	f.mu.Unlock()
+	if quiet > 0 {
+		fields = append(fields, zap.Int("not_logged_since_last", quiet))
+	}
+	f.log.Warn("request failed", fields...)
+}
+
+// success notes a request of route that succeeded; the first after
+// failures is logged. Without failures it costs one atomic load.
+func (f *failLog) success(route string) {
+	if !f.failing.Load() {
+		return
+	}
+	f.mu.Lock()
+	n := f.failed[route]
+	if n > 0 {
+		delete(f.failed, route)
+		for key := range f.last {
+			if len(key) > len(route) && key[:len(route)] == route && key[len(route)] == 0 {
+				delete(f.last, key)
+				delete(f.quiet, key)
+			}
+		}
+	}
+	f.failing.Store(len(f.failed) > 0)
+	f.mu.Unlock()
+	if n > 0 {
+		f.log.Info("requests succeed again", zap.String("route", route), zap.Int("failed_before", n))
+	}
+}
