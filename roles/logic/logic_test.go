@@ -127,7 +127,7 @@ func value(m *dto.Metric) float64 {
 func TestLogging(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	q, r, o := qmem.New(100), regmem.New(), &fakeOnline{}
-	l, err := New(Config{}, failingSessions{}, q, r, o, zap.New(core), nil)
+	l, err := New(Config{}, failingSessions{}, q, r, o, zap.New(core).Named("logic"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
