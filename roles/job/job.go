@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/imcloud/imcloud/internal/logthin"
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/protocol/pb"
 	"github.com/imcloud/imcloud/registry"
@@ -44,6 +45,7 @@ type Job struct {
 	watch   Watcher
 	dial    Dialer
 	now     func() time.Time
+	old     logthin.Gate // "push dropped: too old" lines
 
 	mu    sync.RWMutex
 	nodes map[string]*node
@@ -83,6 +85,7 @@ func New(cfg Config, w Watcher, dial Dialer, log *zap.Logger, m *Metrics) (*Job,
 	return &Job{
 		cfg: cfg, log: log, metrics: m, watch: w, dial: dial, now: time.Now,
 		nodes: map[string]*node{}, rooms: map[string]*roomBatch{}, ready: make(chan struct{}),
+		old: logthin.Gate{Every: oldLogEvery},
 	}, nil
 }
 
@@ -190,7 +193,7 @@ func (j *Job) HandleAsync(ctx context.Context, m *pb.PushMsg, done func()) error
 	}
 	if j.tooOld(m.GetCreatedAt()) {
 		j.metrics.Dropped.WithLabelValues("too_old").Inc()
-		j.log.Warn("push dropped: too old", zap.String("id", m.GetId()), zap.Duration("age", j.now().Sub(time.UnixMilli(m.GetCreatedAt()))))
+		j.dropOld(j.log, "push dropped: too old", zap.String("id", m.GetId()), zap.Duration("age", j.now().Sub(time.UnixMilli(m.GetCreatedAt()))))
 		done()
 		return nil
 	}
@@ -523,7 +526,7 @@ func (n *node) deliver(t task) {
 	for attempt := 0; ; attempt++ {
 		if n.j.tooOld(t.created) {
 			n.j.metrics.Dropped.WithLabelValues("too_old").Inc()
-			n.log.Warn("push dropped: too old by the time its node could take it", zap.Int("attempts", attempt))
+			n.j.dropOld(n.log, "push dropped: too old by the time its node could take it", zap.Int("attempts", attempt))
 			return
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, n.j.cfg.CallTimeout)

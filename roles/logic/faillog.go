@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/imcloud/imcloud/internal/logthin"
 )
 
 // failLogEvery is how often one kind of failure of one route is logged
@@ -22,32 +24,37 @@ type failLog struct {
 	failing atomic.Bool // some route failed since its last success
 
 	mu     sync.Mutex
-	last   map[string]time.Time // by route and reason: when last logged
-	quiet  map[string]int       // by route and reason: failures since, not logged
-	failed map[string]int       // by route: failures since its last success
+	gates  map[string]map[string]*logthin.Gate // by route, then reason
+	failed map[string]int                      // by route: failures since its last success
 }
 
 func newFailLog(log *zap.Logger) *failLog {
-	return &failLog{log: log, last: map[string]time.Time{}, quiet: map[string]int{}, failed: map[string]int{}}
+	return &failLog{log: log, gates: map[string]map[string]*logthin.Gate{}, failed: map[string]int{}}
 }
 
 // failure records a failed request of route for reason and logs it with
 // fields unless one like it was logged less than failLogEvery ago.
 func (f *failLog) failure(now time.Time, route, reason string, fields []zap.Field) {
-	key := route + "\x00" + reason
 	f.mu.Lock()
 	f.failed[route]++
 	f.failing.Store(true)
-	if now.Sub(f.last[key]) < failLogEvery {
-		f.quiet[key]++
-		f.mu.Unlock()
+	byReason := f.gates[route]
+	if byReason == nil {
+		byReason = map[string]*logthin.Gate{}
+		f.gates[route] = byReason
+	}
+	g := byReason[reason]
+	if g == nil {
+		g = &logthin.Gate{Every: failLogEvery}
+		byReason[reason] = g
+	}
+	f.mu.Unlock()
+	ok, skipped := g.Pass(now)
+	if !ok {
 		return
 	}
-	quiet := f.quiet[key]
-	f.last[key], f.quiet[key] = now, 0
-	f.mu.Unlock()
-	if quiet > 0 {
-		fields = append(fields, zap.Int("not_logged_since_last", quiet))
+	if skipped > 0 {
+		fields = append(fields, zap.Int("not_logged_since_last", skipped))
 	}
 	f.log.Warn("request failed", fields...)
 }
@@ -60,15 +67,8 @@ func (f *failLog) success(route string) {
 	}
 	f.mu.Lock()
 	n := f.failed[route]
-	if n > 0 {
-		delete(f.failed, route)
-		for key := range f.last {
-			if len(key) > len(route) && key[:len(route)] == route && key[len(route)] == 0 {
-				delete(f.last, key)
-				delete(f.quiet, key)
-			}
-		}
-	}
+	delete(f.failed, route)
+	delete(f.gates, route)
 	f.failing.Store(len(f.failed) > 0)
 	f.mu.Unlock()
 	if n > 0 {
