@@ -57,12 +57,14 @@ func (h *Hub) serveConn(c transport.Conn) {
 	h.pending.remove(c)
 	if err != nil {
 		kind := h.readErrorKind(err)
-		log.Debug("handshake failed", zap.String("kind", kind), zap.Error(err))
 		switch kind {
 		case "eof":
+			log.Debug("handshake failed", zap.String("kind", kind), zap.Error(err))
 		case "timeout":
+			log.Debug("handshake failed", zap.String("kind", kind), zap.Error(err))
 			transport.SetCloseReason(c, transport.ClosePolicy, "auth timeout")
 		default:
+			log.Info("connection closed: protocol error", zap.String("kind", kind), zap.Error(err))
 			h.metrics.ProtocolErrs.WithLabelValues(kind).Inc()
 			goodbye(c, h.cfg.WriteTimeout, protocolErrorCode(kind), "protocol error: "+kind)
 		}
