@@ -191,6 +191,13 @@ func (a *App) Ready() bool { return a.ready.Load() }
 // connected; otherwise it says what is missing.
 func (a *App) readiness() error {
 	if !a.ready.Load() {
+		for _, s := range a.services {
+			if w, ok := s.(waiter); ok {
+				if why := w.Waiting(); why != "" {
+					return fmt.Errorf("starting: %s: %s", s.Name(), why)
+				}
+			}
+		}
 		return errors.New("starting or stopping")
 	}
 	for _, p := range a.b.pending {
@@ -199,6 +206,11 @@ func (a *App) readiness() error {
 		}
 	}
 	return nil
+}
+
+// waiter is a service that can say what its Start waits for.
+type waiter interface {
+	Waiting() string
 }
 
 // Addrs returns the bound addresses; call it once Ready.

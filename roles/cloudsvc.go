@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,9 +49,35 @@ type cloudService struct {
 	// peers is the set of cloud node ids in the registry as the watch last
 	// saw it (followPeers); nil until the first list.
 	peers atomic.Pointer[map[string]struct{}]
+	// waiting says what Start waits for, for /readyz ("" once registered).
+	waiting atomic.Pointer[string]
 }
 
 func (c *cloudService) Name() string { return "cloud" }
+
+// Waiting implements waiter.
+func (c *cloudService) Waiting() string {
+	if w := c.waiting.Load(); w != nil {
+		return *w
+	}
+	return ""
+}
+
+// noteRegistrar is a Registrar whose failed registrations set the
+// service's waiting reason.
+type noteRegistrar struct {
+	registry.Registrar
+	c *cloudService
+}
+
+func (r noteRegistrar) Register(ctx context.Context, n registry.Node) error {
+	err := r.Registrar.Register(ctx, n)
+	if err != nil {
+		w := "registering this node in the registry: " + err.Error()
+		r.c.waiting.Store(&w)
+	}
+	return err
+}
 
 func newCloudService(cfg *Config, role, nodeID string, log *zap.Logger, b *backends, m *cloud.Metrics, admin http.Handler) (*cloudService, error) {
 	cc := cfg.Cloud
@@ -126,7 +153,13 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 	// A restart inside the lease TTL finds its id still held by its former
 	// self: wait for that lease to lapse, but not for a live twin forever.
 	// A registry that is down is waited for (until a signal ends the wait).
-	if err = registry.RegisterWait(ctx, c.b.registrar, c.node(), 3*c.cfg.Registry.Etcd.TTL, c.log); err != nil {
+	w := "registering this node in the registry"
+	if c.cfg.Registry.Backend == "etcd" {
+		w += " (etcd " + strings.Join(c.cfg.Registry.Etcd.Endpoints, ",") + ")"
+	}
+	c.waiting.Store(&w)
+	defer c.waiting.Store(nil)
+	if err = registry.RegisterWait(ctx, noteRegistrar{c.b.registrar, c}, c.node(), 3*c.cfg.Registry.Etcd.TTL, c.log); err != nil {
 		c.grpcSrv.Stop()
 		if errors.Is(err, registry.ErrDuplicateID) {
 			// A live twin: node.id is not unique, and a restart will not fix it.

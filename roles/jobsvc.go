@@ -24,6 +24,19 @@ type jobService struct {
 
 func (s *jobService) Name() string { return "job" }
 
+// Waiting implements waiter.
+func (s *jobService) Waiting() string {
+	if s.job == nil {
+		return ""
+	}
+	select {
+	case <-s.job.Ready():
+		return ""
+	default:
+		return "waiting for the node registry's list of cloud nodes"
+	}
+}
+
 func (s *jobService) Start(ctx context.Context) error {
 	wctx, wcancel := context.WithCancel(context.Background())
 	s.watchCancel = wcancel

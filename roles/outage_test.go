@@ -233,6 +233,21 @@ func TestStartBeforeBackends(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+	// Its /readyz, and the job's, say what they wait for.
+	for _, rd := range []struct{ url, want string }{
+		{"http://" + wsAddr + "/readyz", "starting: cloud: registering this node in the registry (etcd " + etcdSrv.Endpoint},
+		{"http://" + runs[roles.RoleJob].app.Addrs().Admin + "/readyz", "starting: job: waiting for the node registry's list of cloud nodes"},
+	} {
+		resp, err := hc.Get(rd.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), rd.want) {
+			t.Errorf("%s: %d %s, want 503 saying %q", rd.url, resp.StatusCode, body, rd.want)
+		}
+	}
 	tc := early.dialRaw(t, "tcp")
 	rctx, rcancel := context.WithTimeout(context.Background(), wait)
 	if f, err := tc.Next(rctx); err == nil {
