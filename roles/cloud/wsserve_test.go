@@ -424,3 +424,15 @@ func TestWSHandshakeStrict(t *testing.T) {
 		})
 	}
 }
+
+// TestWSClientCloses: a client's close gets the close handshake's answer
+// (coder's Close returns nil only once it has it) and ends the session.
+func TestWSClientCloses(t *testing.T) {
+	th := newTestHub(t, nil)
+	addr := startWSListener(t, th)
+	c := wsAuthed(t, addr)
+	if err := c.Close(websocket.StatusGoingAway, "navigating away"); err != nil {
+		t.Fatalf("close handshake: %v", err)
+	}
+	eventually(t, "the session to end", func() bool { return th.current("k") == nil })
+}
