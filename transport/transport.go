@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"net"
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
@@ -87,5 +88,28 @@ type CloseReasoner interface {
 func SetCloseReason(c Conn, code uint16, reason string) {
 	if r, ok := c.(CloseReasoner); ok {
 		r.SetCloseReason(code, reason)
+	}
+}
+
+// Discarder is implemented by transports that can drop, when they close,
+// what the kernel still holds to send (TCP: SO_LINGER 0, a reset): for a
+// client cut off as too slow, whose unread megabytes would otherwise stay
+// in kernel memory until it read them or the kernel gave up, minutes later.
+type Discarder interface {
+	DiscardOnClose()
+}
+
+// DiscardOnClose makes c's Close drop unsent data if its transport can.
+func DiscardOnClose(c Conn) {
+	if d, ok := c.(Discarder); ok {
+		d.DiscardOnClose()
+	}
+}
+
+// LingerZero sets SO_LINGER 0 on nc if it is a TCP connection: its Close
+// then drops unsent data and resets the connection. For Discarder's.
+func LingerZero(nc net.Conn) {
+	if l, ok := nc.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
 	}
 }

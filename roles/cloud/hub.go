@@ -414,6 +414,9 @@ func (h *Hub) slowConsumer(s *Session) {
 		zap.String("remote", s.conn.RemoteAddr()), zap.Int("send_queue", h.cfg.SendQueue))
 	// Closing may wait on the transport; the fan-out that noticed must not.
 	transport.SetCloseReason(s.conn, transport.ClosePolicy, "slow client")
+	// What is queued in the kernel for it (up to megabytes) is dropped, not
+	// kept in kernel memory until the client reads it or times out.
+	transport.DiscardOnClose(s.conn)
 	go s.closeConn()
 }
 

@@ -22,7 +22,10 @@ type Conn struct {
 	direct  bool            // fd has a descriptor; without one TryWrite defers all
 }
 
-var _ transport.Conn = (*Conn)(nil)
+var (
+	_ transport.Conn      = (*Conn)(nil)
+	_ transport.Discarder = (*Conn)(nil)
+)
 
 // New wraps c; frames with bodies over maxBody are protocol errors.
 func New(c net.Conn, maxBody int) *Conn {
@@ -87,6 +90,9 @@ func (c *Conn) Close() error {
 	})
 	return err
 }
+
+// DiscardOnClose implements transport.Discarder.
+func (c *Conn) DiscardOnClose() { transport.LingerZero(c.c) }
 
 // RemoteAddr implements transport.Conn.
 func (c *Conn) RemoteAddr() string { return c.remote }

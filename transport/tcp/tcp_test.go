@@ -102,3 +102,7 @@ func BenchmarkTryWrite(b *testing.B) {
 		}
 	}
 }
+
+func TestDiscardOnClose(t *testing.T) {
+	transporttest.DiscardOnClose(t, func(nc net.Conn) transporttest.Writer { return New(nc, protocol.DefaultMaxBody) })
+}

@@ -4,6 +4,7 @@
 package transporttest
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -59,5 +60,33 @@ func TryWriteAfterClose(t *testing.T, wrap func(net.Conn) Writer, o transport.Ou
 		if n, _ := end.Read(make([]byte, 64)); n > 0 {
 			t.Fatalf("a write after Close reached another connection: %d bytes", n)
 		}
+	}
+}
+
+// DiscardOnClose checks that a connection made by wrap, told to discard,
+// drops at Close what the kernel still held to send: its peer, which read
+// nothing until then, gets a reset before it has read all that was written.
+func DiscardOnClose(t *testing.T, wrap func(net.Conn) Writer) {
+	t.Helper()
+	srv, peer := Loopback(t)
+	c := wrap(srv)
+	big := make([]byte, 64<<20) // far more than the socket buffers hold
+	rest, err := c.TryWrite(transport.Out{Data: big, Raw: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := len(big) - len(rest)
+	d, ok := c.(transport.Discarder)
+	if !ok {
+		t.Fatalf("%T is not a transport.Discarder", c)
+	}
+	d.DiscardOnClose()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, peer)
+	if err == nil || n >= int64(written) {
+		t.Fatalf("peer read %d of %d bytes written, then %v: want a reset before the end", n, written, err)
 	}
 }

@@ -313,3 +313,9 @@ func TestTryWriteAfterClose(t *testing.T) {
 		}, o)
 	}
 }
+
+func TestDiscardOnClose(t *testing.T) {
+	transporttest.DiscardOnClose(t, func(nc net.Conn) transporttest.Writer {
+		return newConn(nc, protocol.DefaultMaxBody, "test", nil)
+	})
+}

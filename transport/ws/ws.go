@@ -72,6 +72,7 @@ var (
 	_ transport.Conn          = (*Conn)(nil)
 	_ transport.TryWriter     = (*Conn)(nil)
 	_ transport.CloseReasoner = (*Conn)(nil)
+	_ transport.Discarder     = (*Conn)(nil)
 )
 
 func newConn(nc net.Conn, maxBody int, remote string, pending []byte) *Conn {
@@ -557,6 +558,9 @@ func (c *Conn) Close() error {
 	})
 	return err
 }
+
+// DiscardOnClose implements transport.Discarder.
+func (c *Conn) DiscardOnClose() { transport.LingerZero(c.c) }
 
 // RemoteAddr implements transport.Conn.
 func (c *Conn) RemoteAddr() string { return c.remote }
