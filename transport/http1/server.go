@@ -23,6 +23,11 @@ const (
 	// maxBuffered bounds a request read here, head and body; a longer one
 	// goes to the fallback, which streams its body to the handler.
 	maxBuffered = maxHead + 64<<10
+	// maxPending bounds the answers a connection holds unwritten: a
+	// client that pipelines requests without reading the answers is
+	// written to (and waited for) before more of its requests are served,
+	// so each of its small requests cannot cost a held answer.
+	maxPending = 32 << 10
 )
 
 // Server serves small, plain HTTP/1.1 requests itself and hands every other
@@ -241,6 +246,11 @@ func (c *conn) loop() bool {
 				_ = c.flush()
 				return false
 			}
+			if len(c.out) >= maxPending {
+				if err := c.flush(); err != nil {
+					return false
+				}
+			}
 		}
 	read:
 		if err := c.flush(); err != nil {
@@ -374,8 +384,8 @@ func (c *conn) flush() error {
 		}
 	}
 	_, err := c.nc.Write(c.out)
-	if cap(c.out) > maxBuffered {
-		c.out = nil // a large answer is gone
+	if cap(c.out) > 2*maxPending {
+		c.out = nil // a large answer is gone: no need to keep its room
 	} else {
 		c.out = c.out[:0]
 	}

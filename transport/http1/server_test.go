@@ -1,13 +1,21 @@
 package http1
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/imcloud/imcloud/transport/http1/http1test"
 )
@@ -365,5 +373,91 @@ func TestShutdownGivesUp(t *testing.T) {
 	}
 	if !c.Closed() {
 		t.Fatal("connection left open after Shutdown gave up")
+	}
+}
+
+// maxWriteListener records the largest single Write on its connections.
+type maxWriteListener struct {
+	net.Listener
+	max atomic.Int64
+}
+
+func (l *maxWriteListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &maxWriteConn{Conn: c, l: l}, nil
+}
+
+type maxWriteConn struct {
+	net.Conn
+	l *maxWriteListener
+}
+
+func (c *maxWriteConn) Write(p []byte) (int, error) {
+	for {
+		m := c.l.max.Load()
+		if int64(len(p)) <= m || c.l.max.CompareAndSwap(m, int64(len(p))) {
+			break
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+// TestPendingAnswersBounded: a client that pipelines many small requests
+// behind a large one (which grew the read buffer) is answered in writes
+// of at most maxPending and one answer, not with every buffered request's
+// answer held at once; every request is still answered, in order.
+func TestPendingAnswersBounded(t *testing.T) {
+	answer := strings.Repeat("a", 1000)
+	s := &Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			_, _ = io.WriteString(w, answer)
+		}),
+		Fallback: &http.Server{Handler: echo("fallback"), ReadHeaderTimeout: wait},
+		Log:      zap.NewNop(),
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &maxWriteListener{Listener: inner}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		<-done
+	})
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 2000
+	var req bytes.Buffer
+	fmt.Fprintf(&req, "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", 60<<10, strings.Repeat("b", 60<<10))
+	for range n {
+		req.WriteString("GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	go func() { _, _ = c.Write(req.Bytes()) }()
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	br := bufio.NewReader(c)
+	for i := range n + 1 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != answer {
+			t.Fatalf("answer %d: %q", i, body)
+		}
+	}
+	if m := ln.max.Load(); m > maxPending+2<<10 {
+		t.Errorf("a write of %d bytes: answers held beyond maxPending (%d)", m, maxPending)
 	}
 }
