@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // Answers to requests that are not HTTP.
@@ -26,8 +27,8 @@ const plainErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnec
 // errorAnswer formats the answer of status with text through format.
 func errorAnswer(status int, text string, format func(status int, text string) (contentType string, body []byte)) []byte {
 	ct, body := format(status, text)
-	out := fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nConnection: close\r\nContent-Length: %d\r\n\r\n",
-		status, http.StatusText(status), ct, len(body))
+	out := fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nConnection: close\r\nDate: %s\r\nContent-Length: %d\r\n\r\n",
+		status, http.StatusText(status), ct, time.Now().UTC().Format(http.TimeFormat), len(body))
 	return append(out, body...)
 }
 

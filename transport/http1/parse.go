@@ -22,6 +22,7 @@ const (
 	headIncomplete                // read more
 	headSlow                      // not one for this server: hand it over
 	headNotHTTP                   // cannot become an HTTP request: answer 400 and close
+	headBad                       // framed ambiguously (head.bad says how): answer 400 and close
 )
 
 // head is a parsed request head.
@@ -35,13 +36,17 @@ type head struct {
 	host      string
 	length    int64 // Content-Length; 0 when absent
 	keepAlive bool  // the client keeps the connection open after this request
+	bad       string
 }
 
 // parseHead parses the request head at the start of b. It accepts only
 // what it fully understands: CRLF line ends, an origin-form target, HTTP/1.0
 // or 1.1, no Transfer-Encoding, Expect or Upgrade, at most one
 // Content-Length of plain digits, exactly one Host on HTTP/1.1. Everything
-// else is headSlow, for net/http to read and answer.
+// else is headSlow, for net/http to read and answer, except what RFC 9112
+// says a server must not read on (which net/http does): Transfer-Encoding
+// with Content-Length (section 6.3: a smuggling attempt, or a proxy's
+// mistake) or on HTTP/1.0 (section 6.1), headBad.
 func parseHead(b []byte, h *head) verdict {
 	if len(b) > maxHead {
 		v := parseHead(b[:maxHead], h)
@@ -62,7 +67,7 @@ func parseHead(b []byte, h *head) verdict {
 		return headSlow
 	}
 	pos := len(b) - len(rest)
-	var closeReq, keepAliveReq, sawHost, sawLength bool
+	var closeReq, keepAliveReq, sawHost, sawLength, sawTE bool
 	for n := 0; ; n++ {
 		line, rest, v = nextLine(b[pos:])
 		if v != headComplete {
@@ -84,7 +89,9 @@ func parseHead(b []byte, h *head) verdict {
 			return headSlow
 		}
 		switch name := canonicalName(line[:colon]); name {
-		case "Transfer-Encoding", "Expect", "Upgrade":
+		case "Transfer-Encoding":
+			sawTE = true
+		case "Expect", "Upgrade":
 			return headSlow
 		case "Content-Length":
 			if sawLength || !parseLength(value, &h.length) {
@@ -114,7 +121,16 @@ func parseHead(b []byte, h *head) verdict {
 			h.header.Add(name, string(value))
 		}
 	}
-	if h.minor == 1 && !sawHost { // net/http answers the 400
+	switch {
+	case sawTE && sawLength:
+		h.bad = "both Transfer-Encoding and Content-Length"
+		return headBad
+	case sawTE && h.minor == 0:
+		h.bad = "Transfer-Encoding on HTTP/1.0"
+		return headBad
+	case sawTE:
+		return headSlow
+	case h.minor == 1 && !sawHost: // net/http answers the 400
 		return headSlow
 	}
 	h.size = pos

@@ -213,11 +213,11 @@ func (c *conn) loop() bool {
 				case headSlow:
 					return c.handOver()
 				case headNotHTTP:
-					if s.ErrorBody != nil {
-						c.out = append(c.out, errorAnswer(http.StatusBadRequest, "Bad Request", s.ErrorBody)...)
-					} else {
-						c.out = append(c.out, notHTTPAnswer...)
-					}
+					c.out = append(c.out, c.badRequest("")...)
+					_ = c.flush()
+					return false
+				case headBad:
+					c.out = append(c.out, c.badRequest(h.bad)...)
 					_ = c.flush()
 					return false
 				}
@@ -392,8 +392,19 @@ func (c *conn) flush() error {
 	return err
 }
 
-// notHTTPAnswer is net/http's answer to a malformed request.
-const notHTTPAnswer = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request"
+// badRequest is the 400 answer, before the connection closes, to a
+// request that is not read on, with detail saying why (if known): in the
+// API's format (Server.ErrorBody), else as net/http words it.
+func (c *conn) badRequest(detail string) []byte {
+	text := "Bad Request"
+	if detail != "" {
+		text += ": " + detail
+	}
+	if c.s.ErrorBody != nil {
+		return errorAnswer(http.StatusBadRequest, text, c.s.ErrorBody)
+	}
+	return []byte("HTTP/1.1 400 Bad Request" + plainErrorHeaders + "400 " + text)
+}
 
 // handOver gives the connection, with what is buffered, to the fallback
 // server; it reports whether the fallback took it.

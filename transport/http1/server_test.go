@@ -461,3 +461,36 @@ func TestPendingAnswersBounded(t *testing.T) {
 		t.Errorf("a write of %d bytes: answers held beyond maxPending (%d)", m, maxPending)
 	}
 }
+
+// TestAmbiguousFramingRefused: Transfer-Encoding beside Content-Length
+// (RFC 9112 section 6.3) or on HTTP/1.0 (section 6.1) is answered 400 and
+// the connection closed: nothing behind it is read as a request, where
+// net/http would read on (a smuggling vector behind a proxy that framed
+// the bytes by Content-Length).
+func TestAmbiguousFramingRefused(t *testing.T) {
+	ts := startServer(t, nil, nil)
+	for _, tc := range []struct{ name, in, detail string }{
+		{"TE and CL", "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+			"both Transfer-Encoding and Content-Length"},
+		{"CL and TE", "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", "both Transfer-Encoding and Content-Length"},
+		{"TE on HTTP/1.0", "POST /p HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "Transfer-Encoding on HTTP/1.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, ts.addr)
+			c.Send(tc.in)
+			resp, body := c.Answer("POST")
+			if resp.StatusCode != 400 || body != "400 Bad Request: "+tc.detail || !resp.Close {
+				t.Fatalf("got %d %q %v, want 400 naming %q and Connection: close", resp.StatusCode, body, resp.Header, tc.detail)
+			}
+			if !c.Closed() {
+				t.Fatal("connection left open: what follows would be read as a request")
+			}
+		})
+	}
+	// Transfer-Encoding alone is read (by net/http) as it should be.
+	c := dialRaw(t, ts.addr)
+	c.Send("POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+	if resp, body := c.Answer("POST"); resp.StatusCode != 200 || !strings.Contains(body, `body="abc"`) {
+		t.Fatalf("chunked request: %d %q", resp.StatusCode, body)
+	}
+}
