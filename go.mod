@@ -2,6 +2,11 @@ module github.com/imcloud/imcloud
 
 go 1.26.0
 
+// net/url refuses more than 10,000 query or form parameters by default; a
+// push may name logic.max_ids (10,000) ids as repeated parameters beside
+// its others. The request size limits bound the count anyway.
+godebug urlmaxqueryparams=1000000
+
 require (
 	github.com/IBM/sarama v1.46.3
 	github.com/coder/websocket v1.8.14

@@ -255,6 +255,19 @@ func parseForm(body []byte, boundary string) (form url.Values, ok bool) {
 // a form; see the package documentation.
 var formParams = []string{"msg", "operation", "mids", "keys", "type", "room", "speed", "id"}
 
+// looseForm is the names of a URL-encoded body that may not parse, each
+// with an empty value: what it would be a form of.
+func looseForm(body []byte) url.Values {
+	form := url.Values{}
+	for pair := range strings.SplitSeq(string(body), "&") {
+		name, _, _ := strings.Cut(pair, "=")
+		if n, err := url.QueryUnescape(name); err == nil {
+			form[n] = nil
+		}
+	}
+	return form
+}
+
 // namesParam reports whether form names one of formParams (or its []).
 func namesParam(form url.Values) bool {
 	for _, name := range formParams {
@@ -285,7 +298,14 @@ func (l *Logic) pushInput(w http.ResponseWriter, r *http.Request) (*params, []by
 		if err != nil {
 			return nil, nil, err
 		}
-		if form, ok := parseForm(body, boundary); ok && namesParam(form) {
+		form, ok := parseForm(body, boundary)
+		if !ok && boundary == "" && namesParam(looseForm(body)) {
+			// Meant as a form (it names a parameter) but not one: say so
+			// rather than push the bytes as the message.
+			_, err := url.ParseQuery(string(body))
+			return nil, nil, badRequest("form body: %v (percent-encode the values, or send the message raw with another Content-Type)", err)
+		}
+		if ok && namesParam(form) {
 			p.form = form
 			msg = []byte(p.value("msg"))
 			if len(msg) == 0 {

@@ -239,6 +239,8 @@ func TestMessageSource(t *testing.T) {
 		{"curl -d hello is a message", "", "application/x-www-form-urlencoded", "hello", "hello", nil, 200, ""},
 		{"form-typed json is a message", "", "application/x-www-form-urlencoded", `{"a":"b=c"}`, `{"a":"b=c"}`, nil, 200, ""},
 		{"form-typed, bad escape, is a message", "", "application/x-www-form-urlencoded", "100% msg=x", "100% msg=x", nil, 200, ""},
+		{"form naming msg, bad escape, is refused", "", "application/x-www-form-urlencoded", "msg=50%off", "", nil, 400,
+			`form body: invalid URL escape "%of" (percent-encode the values, or send the message raw with another Content-Type)`},
 		{"form-typed, no known names, is a message", "", "application/x-www-form-urlencoded", "a=b", "a=b", nil, 200, ""},
 		{"form with msg", "", "application/x-www-form-urlencoded", "msg=hi%20there", "hi there", nil, 200, ""},
 		{"form content type is case-insensitive", "", "Application/X-WWW-Form-Urlencoded;charset=UTF-8", "msg=hi", "hi", nil, 200, ""},
@@ -659,5 +661,24 @@ func TestQueueFailureSaysIfDeliveryMayFollow(t *testing.T) {
 				t.Errorf("message %q: says delivery may follow = %v, want %v", a.Message, got, tt.wantMay)
 			}
 		})
+	}
+}
+
+// TestMaxIDsAsRepeatedParams: logic.max_ids ids may come as that many
+// repeated parameters beside the others, in the query or a form body
+// (net/url's own default cap is 10,000 parameters in all; go.mod raises it).
+func TestMaxIDsAsRepeatedParams(t *testing.T) {
+	const n = 10000
+	var q strings.Builder
+	q.WriteString("operation=1000")
+	for i := range n {
+		fmt.Fprintf(&q, "&keys=k%d", i)
+	}
+	e := newEnv(t, envOpts{cfg: Config{MaxIDs: n}})
+	if a := e.post("/goim/push/keys?"+q.String(), "", "m"); a.Status != http.StatusOK {
+		t.Errorf("query of %d keys: %d %s", n, a.Status, a.Message)
+	}
+	if a := e.post("/goim/push/keys", "application/x-www-form-urlencoded", q.String()+"&msg=m"); a.Status != http.StatusOK {
+		t.Errorf("form of %d keys: %d %s", n, a.Status, a.Message)
 	}
 }
