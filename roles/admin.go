@@ -11,15 +11,18 @@ import (
 
 // adminHandler serves /metrics, /healthz (the process is up), /readyz
 // (ready returns nil: every service has started, none is stopping and every
-// backend is connected; otherwise a 503 gives the reason) and the Go
-// profiler under /debug/pprof/.
-func adminHandler(reg *prometheus.Registry, ready func() error) http.Handler {
+// backend is connected; otherwise a 503 gives the reason) and, with
+// profiler, the Go profiler under /debug/pprof/: not on a port clients
+// reach, where anyone could take goroutine dumps or keep profiles running.
+func adminHandler(reg *prometheus.Registry, ready func() error, profiler bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if profiler {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeStatus(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -6,11 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -74,5 +76,26 @@ func TestPlainHTTPServerBounded(t *testing.T) {
 	}
 	if s.WriteTimeout != 0 && s.WriteTimeout <= 30*time.Second {
 		t.Errorf("WriteTimeout %v cuts /debug/pprof/profile?seconds=30 short", s.WriteTimeout)
+	}
+}
+
+// TestAdminProfilerOptional: without the profiler, /debug/pprof/ is not
+// served, while /metrics and the health endpoints are.
+func TestAdminProfilerOptional(t *testing.T) {
+	ready := func() error { return nil }
+	for _, profiler := range []bool{true, false} {
+		h := adminHandler(prometheus.NewRegistry(), ready, profiler)
+		for path, want := range map[string]int{
+			"/debug/pprof/cmdline": map[bool]int{true: http.StatusOK, false: http.StatusNotFound}[profiler],
+			"/healthz":             http.StatusOK,
+			"/readyz":              http.StatusOK,
+			"/metrics":             http.StatusOK,
+		} {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+			if rec.Code != want {
+				t.Errorf("profiler %v: GET %s: %d, want %d", profiler, path, rec.Code, want)
+			}
+		}
 	}
 }

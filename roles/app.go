@@ -68,7 +68,10 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	admin := adminHandler(reg, a.readiness)
+	// The admin endpoints ride on a role's own listener unless
+	// node.admin_addr gives them one; the profiler is left off the client
+	// WebSocket port (a lone cloud node's), which the public reaches.
+	admin := adminHandler(reg, a.readiness, true)
 
 	nodeID, err := a.cfg.NodeID()
 	if err != nil {
@@ -106,8 +109,8 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 			return nil, err
 		}
 		var cloudAdmin http.Handler
-		if !hasLogic {
-			cloudAdmin = admin
+		if !hasLogic && admin != nil {
+			cloudAdmin = adminHandler(reg, a.readiness, false)
 		}
 		if a.cloud, err = newCloudService(&a.cfg, role, nodeID, log.Named("cloud"), a.b, m, cloudAdmin); err != nil {
 			return nil, err

@@ -233,6 +233,12 @@ func TestStartBeforeBackends(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+	// No profiler on the port clients reach.
+	if resp, err := hc.Get("http://" + wsAddr + "/debug/pprof/cmdline"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("profiler on the client WebSocket port: %v %v, want 404", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	// Its /readyz, and the job's, say what they wait for.
 	for _, rd := range []struct{ url, want string }{
 		{"http://" + wsAddr + "/readyz", "starting: cloud: registering this node in the registry (etcd " + etcdSrv.Endpoint},
