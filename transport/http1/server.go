@@ -265,7 +265,11 @@ func (c *conn) loop() bool {
 				c.buf = make([]byte, initialBuffer) // a large request is over
 			}
 			c.idle.Store(true)
-			if err := c.setReadDeadline(s.IdleTimeout); err != nil {
+			wait := s.IdleTimeout
+			if !served && s.ReadTimeout > 0 {
+				wait = s.ReadTimeout // a new connection owes its first request
+			}
+			if err := c.setReadDeadline(wait); err != nil {
 				return false
 			}
 			if s.closing.Load() { // after the store: Shutdown sees idle or we see closing

@@ -303,6 +303,15 @@ func TestTimeouts(t *testing.T) {
 			t.Fatalf("%s connection not closed", name)
 		}
 	}
+	// A new connection owes its first request within ReadTimeout, however
+	// long a kept-alive one may wait for its next.
+	patient := startServer(t, nil, func(s *Server) {
+		s.IdleTimeout = time.Hour
+		s.ReadTimeout = 300 * time.Millisecond
+	})
+	if silent := dialRaw(t, patient.addr); !silent.Closed() {
+		t.Fatal("a connection that never sent a request not closed")
+	}
 }
 
 func TestShutdown(t *testing.T) {

@@ -2,6 +2,7 @@ package http1test
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -56,9 +57,14 @@ func (c *Conn) Answer(method string) (*http.Response, string) {
 }
 
 // Closed reports whether the server closed the connection (EOF or reset
-// with nothing more to read).
+// with nothing more to read) before the connection's deadline; still open
+// then, or a byte to read, is false.
 func (c *Conn) Closed() bool {
 	c.t.Helper()
 	_, err := c.br.ReadByte()
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
 	return err != nil
 }
