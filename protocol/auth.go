@@ -2,8 +2,10 @@ package protocol
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // MaxKeyLen bounds a client-chosen session key.
@@ -47,10 +49,15 @@ func ParseAuth(body []byte) (Auth, error) {
 
 // ValidRoom checks a room id a client asks for. Rooms are "type://id" by
 // convention (that is what REST room pushes address), but goim accepts any
-// string, so only the length is enforced.
+// string, so only the length is enforced, and that it is UTF-8: room ids
+// are JSON object keys in the online figures, where bytes that are not
+// would all turn into U+FFFD, and two rooms into one key.
 func ValidRoom(room string) error {
 	if len(room) > MaxRoomLen {
 		return fmt.Errorf("room id longer than %d bytes", MaxRoomLen)
+	}
+	if !utf8.ValidString(room) {
+		return errors.New("room id is not UTF-8")
 	}
 	return nil
 }

@@ -551,6 +551,12 @@ func TestRoomHelpers(t *testing.T) {
 	if err := protocol.ValidRoom(strings.Repeat("x", protocol.MaxRoomLen+1)); err == nil {
 		t.Error("ValidRoom accepted an over-long room")
 	}
+	if err := protocol.ValidRoom("live://\xff\xfe"); err == nil {
+		t.Error("ValidRoom accepted a room that is not UTF-8")
+	}
+	if err := protocol.ValidRoom("live://房间"); err != nil {
+		t.Errorf("ValidRoom refused a UTF-8 room: %v", err)
+	}
 }
 
 func TestFrameString(t *testing.T) {

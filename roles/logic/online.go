@@ -129,6 +129,12 @@ func (l *Logic) onlineRoom(_ http.ResponseWriter, r *http.Request, _ *route) (an
 	if err != nil {
 		return nil, err
 	}
+	for _, room := range rooms {
+		// Each is a key of the answer: JSON keys are UTF-8.
+		if err := protocol.ValidRoom(protocol.RoomID(typ, room)); err != nil {
+			return nil, badRequest("type and rooms: %s: %v", quote(room), err)
+		}
+	}
 	snap, err := l.snapshot(r.Context())
 	if err != nil {
 		return nil, err
