@@ -14,7 +14,12 @@
 // The prefix defaults to /imcloud. Roles must not contain a slash; ids may.
 // A watch of a role follows the prefix <prefix>/nodes/<role>/ (with the
 // trailing slash, so role "a" never sees role "ab"). Records that are not
-// valid JSON are logged and skipped.
+// valid JSON are logged and skipped. A watch resumes from the revision it
+// reached, so every few seconds it checks that etcd's history still holds
+// that revision: an etcd restarted without its data (or restored from an
+// older backup) starts again from revision 1, and a watch from the old
+// revision would wait, without an error, until the new history caught up;
+// the watch reloads instead.
 //
 // # Leases, keepalive and re-registration
 //

@@ -68,6 +68,9 @@ type Registry struct {
 	ttl        time.Duration
 	reqTimeout time.Duration
 	maxBackoff time.Duration
+	// historyEvery is how often a watch checks that etcd's history still
+	// holds the revision it follows (historyCheck).
+	historyEvery time.Duration
 
 	ctx    context.Context // cancelled by Close; parent of every goroutine
 	cancel context.CancelFunc
@@ -161,15 +164,16 @@ func New(cfg Config, log *zap.Logger) (*Registry, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Registry{
-		cli:        cli,
-		log:        log,
-		prefix:     prefix,
-		ttl:        ttl,
-		reqTimeout: requestTimeout,
-		maxBackoff: maxBackoff,
-		ctx:        ctx,
-		cancel:     cancel,
-		regs:       make(map[string]*registration),
+		cli:          cli,
+		log:          log,
+		prefix:       prefix,
+		ttl:          ttl,
+		reqTimeout:   requestTimeout,
+		maxBackoff:   maxBackoff,
+		historyEvery: defaultHistoryEvery,
+		ctx:          ctx,
+		cancel:       cancel,
+		regs:         make(map[string]*registration),
 	}, nil
 }
 
@@ -357,20 +361,20 @@ func (r *Registry) Watch(ctx context.Context, role string) (<-chan []registry.No
 	if err := checkRole(ctx, "watch", role); err != nil {
 		return nil, err
 	}
-	m, rev, err := r.load(ctx, role)
+	m, at, err := r.load(ctx, role)
 	if err != nil {
 		return nil, fmt.Errorf("registry/etcd: watch %s: %w", role, err)
 	}
-	ch, err := r.follow(ctx, role, m, rev)
+	ch, err := r.follow(ctx, role, m, at)
 	if err != nil {
 		return nil, fmt.Errorf("registry/etcd: watch %s: %w", role, err)
 	}
 	return ch, nil
 }
 
-// follow starts the goroutine of a watch whose state is m as of rev, and
+// follow starts the goroutine of a watch whose state is m as of at, and
 // returns its channel holding m.
-func (r *Registry) follow(ctx context.Context, role string, m map[string]registry.Node, rev int64) (<-chan []registry.Node, error) {
+func (r *Registry) follow(ctx context.Context, role string, m map[string]registry.Node, at position) (<-chan []registry.Node, error) {
 	ch := make(chan []registry.Node, 1)
 	ch <- sorted(m)
 	wctx, cancel := context.WithCancel(ctx)
@@ -389,7 +393,7 @@ func (r *Registry) follow(ctx context.Context, role string, m map[string]registr
 		defer close(ch)
 		defer cancel()
 		defer stop()
-		r.followLoop(wctx, role, m, rev, ch)
+		r.followLoop(wctx, role, m, at, ch)
 	}()
 	return ch, nil
 }
@@ -398,26 +402,26 @@ func (r *Registry) follow(ctx context.Context, role string, m map[string]registr
 // list after each change, until ctx ends. When the etcd watch fails (etcd
 // down without a leader, compaction, a closed stream) it reloads the role
 // with backoff and watches again from there; m stands meanwhile.
-func (r *Registry) followLoop(ctx context.Context, role string, m map[string]registry.Node, rev int64, ch chan []registry.Node) {
+func (r *Registry) followLoop(ctx context.Context, role string, m map[string]registry.Node, at position, ch chan []registry.Node) {
 	prefix := r.rolePrefix(role)
 	for {
-		err := r.watchFrom(ctx, prefix, m, &rev, ch)
+		err := r.watchFrom(ctx, prefix, m, &at, ch)
 		if ctx.Err() != nil {
 			return
 		}
 		r.log.Warn("registry/etcd: watch interrupted, reloading",
-			zap.String("prefix", prefix), zap.Int64("revision", rev), zap.Error(err))
+			zap.String("prefix", prefix), zap.Int64("revision", at.rev), zap.Error(err))
 		wait := backoffStart
 		for attempt := 1; ; attempt++ {
-			fresh, frev, err := r.load(ctx, role)
+			fresh, fat, err := r.load(ctx, role)
 			if err == nil {
 				if !reflect.DeepEqual(fresh, m) {
 					m = fresh
 					send(ch, sorted(m))
 				}
-				rev = frev
+				at = fat
 				r.log.Info("registry/etcd: watch resumed",
-					zap.String("prefix", prefix), zap.Int64("revision", rev), zap.Int("nodes", len(m)), zap.Int("attempt", attempt))
+					zap.String("prefix", prefix), zap.Int64("revision", at.rev), zap.Int("nodes", len(m)), zap.Int("attempt", attempt))
 				break
 			}
 			if ctx.Err() != nil {
@@ -433,17 +437,68 @@ func (r *Registry) followLoop(ctx context.Context, role string, m map[string]reg
 	}
 }
 
-// watchFrom watches prefix from *rev+1, applying events to m and sending
-// the list after each response with changes. It returns when ctx ends or the
-// watch fails; *rev is the last revision m reflects.
-func (r *Registry) watchFrom(ctx context.Context, prefix string, m map[string]registry.Node, rev *int64, ch chan []registry.Node) error {
+// position is a point in etcd's history: a revision of a cluster.
+type position struct {
+	rev     int64
+	cluster uint64
+}
+
+// defaultHistoryEvery is Registry.historyEvery's default.
+const defaultHistoryEvery = 5 * time.Second
+
+// errHistoryReset is what a watch returns when etcd's history no longer
+// holds the revision it follows: a cluster recreated, or restored from an
+// older backup. Its watch would wait, silently, for that revision to come
+// round again, and miss every change until then.
+var errHistoryReset = errors.New("etcd's history was reset (a new or restored cluster)")
+
+// historyCheck reports errHistoryReset if etcd, asked now, is another
+// cluster than at, or at an earlier revision. An etcd that does not answer
+// is no news: the watch itself deals with it.
+func (r *Registry) historyCheck(ctx context.Context, prefix string, at position) error {
+	actx, cancel := context.WithTimeout(ctx, r.reqTimeout)
+	defer cancel()
+	resp, err := r.cli.Get(actx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return nil
+	}
+	if h := resp.Header; h.ClusterId != at.cluster || h.Revision < at.rev {
+		return fmt.Errorf("%w: cluster %x at revision %d, the watch followed cluster %x at %d",
+			errHistoryReset, h.ClusterId, h.Revision, at.cluster, at.rev)
+	}
+	return nil
+}
+
+// watchFrom watches prefix from at.rev+1, applying events to m and sending
+// the list after each response with changes. It returns when ctx ends, the
+// watch fails or etcd's history was reset (historyCheck, every
+// r.historyEvery); *at is the last revision m reflects.
+func (r *Registry) watchFrom(ctx context.Context, prefix string, m map[string]registry.Node, at *position, ch chan []registry.Node) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the etcd watch when we stop reading it
 	wch := r.cli.Watch(clientv3.WithRequireLeader(wctx), prefix,
-		clientv3.WithPrefix(), clientv3.WithRev(*rev+1))
-	for resp := range wch {
+		clientv3.WithPrefix(), clientv3.WithRev(at.rev+1))
+	check := time.NewTicker(r.historyEvery)
+	defer check.Stop()
+	for {
+		var resp clientv3.WatchResponse
+		var open bool
+		select {
+		case resp, open = <-wch:
+		case <-check.C:
+			if err := r.historyCheck(ctx, prefix, *at); err != nil {
+				return err
+			}
+			continue
+		}
+		if !open {
+			break
+		}
 		if err := resp.Err(); err != nil {
 			return err
+		}
+		if c := resp.Header.ClusterId; c != 0 && c != at.cluster {
+			return fmt.Errorf("%w: events from cluster %x, the watch followed %x", errHistoryReset, resp.Header.ClusterId, at.cluster)
 		}
 		changed := false
 		for _, ev := range resp.Events {
@@ -459,9 +514,9 @@ func (r *Registry) watchFrom(ctx context.Context, prefix string, m map[string]re
 				delete(m, key)
 			}
 			changed = true
-			*rev = max(*rev, ev.Kv.ModRevision)
+			at.rev = max(at.rev, ev.Kv.ModRevision)
 		}
-		*rev = max(*rev, resp.Header.Revision)
+		at.rev = max(at.rev, resp.Header.Revision)
 		if changed {
 			send(ch, sorted(m))
 		}
@@ -482,13 +537,14 @@ func send(ch chan []registry.Node, list []registry.Node) {
 	ch <- list
 }
 
-// load reads the nodes of role and the revision they are current at.
-func (r *Registry) load(ctx context.Context, role string) (map[string]registry.Node, int64, error) {
+// load reads the nodes of role and the point in etcd's history they are
+// current at.
+func (r *Registry) load(ctx context.Context, role string) (map[string]registry.Node, position, error) {
 	actx, cancel := context.WithTimeout(ctx, r.reqTimeout)
 	defer cancel()
 	resp, err := r.cli.Get(actx, r.rolePrefix(role), clientv3.WithPrefix())
 	if err != nil {
-		return nil, 0, err
+		return nil, position{}, err
 	}
 	m := make(map[string]registry.Node, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -496,7 +552,7 @@ func (r *Registry) load(ctx context.Context, role string) (map[string]registry.N
 			m[string(kv.Key)] = n
 		}
 	}
-	return m, resp.Header.Revision, nil
+	return m, position{rev: resp.Header.Revision, cluster: resp.Header.ClusterId}, nil
 }
 
 // decode parses a node record, logging and skipping one that does not parse.

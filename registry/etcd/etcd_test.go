@@ -859,3 +859,58 @@ func TestConcurrent(t *testing.T) {
 	cancel()
 	watchers.Wait()
 }
+
+// TestWatchAfterHistoryReset: etcd restarted without its data (a new
+// cluster, revisions from 1 again) is noticed by a watch, which reloads and
+// follows the new history, instead of waiting, without a word, for the new
+// cluster's revision to reach the old one.
+func TestWatchAfterHistoryReset(t *testing.T) {
+	t.Parallel()
+	srv := etcdtest.Start(t)
+	log, logs := observed(t)
+	prefix := uniquePrefix(t)
+	watcher := newReg(t, srv, prefix, log)
+	watcher.historyEvery = 100 * time.Millisecond
+	nodes := newReg(t, srv, prefix, nil)
+	ctx := t.Context()
+	if err := nodes.Register(ctx, node("n1", 0)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 30; i++ { // the old history runs well ahead of the new
+		if err := nodes.Update(ctx, node("n1", int64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch, err := watcher.Watch(ctx, registry.RoleCloud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := listString(<-ch); got != "[n1:30]" {
+		t.Fatalf("first list %s", got)
+	}
+	srv.Stop()
+	srv.Wipe()
+	srv.Start()
+	// n1's keeper registers it again in the new cluster; n2 is new there.
+	deadline := time.Now().Add(waitFor)
+	for nodes.Register(ctx, node("n2", 0)) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("n2 not registered in the new cluster")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	timeout := time.After(waitFor)
+	for {
+		select {
+		case list := <-ch:
+			if got := listString(list); strings.Contains(got, "n2:") && strings.Contains(got, "n1:") {
+				if countLogs(logs, "registry/etcd: watch interrupted, reloading") == 0 {
+					t.Error("the reset was not logged")
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatal("the watch did not follow the new cluster")
+		}
+	}
+}

@@ -120,6 +120,22 @@ func (s *Server) Stop() {
 	s.cmd, s.exited, s.logFile = nil, nil, nil
 }
 
+// Wipe deletes the data of a stopped server: the next Start begins a new
+// cluster (another cluster id, revisions from 1), as an etcd restored
+// without its data would. It is an error while the server runs.
+func (s *Server) Wipe() {
+	s.t.Helper()
+	s.mu.Lock()
+	running := s.cmd != nil
+	s.mu.Unlock()
+	if running {
+		s.t.Fatal("etcdtest: Wipe of a running server")
+	}
+	if err := os.RemoveAll(s.dataDir); err != nil {
+		s.t.Fatalf("etcdtest: wipe: %v", err)
+	}
+}
+
 func (s *Server) configure(clientPort, peerPort int) {
 	s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", clientPort)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
