@@ -85,7 +85,7 @@ func New(cfg Config, w Watcher, dial Dialer, log *zap.Logger, m *Metrics) (*Job,
 	return &Job{
 		cfg: cfg, log: log, metrics: m, watch: w, dial: dial, now: time.Now,
 		nodes: map[string]*node{}, rooms: map[string]*roomBatch{}, ready: make(chan struct{}),
-		old: logthin.Gate{Every: oldLogEvery},
+		old: logthin.Gate{Every: thinEvery},
 	}, nil
 }
 
@@ -376,6 +376,9 @@ type node struct {
 	ctx    context.Context
 	cancel context.CancelFunc // cancelled when the node leaves: in-flight calls end
 	log    *zap.Logger
+	// failedLog thins out "delivery failed" lines: a node that died fails
+	// every delivery until its lease expires and it leaves the list.
+	failedLog logthin.Gate
 
 	mu      sync.RWMutex // held shared while enqueueing, exclusively by stop
 	stopped bool
@@ -388,7 +391,8 @@ func newNode(j *Job, info registry.Node, c CloudClient, closer io.Closer) *node 
 		ch:   make(chan task, j.cfg.NodeQueue),
 		quit: make(chan struct{}), done: make(chan struct{}),
 		ctx: ctx, cancel: cancel,
-		log: j.log.With(zap.String("node", info.ID)),
+		log:       j.log.With(zap.String("node", info.ID)),
+		failedLog: logthin.Gate{Every: thinEvery},
 	}
 }
 
@@ -542,7 +546,10 @@ func (n *node) deliver(t task) {
 		}
 		if attempt >= n.j.cfg.Retries {
 			n.j.metrics.Calls.WithLabelValues("failed").Inc()
-			n.log.Error("delivery failed, skipped", zap.Int("attempts", attempt+1), zap.Error(err))
+			if ok, skipped := n.failedLog.Pass(n.j.now()); ok {
+				n.log.Error("delivery failed, skipped", zap.Int("attempts", attempt+1), zap.Error(err),
+					zap.Int("not_logged_since_last", skipped))
+			}
 			return
 		}
 		n.j.metrics.Calls.WithLabelValues("retry").Inc()

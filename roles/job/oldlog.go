@@ -6,8 +6,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// oldLogEvery is how often a run of too-old drops is logged.
-const oldLogEvery = 10 * time.Second
+// thinEvery is how often a repeating condition (too-old drops, failed
+// deliveries to one node) is logged.
+const thinEvery = 10 * time.Second
 
 // dropOld logs msg for a push dropped as older than job.max_age, thinned
 // out (j.old, a logthin.Gate): a job that comes back to a backlog drops it all at once;

@@ -12,16 +12,16 @@ import (
 )
 
 // TestDropOldThinsOutABacklog: the first drop is logged, the next ones
-// within oldLogEvery only counted, and the next line says how many.
+// within thinEvery only counted, and the next line says how many.
 func TestDropOldThinsOutABacklog(t *testing.T) {
 	core, logs := observer.New(zapcore.WarnLevel)
 	now := time.Unix(1000, 0)
-	j := &Job{now: func() time.Time { return now }, old: logthin.Gate{Every: oldLogEvery}}
+	j := &Job{now: func() time.Time { return now }, old: logthin.Gate{Every: thinEvery}}
 	for range 100 {
 		j.dropOld(zap.New(core), "push dropped: too old")
 		now = now.Add(time.Millisecond)
 	}
-	now = now.Add(oldLogEvery)
+	now = now.Add(thinEvery)
 	j.dropOld(zap.New(core), "push dropped: too old")
 	all := logs.All()
 	if len(all) != 2 {

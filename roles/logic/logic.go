@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/imcloud/imcloud/internal/logthin"
 	"github.com/imcloud/imcloud/protocol/pb"
 	"github.com/imcloud/imcloud/registry"
 )
@@ -88,8 +89,10 @@ type Logic struct {
 	online   OnlineSource
 	log      *zap.Logger
 	fails    *failLog
-	metrics  *metrics
-	routes   map[string]*route
+	// figuresLog thins out "online figures unavailable" lines.
+	figuresLog logthin.Gate
+	metrics    *metrics
+	routes     map[string]*route
 
 	live atomic.Pointer[nodeSet] // nil until Run receives the first list
 
@@ -135,17 +138,18 @@ func New(cfg Config, s Sessions, p Producer, n Nodes, o OnlineSource, log *zap.L
 		return nil, err
 	}
 	l := &Logic{
-		cfg:      cfg,
-		sessions: s,
-		producer: p,
-		nodes:    n,
-		online:   o,
-		log:      log,
-		fails:    newFailLog(log),
-		metrics:  m,
-		ids:      newIDGen(cfg.NodeID),
-		now:      time.Now,
-		rand:     mrand.Float64,
+		cfg:        cfg,
+		sessions:   s,
+		producer:   p,
+		nodes:      n,
+		online:     o,
+		log:        log,
+		fails:      newFailLog(log),
+		figuresLog: logthin.Gate{Every: failLogEvery},
+		metrics:    m,
+		ids:        newIDGen(cfg.NodeID),
+		now:        time.Now,
+		rand:       mrand.Float64,
 	}
 	l.routes = l.buildRoutes()
 	return l, nil

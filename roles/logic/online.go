@@ -42,10 +42,24 @@ func (l *Logic) snapshot(ctx context.Context) (Snapshot, error) {
 func (l *Logic) snapshotAfterPush(ctx context.Context, kind string) (Snapshot, bool) {
 	snap, err := l.online.Snapshot(ctx)
 	if err != nil {
-		l.log.Warn("online figures unavailable for a push answer", zap.String("route", kind), zap.Error(err))
+		l.figuresFailed(kind, err)
 		return Snapshot{}, false
 	}
 	return snap, true
+}
+
+// figuresFailed logs that a push's answer lacks its count, thinned out
+// (logthin): while the store is down every room push would log it.
+func (l *Logic) figuresFailed(route string, err error) {
+	ok, skipped := l.figuresLog.Pass(l.now())
+	if !ok {
+		return
+	}
+	fields := []zap.Field{zap.String("route", route), zap.Error(err)}
+	if skipped > 0 {
+		fields = append(fields, zap.Int("not_logged_since_last", skipped))
+	}
+	l.log.Warn("online figures unavailable for a push answer (it answers 0)", fields...)
 }
 
 // roomCountAfterPush is the member count a room push answers with: asked
@@ -55,7 +69,7 @@ func (l *Logic) roomCountAfterPush(ctx context.Context, room string) int64 {
 	if lc, ok := l.online.(LiveCounts); ok {
 		n, err := lc.RoomCount(ctx, room)
 		if err != nil {
-			l.log.Warn("online figures unavailable for a push answer", zap.String("route", "push/room"), zap.Error(err))
+			l.figuresFailed("push/room", err)
 			return 0
 		}
 		return int64(n)
@@ -69,7 +83,7 @@ func (l *Logic) connCountAfterPush(ctx context.Context) int64 {
 	if lc, ok := l.online.(LiveCounts); ok {
 		n, err := lc.ConnCount(ctx)
 		if err != nil {
-			l.log.Warn("online figures unavailable for a push answer", zap.String("route", "push/all"), zap.Error(err))
+			l.figuresFailed("push/all", err)
 			return 0
 		}
 		return n
