@@ -267,9 +267,9 @@ func (c *cloudService) report(ctx context.Context, wg *sync.WaitGroup) {
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.Cloud.OnlineReportInterval)
 	defer cancel()
-	ok := true
+	ok, rebinding := true, false
 	if c.b.shared {
-		ok = c.followClusterCounts(sctx) // before this report replaces the last one
+		ok, rebinding = c.followClusterCounts(sctx) // before this report replaces the last one
 	}
 	r := store.NodeOnline{Node: c.nodeID, Conns: n.Conns, IPs: n.IPs, Rooms: c.hub.Rooms()}
 	if err := c.b.online.ReportOnline(sctx, r, 3*c.cfg.Cloud.OnlineReportInterval); err != nil {
@@ -286,8 +286,10 @@ func (c *cloudService) report(ctx context.Context, wg *sync.WaitGroup) {
 		c.troubled = true
 	case c.troubled:
 		c.troubled = false
-		c.log.Info("session store answers again; rebinding every session")
-		c.hub.RefreshAll()
+		if !rebinding { // else followClusterCounts just started it
+			c.log.Info("session store answers again; rebinding every session")
+			c.hub.RefreshAll()
+		}
 	}
 }
 
@@ -296,21 +298,23 @@ func (c *cloudService) report(ctx context.Context, wg *sync.WaitGroup) {
 // in the registry. If this node's own last report is gone, the store lost
 // data (a Redis restarted without persistence, or down for longer than a
 // report lives), likely the session bindings too: every session is bound
-// again. It reports whether the store answered.
-func (c *cloudService) followClusterCounts(ctx context.Context) bool {
+// again. It reports whether the store answered, and whether it had the
+// sessions bound again.
+func (c *cloudService) followClusterCounts(ctx context.Context) (ok, rebinding bool) {
 	reports, err := c.b.online.AllOnline(ctx)
 	if err != nil {
 		c.log.Warn("reading other nodes' online reports failed", zap.Error(err))
-		return false
+		return false, false
 	}
 	others, own := otherRoomCounts(reports, c.nodeID, c.peerLive)
 	if c.reported && !own {
 		c.log.Warn("this node's online report is gone from the store; rebinding every session")
 		c.hub.RefreshAll()
+		rebinding = true
 	}
 	hub := c.hub
 	hub.SetRoomCounter(func(room string) int32 { return hub.RoomCount(room) + others[room] })
-	return true
+	return true, rebinding
 }
 
 // otherRoomCounts sums the room counts of the other nodes' reports, leaving

@@ -59,23 +59,31 @@ func TestReportRebindsAfterStoreTrouble(t *testing.T) {
 		t.Fatal(err)
 	}
 	rebinds := func() int {
-		return logs.FilterMessage("session store answers again; rebinding every session").Len()
+		return logs.FilterMessage("session store answers again; rebinding every session").Len() +
+			logs.FilterMessage("this node's online report is gone from the store; rebinding every session").Len()
 	}
 	ctx := context.Background()
 	steps := []struct {
 		name        string
-		down        bool
+		down, empty bool
 		wantRebinds int
 	}{
-		{"first report", false, 0},
-		{"steady", false, 0},
-		{"store down", true, 0},
-		{"still down", true, 0},
-		{"back", false, 1},
-		{"steady again", false, 1},
+		{"first report", false, false, 0},
+		{"steady", false, false, 0},
+		{"store down", true, false, 0},
+		{"still down", true, false, 0},
+		{"back", false, false, 1},
+		{"steady again", false, false, 1},
+		{"down again", true, false, 1},
+		// Both signs at once (a failure, and the report gone): one rebind.
+		{"back empty", false, true, 2},
+		{"steady at last", false, false, 2},
 	}
 	for _, s := range steps {
 		online.down.Store(s.down)
+		if s.empty {
+			online.Online = storememory.New(time.Minute)
+		}
 		var wg sync.WaitGroup
 		c.report(ctx, &wg)
 		wg.Wait()
