@@ -58,11 +58,11 @@ func (h *Hub) serveConn(c transport.Conn) {
 	if err != nil {
 		kind := h.readErrorKind(err)
 		switch kind {
-		case "eof":
+		case "eof", "timeout":
 			log.Debug("handshake failed", zap.String("kind", kind), zap.Error(err))
-		case "timeout":
-			log.Debug("handshake failed", zap.String("kind", kind), zap.Error(err))
-			transport.SetCloseReason(c, transport.ClosePolicy, "auth timeout")
+			if kind == "timeout" {
+				transport.SetCloseReason(c, transport.ClosePolicy, "auth timeout")
+			}
 		default:
 			log.Info("connection closed: protocol error", zap.String("kind", kind), zap.Error(err))
 			h.metrics.ProtocolErrs.WithLabelValues(kind).Inc()
