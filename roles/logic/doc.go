@@ -40,7 +40,9 @@
 // `curl -d hello` sends Content-Type x-www-form-urlencoded with a body that
 // is a message, not a form. A raw message that itself looks like a form
 // naming one of those parameters ("msg=hi") must be sent with another
-// Content-Type (application/octet-stream, text/plain, ...).
+// Content-Type (application/octet-stream, text/plain, ...). A URL-encoded
+// body that names one of them but does not parse ("msg=50%off") is a 400,
+// not pushed as it is: its sender meant a form.
 //
 // Limits: a message is at most Config.MaxMessage bytes (413 beyond; a raw
 // body is read through http.MaxBytesReader, so an oversized body is never
