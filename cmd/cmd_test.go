@@ -57,6 +57,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad env value", map[string]string{"IMCLOUD_CLOUD_HANDSHAKE_TIMEOUT": "soon"}, []string{"all", "--config", filepath.Join("..", "config.yaml")}, "cloud.handshake_timeout"},
 		{"bad log level flag", nil, []string{"all", "--config", filepath.Join("..", "config.yaml"), "--log-level", "loud"}, "--log-level"},
 		{"empty config path", nil, []string{"all", "--config", ""}, "--config: empty path"},
+		{"empty log level flag", nil, []string{"all", "--config", filepath.Join("..", "config.yaml"), "--log-level", ""}, "--log-level"},
 		{"unknown flag", nil, []string{"cloud", "--confg", "x"}, "unknown flag: --confg"},
 		{"flag without its value", nil, []string{"cloud", "--config"}, "flag needs an argument"},
 		{"extra argument", nil, []string{"cloud", "extra"}, "unknown command \"extra\""},

@@ -30,9 +30,10 @@ func (e configError) Error() string { return e.err.Error() }
 func (e configError) Unwrap() error { return e.err }
 
 type rootFlags struct {
-	config    string
-	logLevel  string
-	configSet bool
+	config      string
+	logLevel    string
+	configSet   bool
+	logLevelSet bool
 }
 
 // Execute runs the command line and returns the process exit code.
@@ -68,6 +69,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
 			f.configSet = cmd.Flags().Changed("config")
+			f.logLevelSet = cmd.Flags().Changed("log-level")
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return configError{err} })
@@ -103,9 +105,9 @@ func loadConfig(f *rootFlags, role string) (roles.Config, string, error) {
 	if err != nil {
 		return cfg, path, configError{err}
 	}
-	if f.logLevel != "" {
-		if _, err := zapcore.ParseLevel(f.logLevel); err != nil {
-			return cfg, path, configError{fmt.Errorf("--log-level: %w", err)}
+	if f.logLevelSet {
+		if _, err := zapcore.ParseLevel(f.logLevel); err != nil || f.logLevel == "" {
+			return cfg, path, configError{fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", f.logLevel)}
 		}
 		cfg.Log.Level = f.logLevel
 	}
@@ -194,6 +196,9 @@ func newRoleCmd(f *rootFlags, role, short string) *cobra.Command {
 		Short: short,
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Until signalContext takes SIGHUP over, it must not kill the
+			// process either.
+			signal.Ignore(syscall.SIGHUP)
 			cfg, path, err := loadConfig(f, role)
 			if err != nil {
 				return err

@@ -49,15 +49,17 @@ func ParseAuth(body []byte) (Auth, error) {
 
 // ValidRoom checks a room id a client asks for. Rooms are "type://id" by
 // convention (that is what REST room pushes address), but goim accepts any
-// string, so only the length is enforced, and that it is UTF-8: room ids
-// are JSON object keys in the online figures, where bytes that are not
-// would all turn into U+FFFD, and two rooms into one key.
+// string, so only the length is enforced, and that it is UTF-8 without
+// U+FFFD: room ids are JSON object keys in the online figures, where bytes
+// that are not UTF-8 would all turn into U+FFFD, and two rooms into one
+// key; and U+FFFD is what JSON decoding made of them in an auth body (and
+// of a lone surrogate escape), so it marks ids that already collided.
 func ValidRoom(room string) error {
 	if len(room) > MaxRoomLen {
 		return fmt.Errorf("room id longer than %d bytes", MaxRoomLen)
 	}
-	if !utf8.ValidString(room) {
-		return errors.New("room id is not UTF-8")
+	if !utf8.ValidString(room) || strings.ContainsRune(room, utf8.RuneError) {
+		return errors.New("room id is not UTF-8 (or holds U+FFFD)")
 	}
 	return nil
 }

@@ -554,6 +554,15 @@ func TestRoomHelpers(t *testing.T) {
 	if err := protocol.ValidRoom("live://\xff\xfe"); err == nil {
 		t.Error("ValidRoom accepted a room that is not UTF-8")
 	}
+	if err := protocol.ValidRoom("live://\ufffd"); err == nil {
+		t.Error("ValidRoom accepted U+FFFD, what invalid bytes decode to")
+	}
+	if _, err := protocol.ParseAuth([]byte(`{"mid":1,"room_id":"live://\udc80"}`)); err == nil {
+		t.Error("ParseAuth accepted a room id with a lone surrogate")
+	}
+	if _, err := protocol.ParseAuth([]byte("{\"mid\":1,\"room_id\":\"live://\xff\"}")); err == nil {
+		t.Error("ParseAuth accepted a room id that is not UTF-8")
+	}
 	if err := protocol.ValidRoom("live://房间"); err != nil {
 		t.Errorf("ValidRoom refused a UTF-8 room: %v", err)
 	}

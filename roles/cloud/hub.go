@@ -527,6 +527,9 @@ func (s *closerSet) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.m {
+		if r, ok := c.(transport.CloseReasoner); ok { // a WebSocket not yet authenticated
+			r.SetCloseReason(transport.CloseGoingAway, "server shutting down")
+		}
 		_ = c.Close()
 	}
 }

@@ -65,14 +65,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		m.Conns.WithLabelValues(t)
 		m.Connects.WithLabelValues(t)
 	}
-	for _, r := range []string{"eof", "timeout", "replaced"} {
-		m.Disconnects.WithLabelValues(r)
-	}
 	for _, k := range []string{"keys", "room", "broadcast"} {
 		m.Deliveries.WithLabelValues(k)
 	}
+	// A session ends for one of these, or for a protocol error of a kind
+	// after auth; protocol errors are counted of those and the earlier ones.
+	for _, r := range []string{"eof", "timeout", "replaced"} {
+		m.Disconnects.WithLabelValues(r)
+	}
 	for _, k := range []string{"header_len", "pack_len", "too_large", "len_mismatch", "ws_protocol",
-		"before_auth", "bad_auth", "bad_room", "bad_ops", "auth_twice", "unknown_op"} {
+		"bad_room", "bad_ops", "auth_twice", "unknown_op"} {
+		m.Disconnects.WithLabelValues(k)
+		m.ProtocolErrs.WithLabelValues(k)
+	}
+	for _, k := range []string{"before_auth", "bad_auth"} {
 		m.ProtocolErrs.WithLabelValues(k)
 	}
 	if reg != nil {

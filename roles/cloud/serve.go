@@ -50,6 +50,7 @@ func (h *Hub) serveConn(c transport.Conn) {
 	h.pending.add(c)
 	if h.shutdown.Load() {
 		h.pending.remove(c)
+		transport.SetCloseReason(c, transport.CloseGoingAway, "server shutting down")
 		_ = c.Close()
 		return
 	}

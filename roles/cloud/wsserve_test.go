@@ -336,6 +336,9 @@ func TestWSCloseCodes(t *testing.T) {
 		{"shutdown", nil, true, func(t *testing.T, th *testHub, _ string, _ *websocket.Conn) {
 			go func() { _ = th.Shutdown(context.Background()) }()
 		}, websocket.StatusGoingAway, "server shutting down"},
+		{"shutdown before auth", nil, false, func(t *testing.T, th *testHub, _ string, _ *websocket.Conn) {
+			go func() { _ = th.Shutdown(context.Background()) }()
+		}, websocket.StatusGoingAway, "server shutting down"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
