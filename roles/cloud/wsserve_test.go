@@ -417,6 +417,7 @@ func TestWSHandshakeStrict(t *testing.T) {
 		{"HTTP/1.0", "GET /sub HTTP/1.0\r\nHost: x\r\n" + ws + "\r\n", "HTTP/1.1 400 Bad Request"},
 		{"no Host", "GET /sub HTTP/1.1\r\n" + ws + "\r\n", "HTTP/1.1 400 Bad Request"},
 		{"two keys", "GET /sub HTTP/1.1\r\nHost: x\r\n" + ws + "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+		{"two versions", "GET /sub HTTP/1.1\r\nHost: x\r\n" + ws + "Sec-WebSocket-Version: 13\r\n\r\n", "HTTP/1.1 400 Bad Request"},
 		{"a body", "GET /sub HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n" + ws + "\r\nhello", "HTTP/1.1 400 Bad Request"},
 		{"a chunked body", "GET /sub HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + ws + "\r\n5\r\nhello\r\n0\r\n\r\n", "HTTP/1.1 400 Bad Request"},
 	} {

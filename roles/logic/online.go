@@ -108,6 +108,9 @@ func (l *Logic) onlineTop(_ http.ResponseWriter, r *http.Request, _ *route) (any
 	if err != nil {
 		return nil, err
 	}
+	if err := protocol.ValidRoom(protocol.RoomID(typ, "")); err != nil {
+		return nil, badRequest("type: %v", err) // no room could be of it
+	}
 	snap, err := l.snapshot(r.Context())
 	if err != nil {
 		return nil, err

@@ -28,6 +28,7 @@ func TestOnline(t *testing.T) {
 		{"room php style, dupes", "/goim/online/room?type=test&rooms[]=1&rooms[]=1", 200, `{"1":4}`},
 		{"room missing rooms", "/goim/online/room?type=live", 400, "rooms: at least one is required"},
 		{"room missing type", "/goim/online/room?rooms=1", 400, "type: required"},
+		{"top type not UTF-8", "/goim/online/top?type=%FF&limit=5", 400, "type: room id is not UTF-8 (or holds U+FFFD)"},
 		{"room not UTF-8", "/goim/online/room?type=live&rooms=ok,%FF%FE", 400, `type and rooms: "\xff\xfe": room id is not UTF-8 (or holds U+FFFD)`},
 		{"room too many", "/goim/online/room?type=live&rooms=1,2,3,4", 400, "rooms: at most 3 distinct values allowed per request"},
 		{"room malformed query", "/goim/online/room?type=live&rooms=1%2", 400, `query string: invalid URL escape "%2"`},

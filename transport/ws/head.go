@@ -34,6 +34,8 @@ func HeadOf(r *http.Request) Head {
 		invalid = "missing Host header"
 	case len(r.Header.Values("Sec-WebSocket-Key")) > 1:
 		invalid = "more than one Sec-WebSocket-Key"
+	case len(r.Header.Values("Sec-WebSocket-Version")) > 1:
+		invalid = "more than one Sec-WebSocket-Version" // RFC 6455 section 11.3.5
 	case r.ContentLength != 0:
 		invalid = "an upgrade request has no body"
 	}
@@ -80,7 +82,7 @@ func ParseHead(b []byte) (h Head, n int, ok bool) {
 	h.Method = internMethod(method)
 	var connection, upgrade, protocol [][]byte
 	var hosts int
-	var haveVersion, haveKey, haveOrigin bool // the first of each wins, as with Header.Get (a second key is refused)
+	var haveVersion, haveKey, haveOrigin bool // the first Origin wins, as with Header.Get; a second key or version is refused
 	for count := 0; len(lines) > 0; count++ {
 		if count == maxHeadLines {
 			return Head{}, 0, false
@@ -102,9 +104,10 @@ func ParseHead(b []byte) (h Head, n int, ok bool) {
 		case http1.EqualFold(name, "Upgrade"):
 			upgrade = append(upgrade, value)
 		case http1.EqualFold(name, "Sec-WebSocket-Version"):
-			if !haveVersion {
-				h.Version, haveVersion = internVersion(value), true
+			if haveVersion {
+				return Head{}, 0, false // HeadOf says why not
 			}
+			h.Version, haveVersion = internVersion(value), true
 		case http1.EqualFold(name, "Sec-WebSocket-Key"):
 			if haveKey {
 				return Head{}, 0, false // HeadOf says why not
