@@ -125,6 +125,11 @@ func (l *WSListener) handle(nc net.Conn) {
 		ws.Refuse(nc, http.StatusServiceUnavailable, "Retry-After: 1\r\n", "starting: not registered yet")
 		return
 	}
+	// From the upgrade on, a Shutdown must not cut nc: the client may hold
+	// a 101 already and is owed a close frame, which serveConn (tracking c
+	// from its first line) sends when it finds the hub shutting down. The
+	// upgrade's write is bounded by its own deadline.
+	h.pending.remove(nc)
 	c, err := ws.Upgrade(nc, head, br, ws.AcceptOptions{
 		OriginPatterns: h.cfg.WSOrigins, Subprotocols: h.cfg.WSSubprotocols, MaxBody: h.cfg.MaxBody,
 	})
@@ -133,11 +138,6 @@ func (l *WSListener) handle(nc net.Conn) {
 		h.log.Debug("websocket upgrade failed", zap.String("remote", head.RemoteAddr), zap.Error(err))
 		return
 	}
-	// serveConn tracks c from here. Had Shutdown closed nc before this
-	// line, serveConn sees the shutdown and closes c before anything is
-	// written on its descriptor (which may already belong to another
-	// connection).
-	h.pending.remove(nc)
 	h.serveConn(c)
 }
 
