@@ -3,6 +3,9 @@ package logthin
 import (
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Gate lets a line through at most once per Every; the zero value with
@@ -27,4 +30,17 @@ func (g *Gate) Pass(now time.Time) (ok bool, skipped int) {
 	skipped = g.skipped
 	g.last, g.skipped = now, 0
 	return true, skipped
+}
+
+// Log logs msg with fields at lvl on l if the gate lets it through at now,
+// adding not_logged_since_last when lines were held back before it.
+func (g *Gate) Log(l *zap.Logger, lvl zapcore.Level, now time.Time, msg string, fields ...zap.Field) {
+	ok, skipped := g.Pass(now)
+	if !ok {
+		return
+	}
+	if skipped > 0 {
+		fields = append(fields, zap.Int("not_logged_since_last", skipped))
+	}
+	l.Log(lvl, msg, fields...)
 }

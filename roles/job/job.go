@@ -45,7 +45,7 @@ type Job struct {
 	watch   Watcher
 	dial    Dialer
 	now     func() time.Time
-	old     logthin.Gate // "push dropped: too old" lines
+	old     logthin.Gate // "push dropped: too old" lines: a backlog comes at once
 
 	mu    sync.RWMutex
 	nodes map[string]*node
@@ -193,7 +193,8 @@ func (j *Job) HandleAsync(ctx context.Context, m *pb.PushMsg, done func()) error
 	}
 	if j.tooOld(m.GetCreatedAt()) {
 		j.metrics.Dropped.WithLabelValues("too_old").Inc()
-		j.dropOld(j.log, "push dropped: too old", zap.String("id", m.GetId()), zap.Duration("age", j.now().Sub(time.UnixMilli(m.GetCreatedAt()))))
+		now := j.now()
+		j.old.Log(j.log, zap.WarnLevel, now, "push dropped: too old", zap.String("id", m.GetId()), zap.Duration("age", now.Sub(time.UnixMilli(m.GetCreatedAt()))))
 		done()
 		return nil
 	}
@@ -530,7 +531,7 @@ func (n *node) deliver(t task) {
 	for attempt := 0; ; attempt++ {
 		if n.j.tooOld(t.created) {
 			n.j.metrics.Dropped.WithLabelValues("too_old").Inc()
-			n.j.dropOld(n.log, "push dropped: too old by the time its node could take it", zap.Int("attempts", attempt))
+			n.j.old.Log(n.log, zap.WarnLevel, n.j.now(), "push dropped: too old by the time its node could take it", zap.Int("attempts", attempt))
 			return
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, n.j.cfg.CallTimeout)
@@ -546,10 +547,7 @@ func (n *node) deliver(t task) {
 		}
 		if attempt >= n.j.cfg.Retries {
 			n.j.metrics.Calls.WithLabelValues("failed").Inc()
-			if ok, skipped := n.failedLog.Pass(n.j.now()); ok {
-				n.log.Error("delivery failed, skipped", zap.Int("attempts", attempt+1), zap.Error(err),
-					zap.Int("not_logged_since_last", skipped))
-			}
+			n.failedLog.Log(n.log, zap.ErrorLevel, n.j.now(), "delivery failed, skipped", zap.Int("attempts", attempt+1), zap.Error(err))
 			return
 		}
 		n.j.metrics.Calls.WithLabelValues("retry").Inc()

@@ -49,14 +49,7 @@ func (f *failLog) failure(now time.Time, route, reason string, fields []zap.Fiel
 		byReason[reason] = g
 	}
 	f.mu.Unlock()
-	ok, skipped := g.Pass(now)
-	if !ok {
-		return
-	}
-	if skipped > 0 {
-		fields = append(fields, zap.Int("not_logged_since_last", skipped))
-	}
-	f.log.Warn("request failed", fields...)
+	g.Log(f.log, zap.WarnLevel, now, "request failed", fields...)
 }
 
 // success notes a request of route that succeeded; the first after

@@ -51,15 +51,8 @@ func (l *Logic) snapshotAfterPush(ctx context.Context, kind string) (Snapshot, b
 // figuresFailed logs that a push's answer lacks its count, thinned out
 // (logthin): while the store is down every room push would log it.
 func (l *Logic) figuresFailed(route string, err error) {
-	ok, skipped := l.figuresLog.Pass(l.now())
-	if !ok {
-		return
-	}
-	fields := []zap.Field{zap.String("route", route), zap.Error(err)}
-	if skipped > 0 {
-		fields = append(fields, zap.Int("not_logged_since_last", skipped))
-	}
-	l.log.Warn("online figures unavailable for a push answer (it answers 0)", fields...)
+	l.figuresLog.Log(l.log, zap.WarnLevel, l.now(), "online figures unavailable for a push answer (it answers 0)",
+		zap.String("route", route), zap.Error(err))
 }
 
 // roomCountAfterPush is the member count a room push answers with: asked
