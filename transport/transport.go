@@ -69,8 +69,8 @@ const (
 	CloseNormal        uint16 = 1000
 	CloseGoingAway     uint16 = 1001 // the server shuts down
 	CloseProtocolError uint16 = 1002
-	CloseInvalidData   uint16 = 1007 // e.g. a text message that is not UTF-8
-	ClosePolicy        uint16 = 1008 // refused: auth, heartbeat, replaced, slow
+	CloseInvalidData   uint16 = 1007 // e.g. a close reason that is not UTF-8
+	ClosePolicy        uint16 = 1008 // refused: auth, heartbeat, replaced
 	CloseTooBig        uint16 = 1009
 	CloseTryAgainLater uint16 = 1013
 )

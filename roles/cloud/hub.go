@@ -413,9 +413,10 @@ func (h *Hub) slowConsumer(s *Session) {
 	h.log.Warn("slow client disconnected", zap.String("key", s.key), zap.Int64("mid", s.mid),
 		zap.String("remote", s.conn.RemoteAddr()), zap.Int("send_queue", h.cfg.SendQueue))
 	// Closing may wait on the transport; the fan-out that noticed must not.
-	transport.SetCloseReason(s.conn, transport.ClosePolicy, "slow client")
 	// What is queued in the kernel for it (up to megabytes) is dropped, not
-	// kept in kernel memory until the client reads it or times out.
+	// kept in kernel memory until the client reads it or times out; the
+	// reset this sends is all it gets (a close frame would sit behind that
+	// data, and be dropped with it).
 	transport.DiscardOnClose(s.conn)
 	go s.closeConn()
 }
