@@ -26,7 +26,7 @@ type Config struct {
 	MaxAge          time.Duration // older pushes are dropped
 	CallTimeout     time.Duration // bound on one call to a node; default 5s
 	Retries         int           // further attempts after a failed call; default 3
-	EnqueueTimeout  time.Duration // how long Handle waits on a full node queue before dropping; default 1s
+	EnqueueTimeout  time.Duration // how long Handle waits on a full node queue before dropping (once per episode, see node.enqueue); default 1s
 	// NoMerge keeps every room batch a call of its own, even when several
 	// of one room queue up for a busy node (tests of the batcher use it).
 	NoMerge bool
@@ -383,6 +383,9 @@ type node struct {
 
 	mu      sync.RWMutex // held shared while enqueueing, exclusively by stop
 	stopped bool
+
+	saturated  atomic.Bool  // its queue stayed full: deliveries are dropped until it drains to half
+	overflowed atomic.Int64 // deliveries dropped in the current saturated episode
 }
 
 func newNode(j *Job, info registry.Node, c CloudClient, closer io.Closer) *node {
@@ -397,15 +400,29 @@ func newNode(j *Job, info registry.Node, c CloudClient, closer io.Closer) *node 
 	}
 }
 
-// enqueue hands t to the node's worker. A node whose queue stays full for
-// EnqueueTimeout loses t (counted) rather than stalling the rest; a node
-// that has left skips it.
+// enqueue hands t to the node's worker; a node that has left skips t.
+//
+// A node whose queue stays full for EnqueueTimeout loses t (counted) rather
+// than stalling the rest, and is then saturated: later deliveries to it are
+// dropped at once, without waiting, until its worker has worked the queue
+// down to half. So a hung node that is still registered costs the other
+// nodes one wait per episode, not one per message: room and broadcast
+// deliveries, which go to every node, keep their pace everywhere else.
 func (n *node) enqueue(ctx context.Context, t task) error {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	if n.stopped {
 		n.skip(t)
 		return nil
+	}
+	if n.saturated.Load() {
+		if len(n.ch) > cap(n.ch)/2 {
+			n.overflow(t)
+			return nil
+		}
+		if n.saturated.CompareAndSwap(true, false) {
+			n.log.Info("cloud node takes deliveries again", zap.Int64("dropped", n.overflowed.Swap(0)))
+		}
 	}
 	select {
 	case n.ch <- t:
@@ -421,13 +438,22 @@ func (n *node) enqueue(ctx context.Context, t task) error {
 		n.skip(t)
 		return nil
 	case <-timer.C:
-		n.j.metrics.Dropped.WithLabelValues("node_queue_full").Inc()
-		n.log.Warn("delivery dropped: node queue full", zap.Int("node_queue", cap(n.ch)))
-		t.done()
+		if !n.saturated.Swap(true) {
+			n.log.Warn("cloud node queue full: dropping deliveries to it until it catches up",
+				zap.Int("node_queue", cap(n.ch)), zap.Duration("waited", n.j.cfg.EnqueueTimeout))
+		}
+		n.overflow(t)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// overflow gives t up because the node's queue is full.
+func (n *node) overflow(t task) {
+	n.j.metrics.Dropped.WithLabelValues("node_queue_full").Inc()
+	n.overflowed.Add(1)
+	t.done()
 }
 
 // skip gives t up because the node left the registry.

@@ -487,6 +487,61 @@ func TestBlockedNodeDoesNotStall(t *testing.T) {
 	}
 }
 
+// TestSaturatedNodeCostsOneWait: once a hung node's queue stayed full for
+// EnqueueTimeout, later deliveries to it are dropped without waiting (here
+// the timeout is then raised to an hour, which each of them would
+// otherwise sit out), so room messages keep reaching the healthy node at
+// full pace. When the hung node has worked its queue down, it takes
+// deliveries again.
+func TestSaturatedNodeCostsOneWait(t *testing.T) {
+	cl := newCluster()
+	cl.register(t, "hung", "ok")
+	cfg := testConfig()
+	cfg.NodeQueue = 4
+	cfg.RoomBatchWindow = 0 // no timer goroutine reads the config
+	cfg.EnqueueTimeout = 20 * time.Millisecond
+	j := startJob(t, cl, cfg, nil)
+	hung, ok := cl.node("hung"), cl.node("ok")
+	hung.hold()
+	handle(t, j.Job, pushMsg("in-flight", "hung", []string{"k"}, 1000, "m"))
+	eventually(t, "hung node busy", func() bool { _, e := hung.counts(); return e == 1 })
+	for i := range cfg.NodeQueue {
+		handle(t, j.Job, pushMsg("queued"+strconv.Itoa(i), "hung", []string{"k"}, 1000, "m"))
+	}
+	handle(t, j.Job, roomMsg("r0", "live://1", 1000, "m")) // waits 20 ms for hung, then drops it there
+	if got := dropped(t, j.Job, "node_queue_full"); got != 1 {
+		t.Fatalf("dropped node_queue_full = %v after the first wait, want 1", got)
+	}
+
+	const more = 50
+	j.cfg.EnqueueTimeout = time.Hour
+	go func() {
+		for i := 1; i <= more; i++ {
+			handle(t, j.Job, roomMsg("r"+strconv.Itoa(i), "live://1", 1000, "m"))
+		}
+	}()
+	calls := ok.waitCalls(t, more+1)
+	for i, c := range calls {
+		if id := c.room.GetIds()[0]; id != "r"+strconv.Itoa(i) {
+			t.Fatalf("ok node's call %d is %s", i, id)
+		}
+	}
+	if got := dropped(t, j.Job, "node_queue_full"); got != more+1 {
+		t.Errorf("dropped node_queue_full = %v, want %d", got, more+1)
+	}
+
+	hung.release()
+	hung.waitCalls(t, 1+cfg.NodeQueue)
+	handle(t, j.Job, roomMsg("after", "live://1", 1000, "m"))
+	got := hung.waitCalls(t, 2+cfg.NodeQueue)
+	if last := got[len(got)-1]; last.kind != "room" || last.room.GetIds()[0] != "after" {
+		t.Errorf("hung node's last call after recovering: %+v", last)
+	}
+	if got := dropped(t, j.Job, "node_queue_full"); got != more+1 {
+		t.Errorf("dropped node_queue_full = %v after recovery, want %d", got, more+1)
+	}
+}
+
 // TestEnqueueHonoursContext: a Handle waiting on a full node queue returns
 // the context's error when it ends first.
 func TestEnqueueHonoursContext(t *testing.T) {
