@@ -226,7 +226,7 @@ func (j *Job) HandleAsync(ctx context.Context, m *pb.PushMsg, done func()) error
 			done()
 			return nil
 		}
-		return j.addRoom(ctx, m.GetRoom(), m.GetId(), frame, done)
+		return j.addRoom(ctx, m.GetRoom(), m.GetId(), m.GetCreatedAt(), frame, done)
 	case pb.PushMsg_BROADCAST:
 		return j.toEach(ctx, done, task{created: m.GetCreatedAt()}, nil, func(conns []int64) []func(context.Context, CloudClient) error {
 			speeds := speedShares(m.GetSpeed(), conns)
@@ -272,21 +272,12 @@ func (j *Job) node(id string) *node {
 	return j.nodes[id]
 }
 
-// toAll enqueues call on every node; done runs once every node finished it.
-// room, when set, marks a room batch that a node may merge with the next
-// batches of the same room queued behind it.
-func (j *Job) toAll(ctx context.Context, done func(), call func(context.Context, CloudClient) error) error {
-	return j.toAllRoom(ctx, done, call, nil)
-}
-
-func (j *Job) toAllRoom(ctx context.Context, done func(), call func(context.Context, CloudClient) error, room *pb.BroadcastRoomReq) error {
-	return j.toEach(ctx, done, task{room: room}, call, nil)
-}
-
 // toEach enqueues a call on every node: call, or when perNode is set what
 // perNode makes of every node's last reported connection count (one call
 // per count, in the same order). done runs once every node finished its
-// call. proto gives the tasks their room and created fields.
+// call. proto gives the tasks their room and created fields; a task with a
+// room is a room batch, which a node may merge with the next batches of the
+// same room queued behind it.
 func (j *Job) toEach(ctx context.Context, done func(), proto task, call func(context.Context, CloudClient) error,
 	perNode func(conns []int64) []func(context.Context, CloudClient) error) error {
 	j.mu.RLock()
@@ -300,6 +291,9 @@ func (j *Job) toEach(ctx context.Context, done func(), proto task, call func(con
 	}
 	j.mu.RUnlock()
 	if len(all) == 0 {
+		// Nobody can be in a room with no cloud node, but a job that sees
+		// none while nodes run (a registry problem) should show it.
+		j.metrics.Dropped.WithLabelValues("no_nodes").Inc()
 		done()
 		return nil
 	}
@@ -359,9 +353,10 @@ type task struct {
 	call func(context.Context, CloudClient) error
 	done func()
 	room *pb.BroadcastRoomReq // a room batch (read-only, shared by every node)
-	// created is the push's creation time (unix ms; 0: unknown, as for a
-	// room batch): a task that waited in a node queue past max_age (a node
-	// or this job frozen meanwhile) is dropped, not delivered late.
+	// created is the push's creation time (unix ms; 0: unknown), for a room
+	// batch that of its oldest message: a task that waited in a node queue
+	// past max_age (a node or this job frozen meanwhile) is dropped, not
+	// delivered late.
 	created int64
 }
 
@@ -476,6 +471,10 @@ func (n *node) run() {
 				return
 			}
 		}
+		if n.expired(t, 0) {
+			t.done()
+			continue
+		}
 		if t.room != nil && !n.j.cfg.NoMerge {
 			t, held = n.merge(t, held)
 		}
@@ -494,12 +493,18 @@ func (n *node) merge(t task, held []task) (task, []task) {
 	var reqs []*pb.BroadcastRoomReq
 	var dones []func()
 	size := len(t.room.GetFrames())
+	created := t.created
 	take := func(o task) bool {
 		if o.room == nil || o.room.GetRoom() != t.room.GetRoom() || size+len(o.room.GetFrames()) > maxMerge {
 			return false
 		}
+		if n.expired(o, 0) {
+			o.done()
+			return true // dropped, rather than making the merge as old as it
+		}
 		reqs = append(reqs, o.room)
 		dones = append(dones, o.done)
+		created = oldest(created, o.created)
 		size += len(o.room.GetFrames())
 		return true
 	}
@@ -535,7 +540,8 @@ func (n *node) merge(t task, held []task) (task, []task) {
 	}
 	first := t.done
 	return task{
-		room: merged,
+		room:    merged,
+		created: created,
 		call: func(ctx context.Context, c CloudClient) error {
 			_, err := c.BroadcastRoom(ctx, merged)
 			return err
@@ -549,15 +555,25 @@ func (n *node) merge(t task, held []task) (task, []task) {
 	}, held
 }
 
+// expired reports whether t waited past max_age (taken from the queue, or
+// before a further attempt), counting and logging the drop; the caller
+// gives t up.
+func (n *node) expired(t task, attempts int) bool {
+	if !n.j.tooOld(t.created) {
+		return false
+	}
+	n.j.metrics.Dropped.WithLabelValues("too_old").Inc()
+	n.j.old.Log(n.log, zap.WarnLevel, n.j.now(), "push dropped: too old by the time its node could take it", zap.Int("attempts", attempts))
+	return true
+}
+
 // deliver makes one call with bounded retries and backoff; it gives up at
 // once when the node leaves.
 func (n *node) deliver(t task) {
 	defer t.done()
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		if n.j.tooOld(t.created) {
-			n.j.metrics.Dropped.WithLabelValues("too_old").Inc()
-			n.j.old.Log(n.log, zap.WarnLevel, n.j.now(), "push dropped: too old by the time its node could take it", zap.Int("attempts", attempt))
+		if n.expired(t, attempt) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, n.j.cfg.CallTimeout)

@@ -124,6 +124,17 @@ func TestDropped(t *testing.T) {
 	}
 }
 
+// TestNoNodes: room pushes and broadcasts while the job sees no cloud node
+// are counted as dropped for that reason.
+func TestNoNodes(t *testing.T) {
+	j := startJob(t, newCluster(), testConfig(), nil)
+	handle(t, j.Job, roomMsg("r", "live://1", 1000, "m"))
+	handle(t, j.Job, broadcastMsg("b", 1000, 0, "m"))
+	if v := dropped(t, j.Job, "no_nodes"); v != 2 {
+		t.Errorf("dropped{no_nodes} = %v, want 2", v)
+	}
+}
+
 // TestMaxAge: only messages older than MaxAge are dropped; a message
 // without created_at and one within the age are delivered.
 func TestMaxAge(t *testing.T) {
@@ -155,35 +166,84 @@ func TestMaxAge(t *testing.T) {
 }
 
 // TestMaxAgeInNodeQueue: a push that waits in a node's queue past MaxAge
-// (the node, or this job, frozen meanwhile) is dropped, not delivered late.
+// (the node, or this job, frozen meanwhile) is dropped, not delivered late:
+// by mid, to a room (a batch is as old as its oldest message, and so is a
+// merge of batches) and to everyone.
 func TestMaxAgeInNodeQueue(t *testing.T) {
+	tests := []struct {
+		name   string
+		merge  bool
+		queued func() []*pb.PushMsg // made when the case runs: they are stamped with the time
+	}{
+		{"push", false, func() []*pb.PushMsg { return []*pb.PushMsg{pushMsg("queued", "n1", []string{"k"}, 1000, "m")} }},
+		{"room", false, func() []*pb.PushMsg { return []*pb.PushMsg{roomMsg("queued", "live://1", 1000, "m")} }},
+		{"merged rooms", true, func() []*pb.PushMsg {
+			return []*pb.PushMsg{roomMsg("queued", "live://1", 1000, "m"), roomMsg("queued2", "live://1", 1000, "m")}
+		}},
+		{"broadcast", false, func() []*pb.PushMsg { return []*pb.PushMsg{broadcastMsg("queued", 1000, 0, "m")} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cl := newCluster()
+			cl.register(t, "n1")
+			cfg := testConfig()
+			cfg.MaxAge = 300 * time.Millisecond
+			cfg.RoomBatchWindow = 0
+			cfg.NoMerge = !tt.merge
+			j := startJob(t, cl, cfg, nil)
+			n1 := cl.node("n1")
+			n1.hold()
+			handle(t, j.Job, pushMsg("first", "n1", []string{"k"}, 1000, "m"))
+			eventually(t, "n1 busy", func() bool { _, e := n1.counts(); return e == 1 })
+			queued := tt.queued()
+			for _, m := range queued {
+				handle(t, j.Job, m)
+			}
+			// first is in its call, held by the node; the rest waits behind it.
+			eventually(t, "pushes waiting for n1", func() bool { return j.NodeQueues()["n1"] == len(queued) })
+			time.Sleep(2 * cfg.MaxAge)
+			n1.release()
+			eventually(t, "the queued pushes dropped as too old", func() bool { return dropped(t, j.Job, "too_old") >= 1 })
+			handle(t, j.Job, pushMsg("after", "n1", []string{"k"}, 1000, "m"))
+			eventually(t, "the next push delivered", func() bool {
+				calls := n1.snapshot()
+				return len(calls) > 0 && calls[len(calls)-1].keys.GetId() == "after"
+			})
+			for _, c := range n1.snapshot() {
+				if c.kind != "keys" || c.keys.GetId() != "first" && c.keys.GetId() != "after" {
+					t.Errorf("delivered although it waited past MaxAge: %+v", c)
+				}
+			}
+		})
+	}
+}
+
+// TestMaxAgeKeepsFreshBatches: a room batch that waited past MaxAge is
+// dropped alone; a fresh batch of the same room queued behind it, which
+// the node would otherwise merge with it, is delivered.
+func TestMaxAgeKeepsFreshBatches(t *testing.T) {
 	cl := newCluster()
 	cl.register(t, "n1")
 	cfg := testConfig()
 	cfg.MaxAge = 300 * time.Millisecond
+	cfg.RoomBatchWindow = 0
+	cfg.NoMerge = false
 	j := startJob(t, cl, cfg, nil)
 	n1 := cl.node("n1")
 	n1.hold()
-	first := pushMsg("first", "n1", []string{"k"}, 1000, "m")
-	first.CreatedAt = time.Now().UnixMilli()
-	handle(t, j.Job, first)
-	queued := pushMsg("queued", "n1", []string{"k"}, 1000, "m")
-	queued.CreatedAt = time.Now().UnixMilli()
-	handle(t, j.Job, queued)
-	// first is in its call, held by the node; queued waits behind it.
-	eventually(t, "a push waiting for n1", func() bool { return j.NodeQueues()["n1"] == 1 })
+	handle(t, j.Job, pushMsg("first", "n1", []string{"k"}, 1000, "m"))
+	eventually(t, "n1 busy", func() bool { _, e := n1.counts(); return e == 1 })
+	handle(t, j.Job, roomMsg("old", "live://1", 1000, "m"))
 	time.Sleep(2 * cfg.MaxAge)
+	handle(t, j.Job, roomMsg("fresh", "live://1", 1000, "m"))
+	eventually(t, "two batches waiting for n1", func() bool { return j.NodeQueues()["n1"] == 2 })
 	n1.release()
-	eventually(t, "the queued push dropped as too old", func() bool { return dropped(t, j.Job, "too_old") >= 1 })
-	handle(t, j.Job, pushMsg("after", "n1", []string{"k"}, 1000, "m"))
-	eventually(t, "the next push delivered", func() bool {
-		calls := n1.snapshot()
-		return len(calls) > 0 && calls[len(calls)-1].keys.GetId() == "after"
-	})
-	for _, c := range n1.snapshot() {
-		if c.keys.GetId() == "queued" {
-			t.Error("the push that waited past MaxAge was delivered")
-		}
+	calls := n1.waitCalls(t, 2)
+	if c := calls[1]; c.kind != "room" || !slices.Equal(c.room.GetIds(), []string{"fresh"}) {
+		t.Errorf("second call %+v, want the fresh batch alone", c)
+	}
+	if got := dropped(t, j.Job, "too_old"); got != 1 {
+		t.Errorf("dropped too_old = %v, want 1", got)
 	}
 }
 

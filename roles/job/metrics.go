@@ -57,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, t := range pb.PushMsg_Type_name {
 		m.Consumed.WithLabelValues(t)
 	}
-	for _, r := range []string{"too_old", "bad_op", "bad_type", "no_room", "node_gone", "node_queue_full"} {
+	for _, r := range []string{"too_old", "bad_op", "bad_type", "no_room", "node_gone", "node_queue_full", "no_nodes"} {
 		m.Dropped.WithLabelValues(r)
 	}
 	for _, r := range []string{"ok", "retry", "failed"} {

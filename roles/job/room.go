@@ -20,12 +20,13 @@ type roomBatch struct {
 	frames    []byte
 	ids       []string
 	dones     []func()
+	oldest    int64 // creation time (unix ms) of the oldest message collected; 0: none known
 	lastFlush time.Time
 	timer     *time.Timer
 	armed     bool
 }
 
-func (j *Job) addRoom(ctx context.Context, room, id string, frame []byte, done func()) error {
+func (j *Job) addRoom(ctx context.Context, room, id string, created int64, frame []byte, done func()) error {
 	j.roomsMu.Lock()
 	rb := j.rooms[room]
 	if rb == nil {
@@ -33,12 +34,13 @@ func (j *Job) addRoom(ctx context.Context, room, id string, frame []byte, done f
 		j.rooms[room] = rb
 	}
 	j.roomsMu.Unlock()
-	return rb.add(ctx, id, frame, done)
+	return rb.add(ctx, id, created, frame, done)
 }
 
-func (rb *roomBatch) add(ctx context.Context, id string, frame []byte, done func()) error {
+func (rb *roomBatch) add(ctx context.Context, id string, created int64, frame []byte, done func()) error {
 	rb.mu.Lock()
 	defer rb.mu.Unlock()
+	rb.oldest = oldest(rb.oldest, created)
 	rb.frames = append(rb.frames, frame...)
 	rb.ids = append(rb.ids, id)
 	rb.dones = append(rb.dones, done)
@@ -84,17 +86,25 @@ func (rb *roomBatch) flushLocked(ctx context.Context, why string) error {
 	req := &pb.BroadcastRoomReq{Ids: rb.ids, Room: rb.room, Frames: rb.frames}
 	rb.j.metrics.RoomBatches.WithLabelValues(why).Inc()
 	rb.j.metrics.RoomBatchMsgs.Observe(float64(len(rb.ids)))
-	dones := rb.dones
-	rb.frames, rb.ids, rb.dones = nil, nil, nil
+	dones, created := rb.dones, rb.oldest
+	rb.frames, rb.ids, rb.dones, rb.oldest = nil, nil, nil, 0
 	allDone := func() {
 		for _, d := range dones {
 			d()
 		}
 	}
-	return rb.j.toAllRoom(ctx, allDone, func(ctx context.Context, c CloudClient) error {
+	return rb.j.toEach(ctx, allDone, task{room: req, created: created}, func(ctx context.Context, c CloudClient) error {
 		_, err := c.BroadcastRoom(ctx, req)
 		return err
-	}, req)
+	}, nil)
+}
+
+// oldest returns the earlier of two creation times, 0 standing for unknown.
+func oldest(a, b int64) int64 {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
 }
 
 // flushRooms sends every pending batch now (shutdown).
