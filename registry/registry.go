@@ -3,6 +3,8 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 )
 
 // Roles a node registers under.
@@ -18,6 +20,27 @@ var ErrNotRegistered = errors.New("registry: node not registered")
 // ErrInvalid is returned for a node or role that can never be registered
 // (an empty id, a role with a slash): retrying cannot help.
 var ErrInvalid = errors.New("registry: invalid node")
+
+// CheckRole returns an error wrapping ErrInvalid unless role can name a
+// role: not empty and without a slash, which would make one role's key
+// prefix cover another's.
+func CheckRole(role string) error {
+	if role == "" || strings.Contains(role, "/") {
+		return fmt.Errorf("role %q needs a name without slashes: %w", role, ErrInvalid)
+	}
+	return nil
+}
+
+// CheckNode is CheckRole, and a node needs an id too.
+func CheckNode(role, id string) error {
+	if err := CheckRole(role); err != nil {
+		return err
+	}
+	if id == "" {
+		return fmt.Errorf("node of role %q needs an id: %w", role, ErrInvalid)
+	}
+	return nil
+}
 
 // Addr is one set of client addresses of a node.
 type Addr struct {

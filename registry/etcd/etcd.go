@@ -809,23 +809,22 @@ func leaseHex(id clientv3.LeaseID) string { return fmt.Sprintf("%x", int64(id)) 
 
 // check validates ctx and a node's identity before a write.
 func check(ctx context.Context, op, role, id string) error {
-	if err := checkRole(ctx, op, role); err != nil {
-		return err
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("registry/etcd: %s %s/%s: %w", op, role, id, err)
 	}
-	if id == "" {
-		return fmt.Errorf("registry/etcd: %s %q/%q: node needs an id: %w", op, role, id, registry.ErrInvalid)
+	if err := registry.CheckNode(role, id); err != nil {
+		return fmt.Errorf("registry/etcd: %s: %w", op, err)
 	}
 	return nil
 }
 
-// checkRole validates ctx and a role: not empty and without a slash, which
-// would make one role's prefix cover another's.
+// checkRole validates ctx and a role.
 func checkRole(ctx context.Context, op, role string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("registry/etcd: %s %s: %w", op, role, err)
 	}
-	if role == "" || strings.Contains(role, "/") {
-		return fmt.Errorf("registry/etcd: %s: role %q needs a name without slashes: %w", op, role, registry.ErrInvalid)
+	if err := registry.CheckRole(role); err != nil {
+		return fmt.Errorf("registry/etcd: %s: %w", op, err)
 	}
 	return nil
 }

@@ -102,6 +102,9 @@ func (r *Registry) Nodes(ctx context.Context, role string) ([]registry.Node, err
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("registry/memory: nodes %s: %w", role, err)
 	}
+	if err := registry.CheckRole(role); err != nil {
+		return nil, fmt.Errorf("registry/memory: nodes: %w", err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.snapshot(role), nil
@@ -112,6 +115,9 @@ func (r *Registry) Nodes(ctx context.Context, role string) ([]registry.Node, err
 func (r *Registry) Watch(ctx context.Context, role string) (<-chan []registry.Node, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("registry/memory: watch %s: %w", role, err)
+	}
+	if err := registry.CheckRole(role); err != nil {
+		return nil, fmt.Errorf("registry/memory: watch: %w", err)
 	}
 	w := &watch{ch: make(chan []registry.Node, 1)}
 	r.mu.Lock()
@@ -173,8 +179,8 @@ func check(ctx context.Context, op, role, id string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("registry/memory: %s %s/%s: %w", op, role, id, err)
 	}
-	if role == "" || id == "" {
-		return fmt.Errorf("registry/memory: %s %q/%q: node needs a role and an id: %w", op, role, id, registry.ErrInvalid)
+	if err := registry.CheckNode(role, id); err != nil {
+		return fmt.Errorf("registry/memory: %s: %w", op, err)
 	}
 	return nil
 }

@@ -26,7 +26,8 @@ const waitFor = 10 * time.Second
 // registry.ErrNotRegistered; Update and Deregister are seen by Nodes and by
 // every watch; Watch sends the current list at once, a slow reader ends up
 // with the latest list, and the channel is closed after its ctx ends; roles
-// are separate namespaces.
+// are separate namespaces; a node without an id or a role, or a role with a
+// slash, is refused with registry.ErrInvalid.
 func Run(t *testing.T, newReg func(t *testing.T) (registry.Registrar, registry.Watcher)) {
 	t.Helper()
 	tests := []struct {
@@ -41,6 +42,7 @@ func Run(t *testing.T, newReg func(t *testing.T) (registry.Registrar, registry.W
 		{"WatchSlowReaderGetsLatest", testSlowReader},
 		{"WatchClosedAfterCancel", testWatchClosed},
 		{"RolesSeparate", testRoles},
+		{"Invalid", testInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -392,5 +394,42 @@ func testRoles(t *testing.T, r registry.Registrar, w registry.Watcher) {
 	})
 	if list[0].Role != roleB {
 		t.Errorf("watch of %s got a node of role %s", roleB, list[0].Role)
+	}
+}
+
+// testInvalid: a node without an id or a role, and a role with a slash,
+// are refused with ErrInvalid by every call, and nothing is registered.
+func testInvalid(t *testing.T, r registry.Registrar, w registry.Watcher) {
+	role := uniqueRole(t, "invalid")
+	tests := []struct {
+		name     string
+		role, id string
+	}{
+		{"no id", role, ""},
+		{"no role", "", "n1"},
+		{"role with a slash", role + "/x", "n1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := node(tt.role, tt.id, 1)
+			if err := r.Register(t.Context(), n); !errors.Is(err, registry.ErrInvalid) {
+				t.Errorf("Register: %v, want %v", err, registry.ErrInvalid)
+			}
+			if err := r.Update(t.Context(), n); !errors.Is(err, registry.ErrInvalid) {
+				t.Errorf("Update: %v, want %v", err, registry.ErrInvalid)
+			}
+			if tt.id == "" {
+				return
+			}
+			if _, err := w.Nodes(t.Context(), tt.role); !errors.Is(err, registry.ErrInvalid) {
+				t.Errorf("Nodes: %v, want %v", err, registry.ErrInvalid)
+			}
+			if _, err := w.Watch(t.Context(), tt.role); !errors.Is(err, registry.ErrInvalid) {
+				t.Errorf("Watch: %v, want %v", err, registry.ErrInvalid)
+			}
+		})
+	}
+	if got := nodes(t, w, role); len(got) != 0 {
+		t.Errorf("nodes registered after invalid calls: %+v", got)
 	}
 }
