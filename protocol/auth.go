@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -13,6 +14,11 @@ const MaxKeyLen = 128
 
 // MaxRoomLen bounds a room id.
 const MaxRoomLen = 256
+
+// MaxAccepts bounds the distinct ops a session accepts, from its Auth and
+// its Subs together: the set is kept per connection and searched on every
+// push, so a client must not grow it without end.
+const MaxAccepts = 1024
 
 // Auth is the body of an op-7 frame. Unknown JSON fields are ignored so
 // clients may add their own (a token, say).
@@ -44,6 +50,9 @@ func ParseAuth(body []byte) (Auth, error) {
 	if err := ValidRoom(a.RoomID); err != nil {
 		return Auth{}, fmt.Errorf("%w: %v", ErrBadAuth, err)
 	}
+	if len(a.Accepts) > MaxAccepts && len(SortedOps(a.Accepts)) > MaxAccepts {
+		return Auth{}, fmt.Errorf("%w: more than %d accepted ops", ErrBadAuth, MaxAccepts)
+	}
 	return a, nil
 }
 
@@ -66,3 +75,10 @@ func ValidRoom(room string) error {
 
 // RoomID joins a REST type and room into a room id.
 func RoomID(typ, room string) string { return typ + "://" + room }
+
+// SortedOps returns ops sorted and without repeats, in a new slice.
+func SortedOps(ops []int32) []int32 {
+	ops = slices.Clone(ops)
+	slices.Sort(ops)
+	return slices.Compact(ops)
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -521,6 +522,9 @@ func TestParseAuth(t *testing.T) {
 		{"key with surrounding spaces", `{"key":" k"}`, protocol.Auth{}, true},
 		{"key with inner space", `{"key":"k k"}`, protocol.Auth{Key: "k k"}, false},
 		{"room too long", `{"room_id":"` + strings.Repeat("r", protocol.MaxRoomLen+1) + `"}`, protocol.Auth{}, true},
+		{"accepts at the limit", `{"accepts":[` + opsJSON(protocol.MaxAccepts, 0) + `]}`, protocol.Auth{Accepts: opsSeq(protocol.MaxAccepts, 0)}, false},
+		{"accepts repeated past the limit", `{"accepts":[` + opsJSON(protocol.MaxAccepts, 1) + `]}`, protocol.Auth{Accepts: opsSeq(protocol.MaxAccepts, 1)}, false},
+		{"too many accepts", `{"accepts":[` + opsJSON(protocol.MaxAccepts+1, 0) + `]}`, protocol.Auth{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -573,4 +577,24 @@ func TestFrameString(t *testing.T) {
 	if got, want := f.String(), `frame{ver=1 op=1000 seq=0 body="hi\x00"}`; got != want {
 		t.Errorf("String = %s, want %s", got, want)
 	}
+}
+
+// opsSeq returns ops 0..n-1, then the first `again` of them once more.
+func opsSeq(n, again int) []int32 {
+	ops := make([]int32, 0, n+again)
+	for i := range n {
+		ops = append(ops, int32(i))
+	}
+	return append(ops, ops[:again]...)
+}
+
+func opsJSON(n, again int) string {
+	var b strings.Builder
+	for i, op := range opsSeq(n, again) {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(int(op)))
+	}
+	return b.String()
 }

@@ -74,7 +74,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		m.Disconnects.WithLabelValues(r)
 	}
 	for _, k := range []string{"header_len", "pack_len", "too_large", "len_mismatch", "ws_protocol",
-		"bad_room", "bad_ops", "auth_twice", "unknown_op"} {
+		"bad_room", "bad_ops", "too_many_ops", "auth_twice", "unknown_op"} {
 		m.Disconnects.WithLabelValues(k)
 		m.ProtocolErrs.WithLabelValues(k)
 	}

@@ -288,7 +288,9 @@ func (h *Hub) handleFrame(s *Session, f protocol.Frame) string {
 			return h.refuse(s, log, "bad_ops", err.Error())
 		}
 		if f.Op == protocol.OpSub {
-			s.sub(ops)
+			if !s.sub(ops) {
+				return h.refuse(s, log, "too_many_ops", "more than "+strconv.Itoa(protocol.MaxAccepts)+" accepted ops")
+			}
 			s.send(reply(f, protocol.OpSubReply, f.Body))
 		} else {
 			s.unsub(ops)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -181,6 +182,11 @@ func TestReadLoop(t *testing.T) {
 		{name: "reserved op", wantKind: "unknown_op", steps: []step{{op: 10, seq: 1, wantClose: true, wantBody: "unknown op 10"}}},
 		{name: "auth twice", wantKind: "auth_twice", steps: []step{{op: protocol.OpAuth, seq: 2, body: "{}", wantClose: true, wantBody: "already authenticated"}}},
 		{name: "bad ops", wantKind: "bad_ops", steps: []step{{op: protocol.OpSub, seq: 2, body: "1000,x", wantClose: true}}},
+		{name: "too many ops", wantKind: "too_many_ops", steps: []step{
+			{op: protocol.OpSub, seq: 2, body: opList(0, protocol.MaxAccepts), wantOp: protocol.OpSubReply, wantBody: opList(0, protocol.MaxAccepts)},
+			{op: protocol.OpSub, seq: 3, body: "5,1000", wantOp: protocol.OpSubReply, wantBody: "5,1000"}, // already in: still at the limit
+			{op: protocol.OpSub, seq: 4, body: strconv.Itoa(protocol.MaxAccepts), wantClose: true, wantBody: "more than 1024 accepted ops"},
+		}},
 		{name: "room too long", wantKind: "bad_room", steps: []step{{op: protocol.OpChangeRoom, seq: 2, body: strings.Repeat("r", protocol.MaxRoomLen+1), wantClose: true}}},
 		{name: "bad header", wantKind: "header_len", steps: []step{{raw: rawHeader(16, 0, protocol.OpHeartbeat), wantClose: true, wantBody: "protocol error: header_len"}}},
 		{name: "too large", wantKind: "too_large", steps: []step{{raw: rawHeader(16+protocol.DefaultMaxBody+1, 16, protocol.OpSendMsg), wantClose: true, wantBody: "protocol error: too_large"}}},
@@ -482,4 +488,16 @@ func TestAuthReplyWrittenInPlace(t *testing.T) {
 	if tries := c.tries.Load(); tries != 2 {
 		t.Errorf("%d TryWrite calls, want 2 (reply and push)", tries)
 	}
+}
+
+// opList is "from,from+1,...,to-1".
+func opList(from, to int) string {
+	var b strings.Builder
+	for op := from; op < to; op++ {
+		if op > from {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(op))
+	}
+	return b.String()
 }

@@ -64,9 +64,7 @@ func (s *Session) Key() string { return s.key }
 func (s *Session) Mid() int64 { return s.mid }
 
 func (s *Session) setAccepts(ops []int32) {
-	ops = slices.Clone(ops)
-	slices.Sort(ops)
-	ops = slices.Compact(ops)
+	ops = protocol.SortedOps(ops)
 	s.accepts.Store(&ops)
 }
 
@@ -76,9 +74,16 @@ func (s *Session) Accepts(op int32) bool {
 	return ok
 }
 
-func (s *Session) sub(ops []int32) {
+// sub adds ops to the accepted ones, unless that would make more than
+// protocol.MaxAccepts: then it reports false and changes nothing.
+func (s *Session) sub(ops []int32) bool {
 	cur := *s.accepts.Load()
-	s.setAccepts(append(slices.Clone(cur), ops...))
+	next := protocol.SortedOps(append(slices.Clone(cur), ops...))
+	if len(next) > protocol.MaxAccepts {
+		return false
+	}
+	s.accepts.Store(&next)
+	return true
 }
 
 func (s *Session) unsub(ops []int32) {
