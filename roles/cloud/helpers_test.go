@@ -424,7 +424,7 @@ func (th *testHub) startTCP(tb testing.TB) string {
 // count of Bind and Refresh calls made on a session's reader goroutine.
 type hookStore struct {
 	*memory.Store
-	hook        atomic.Pointer[func(store.Session)]
+	hook        atomic.Pointer[func(store.Session) error]
 	refreshes   atomic.Int64
 	lastRefresh atomic.Pointer[store.Session]
 	onReader    atomic.Int64
@@ -453,7 +453,9 @@ func (s *hookStore) Refresh(ctx context.Context, sess store.Session) error {
 	return s.Store.Refresh(ctx, sess)
 }
 
-func (s *hookStore) setBindHook(fn func(store.Session)) {
+// setBindHook has fn called after every successful Bind; an error from fn
+// is then what Bind returns (a store that failed after writing).
+func (s *hookStore) setBindHook(fn func(store.Session) error) {
 	if fn == nil {
 		s.hook.Store(nil)
 		return
@@ -465,7 +467,7 @@ func (s *hookStore) Bind(ctx context.Context, sess store.Session) error {
 	s.countOnReader()
 	err := s.Store.Bind(ctx, sess)
 	if fn := s.hook.Load(); fn != nil && err == nil {
-		(*fn)(sess)
+		err = (*fn)(sess)
 	}
 	return err
 }

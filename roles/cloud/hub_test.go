@@ -794,10 +794,11 @@ func TestRefreshAllRebindsNow(t *testing.T) {
 	if err := th.store.Store.UnbindMany(t.Context(), lost); err != nil {
 		t.Fatal(err)
 	}
-	th.store.setBindHook(func(s store.Session) {
+	th.store.setBindHook(func(s store.Session) error {
 		if s.Key == "gone" {
 			t.Errorf("a session that left was bound again")
 		}
+		return nil
 	})
 	th.RefreshAll()
 	th.RefreshAll() // coalesces into one more pass

@@ -98,9 +98,11 @@ func (h *Hub) serveConn(c transport.Conn) {
 		cc.SetControl(s.send) // pongs and close replies, in order with the rest
 	}
 	// The reply is queued before the session is reachable, so it is the
-	// first thing the client reads, and written only once the session is in
-	// the hub, so a client that has its reply is sure to receive pushes.
+	// first thing the client reads, and the handshake holds the write side
+	// until the session is in the hub and bound in the store (release), so
+	// a client that has its reply is sure to receive pushes of every kind.
 	s.queue = append(s.queue, reply(f, protocol.OpAuthReply, nil))
+	s.writing = true
 	old, ok := h.add(s, roomID)
 	if !ok {
 		goodbye(c, h.cfg.WriteTimeout, transport.CloseGoingAway, "server shutting down")
@@ -115,11 +117,18 @@ func (h *Hub) serveConn(c transport.Conn) {
 		log.Warn("connection refused: session store unavailable", zap.Int64("mid", a.Mid), zap.Error(err))
 		h.remove(s)
 		s.mu.Lock()
+		clear(s.queue) // the AuthReply and pushes: never sent
 		s.queue = s.queue[:0]
 		s.mu.Unlock()
 		s.farewell(transport.CloseTryAgainLater, "session store unavailable, retry later")
+		s.release()
+		// What the bind may have written goes, and so does the binding of
+		// the session this one replaced: its teardown no longer finds it
+		// in the hub, so would leave it until the store's TTL.
+		h.unbind(s, log)
 		if old != nil {
 			old.farewell(transport.ClosePolicy, "replaced by a new connection")
+			h.unbind(old, log)
 		}
 		return
 	}
@@ -127,7 +136,7 @@ func (h *Hub) serveConn(c transport.Conn) {
 		old.farewell(transport.ClosePolicy, "replaced by a new connection")
 		h.metrics.Disconnects.WithLabelValues("replaced").Inc()
 	}
-	s.flush()
+	s.release()
 	h.metrics.Conns.WithLabelValues(c.Network()).Inc()
 	h.metrics.Connects.WithLabelValues(c.Network()).Inc()
 	log.Debug("session opened", zap.String("key", key), zap.Int64("mid", a.Mid), zap.String("room", roomID))
@@ -360,15 +369,6 @@ func (h *Hub) bind(s *Session, roomID string) error {
 	return h.store.Bind(ctx, h.storeSession(s, roomID))
 }
 
-// rebind binds s again, reporting whether the store took it.
-func (h *Hub) rebind(s *Session, roomID string, log connLog) bool {
-	if err := h.bind(s, roomID); err != nil {
-		log.Warn("session store bind failed", zap.String("key", s.key), zap.Error(err))
-		return false
-	}
-	return true
-}
-
 // refresh extends s's bindings, reporting whether the store took it and
 // whether the key is bound to another node instead (store.ErrMoved).
 func (h *Hub) refresh(s *Session, roomID string, log connLog) (ok, moved bool) {
@@ -415,6 +415,13 @@ func (h *Hub) teardown(s *Session, log connLog) {
 	if !h.remove(s) {
 		return // replaced: the binding belongs to the new session now
 	}
+	h.unbind(s, log)
+}
+
+// unbind removes s's binding from the store (compare-and-delete), on the
+// unbinder or, if its queue stays full, here; then a session that holds s's
+// key on this node by now is bound again.
+func (h *Hub) unbind(s *Session, log connLog) {
 	if h.queueUnbind(s) {
 		return
 	}
@@ -431,7 +438,11 @@ func (h *Hub) teardown(s *Session, log connLog) {
 // removal from the hub and its unbind, which then erased the new binding.
 func (h *Hub) restoreBinding(key string) {
 	if n := h.current(key); n != nil {
-		h.rebind(n, n.roomName(), connLog{h.log, n.conn})
+		// rebindNow: if n leaves while this bind is under way, its own
+		// unbind may run first, and the bind must not outlive it.
+		if err := h.rebindNow(n); err != nil {
+			connLog{h.log, n.conn}.Warn("session store bind failed", zap.String("key", key), zap.Error(err))
+		}
 	}
 }
 

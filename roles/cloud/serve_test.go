@@ -264,6 +264,87 @@ func TestStoreFailureRefusesConnection(t *testing.T) {
 	}
 }
 
+// TestNothingWrittenBeforeBind: a session is in the hub (so pushes reach
+// it) before its store Bind returns, but the client reads nothing, not
+// even its AuthReply, until the bind is done: a client holding its reply
+// can be pushed to by mid and key. A push meanwhile follows the reply.
+func TestNothingWrittenBeforeBind(t *testing.T) {
+	th := newTestHub(t, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	th.store.setBindHook(func(s store.Session) error {
+		if s.Key == "k1" {
+			close(entered)
+			<-release
+		}
+		return nil
+	})
+	unblock := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(unblock) // before the hub's shutdown, which waits for the handshake
+	c := newFakeConn("")
+	th.serve(c)
+	c.in <- authFrame(t, protocol.Auth{Mid: 7, Key: "k1", Accepts: []int32{1000}})
+	<-entered
+	if n := th.broadcast(1000, protocol.EncodePush(1000, []byte("early")), 0); n != 1 {
+		t.Fatalf("broadcast reached %d sessions, want the one binding", n)
+	}
+	time.Sleep(100 * time.Millisecond) // a writer, if one were started, writes by now
+	if fs := c.frames(t); len(fs) != 0 {
+		t.Fatalf("client read %v while its bind was under way", fs)
+	}
+	unblock()
+	fs := c.waitFrames(t, 2)
+	if fs[0].Op != protocol.OpAuthReply || fs[1].Op != 1000 || string(fs[1].Body) != "early" {
+		t.Errorf("frames after the bind: %v, want the auth reply, then the push", fs)
+	}
+}
+
+// TestBindFailureAfterPush: a session refused because its bind failed is
+// told only that: not first its AuthReply, nor pushes that reached it
+// while the bind was under way.
+func TestBindFailureAfterPush(t *testing.T) {
+	th := newTestHub(t, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	th.store.setBindHook(func(s store.Session) error {
+		close(entered)
+		<-release
+		return errors.New("store went away")
+	})
+	unblock := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(unblock) // before the hub's shutdown, which waits for the handshake
+	c := newFakeConn("")
+	th.serve(c)
+	c.in <- authFrame(t, protocol.Auth{Mid: 7, Key: "k2", RoomID: "live://r"})
+	<-entered
+	th.PushRoom("live://r", protocol.EncodePush(1000, []byte("early")))
+	unblock()
+	eventually(t, "the refused connection closed", c.isClosed)
+	fs := c.frames(t)
+	if len(fs) != 1 || fs[0].Op != protocol.OpDisconnectReply {
+		t.Fatalf("refused client read %v, want only op 6", fs)
+	}
+	eventually(t, "the refused session's binding gone", func() bool { _, ok := th.boundNode(t, "k2"); return !ok })
+}
+
+// TestBindFailureUnbindsReplaced: a reconnect with a key replaces the
+// older session on this node; when the reconnect's bind then fails, both
+// are closed, and the older one's binding goes too (its teardown no longer
+// finds it in the hub, so would not unbind it), rather than routing pushes
+// by its mid and key to nobody until the store's TTL.
+func TestBindFailureUnbindsReplaced(t *testing.T) {
+	th := newTestHub(t, nil)
+	old := th.connectFake(t, "", protocol.Auth{Mid: 9, Key: "dup"})
+	if n, ok := th.boundNode(t, "dup"); !ok || n != testNodeID {
+		t.Fatalf("first session's binding %q %v", n, ok)
+	}
+	th.store.setBindHook(func(store.Session) error { return errors.New("store went away") })
+	c2 := newFakeConn("")
+	th.serve(c2)
+	c2.in <- authFrame(t, protocol.Auth{Mid: 9, Key: "dup"})
+	eventually(t, "both connections closed", func() bool { return old.isClosed() && c2.isClosed() })
+	eventually(t, "the key's binding gone", func() bool { _, ok := th.boundNode(t, "dup"); return !ok })
+	eventually(t, "the mid's binding gone", func() bool { return len(th.keysOf(t, 9)) == 0 })
+}
+
 // TestReconnectDuringTeardownKeepsBinding: session A (key K) disconnects
 // while B, a new connection with key K on this node, is between its store
 // Bind and joining the hub. A's teardown still owns K in the hub, so it
@@ -278,10 +359,11 @@ func TestReconnectDuringTeardownKeepsBinding(t *testing.T) {
 
 	bound, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	th.store.setBindHook(func(s store.Session) {
+	th.store.setBindHook(func(s store.Session) error {
 		if s.Key == "K" {
 			once.Do(func() { close(bound); <-release })
 		}
+		return nil
 	})
 	type dialed struct {
 		c   *client.Client
@@ -351,11 +433,12 @@ func TestShutdownDuringHandshake(t *testing.T) {
 	witness := dialClient(t, addr, protocol.Auth{Key: "witness"})
 
 	bound, release := make(chan struct{}), make(chan struct{})
-	th.store.setBindHook(func(s store.Session) {
+	th.store.setBindHook(func(s store.Session) error {
 		if s.Key == "late" {
 			close(bound)
 			<-release
 		}
+		return nil
 	})
 	late := dialRaw(t, addr)
 	if err := late.Send(1, protocol.OpAuth, 1, []byte(`{"key":"late"}`)); err != nil {

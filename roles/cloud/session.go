@@ -151,18 +151,22 @@ func (s *Session) tryWrite(o transport.Out) bool {
 	return true
 }
 
-// flush writes what is queued (the AuthReply) if no writer is running: in
-// place when it is one item and the transport can try a write, else on a
-// writer goroutine. A connect storm then starts no goroutine and arms no
-// write deadline per connection for its reply.
-func (s *Session) flush() {
+// release hands over the write side, which the handshake holds (s.writing
+// set before the session joined the hub) until the session is bound in the
+// store: so no push, and above all not the AuthReply, reaches a client
+// before a push by its mid or key can find it, or one the store then
+// refuses. What queued meanwhile (the AuthReply, pushes, a farewell) is
+// written in place when it is the AuthReply alone and the transport can
+// try a write, else on a writer goroutine. A connect storm then starts no
+// goroutine and arms no write deadline per connection for its reply.
+func (s *Session) release() {
 	s.mu.Lock()
-	if s.writing || s.closed || len(s.queue) == 0 {
+	if s.closed || len(s.queue) == 0 {
+		s.writing = false
 		s.mu.Unlock()
 		return
 	}
-	s.writing = true
-	if len(s.queue) == 1 && s.try != nil {
+	if len(s.queue) == 1 && s.try != nil && !s.closing {
 		o := s.queue[0]
 		s.queue[0] = transport.Out{}
 		s.queue = s.queue[:0]
