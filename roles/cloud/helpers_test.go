@@ -350,7 +350,7 @@ func (th *testHub) serveAs(c *fakeConn, conn transport.Conn) {
 	th.wg.Add(1)
 	go func() {
 		defer th.wg.Done()
-		th.serveConn(conn)
+		th.serveConn(conn, time.Now().Add(th.cfg.HandshakeTimeout))
 	}()
 }
 

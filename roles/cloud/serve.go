@@ -26,7 +26,7 @@ func (h *Hub) ServeTCP(ln net.Listener) error {
 			_ = c.Close() // the client retries, here or on another node
 			return
 		}
-		h.serveConn(tcp.New(c, h.cfg.MaxBody))
+		h.serveConn(tcp.New(c, h.cfg.MaxBody), time.Now().Add(h.cfg.HandshakeTimeout))
 	})
 }
 
@@ -44,8 +44,10 @@ func (h *Hub) acceptLoop(ln net.Listener, refuse, serve func(net.Conn)) error {
 }
 
 // serveConn runs one connection's handshake (on a handshake worker) and
-// then starts its session's reader goroutine, runSession.
-func (h *Hub) serveConn(c transport.Conn) {
+// then starts its session's reader goroutine, runSession. The Auth frame
+// must arrive by deadline: handshake_timeout after the connection's first
+// read, a WebSocket upgrade included.
+func (h *Hub) serveConn(c transport.Conn, deadline time.Time) {
 	log := connLog{h.log, c}
 	h.pending.add(c)
 	if h.shutdown.Load() {
@@ -54,7 +56,7 @@ func (h *Hub) serveConn(c transport.Conn) {
 		_ = c.Close()
 		return
 	}
-	f, err := c.ReadFrame(time.Now().Add(h.cfg.HandshakeTimeout))
+	f, err := c.ReadFrame(deadline)
 	h.pending.remove(c)
 	if err != nil {
 		kind := h.readErrorKind(err)

@@ -73,7 +73,8 @@ func (l *WSListener) handle(nc net.Conn) {
 		refuseShuttingDown(nc)
 		return
 	}
-	_ = nc.SetReadDeadline(time.Now().Add(h.cfg.HandshakeTimeout))
+	deadline := time.Now().Add(h.cfg.HandshakeTimeout) // the upgrade and Auth together
+	_ = nc.SetReadDeadline(deadline)
 	lr := &io.LimitedReader{R: nc, N: maxUpgradeHeader}
 	br := l.readers.Get().(*bufio.Reader)
 	br.Reset(lr)
@@ -138,7 +139,7 @@ func (l *WSListener) handle(nc net.Conn) {
 		h.log.Debug("websocket upgrade failed", zap.String("remote", head.RemoteAddr), zap.Error(err))
 		return
 	}
-	h.serveConn(c)
+	h.serveConn(c, deadline)
 }
 
 var (

@@ -440,3 +440,47 @@ func TestWSClientCloses(t *testing.T) {
 	}
 	eventually(t, "the session to end", func() bool { return th.current("k") == nil })
 }
+
+// TestWSHandshakeTimeoutCoversUpgrade: handshake_timeout bounds the
+// upgrade and the Auth frame together, not each in turn. The upgrade
+// takes two thirds of it here and Auth comes a further two thirds later:
+// the connection is closed ("auth timeout"), never authenticated.
+func TestWSHandshakeTimeoutCoversUpgrade(t *testing.T) {
+	const timeout = 600 * time.Millisecond
+	th := newTestHub(t, func(c *Config) { c.HandshakeTimeout = timeout })
+	addr := startWSListener(t, th)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(waitFor))
+	req := "GET /sub HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	if _, err := io.WriteString(c, req[:1]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(timeout * 2 / 3)
+	if _, err := io.WriteString(c, req[1:]); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	time.Sleep(timeout * 2 / 3)
+	auth := protocol.Encode(1, protocol.OpAuth, 1, []byte(`{"mid":1,"key":"late"}`))
+	frame := append([]byte{0x82, 0x80 | byte(len(auth)), 0, 0, 0, 0}, auth...) // masked with a zero key
+	_, _ = c.Write(frame)                                                      // the server may have closed already
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(br, head); err != nil {
+		t.Fatalf("no close frame: %v", err)
+	}
+	if op := head[0] & 0x0f; op != 0x8 {
+		t.Fatalf("first frame has opcode %#x, want a close (0x8): the late Auth was taken", op)
+	}
+	if th.current("late") != nil {
+		t.Error("the late Auth made a session")
+	}
+}
