@@ -722,15 +722,16 @@ func TestKeyMovedToAnotherNode(t *testing.T) {
 }
 
 // Heartbeats refresh a session's bindings at most every RefreshEvery, and
-// every session refreshes at its next heartbeat after RefreshAll.
+// after RefreshAll every session refreshes at once (the pass) and at its
+// next heartbeat.
 func TestHeartbeatRefreshThrottled(t *testing.T) {
 	tests := []struct {
 		name  string
 		every time.Duration
 		want  []int64 // refreshes after each of 3 heartbeats, RefreshAll, 2 more
 	}{
-		{"every heartbeat", 0, []int64{1, 2, 3, 4, 5}},
-		{"at most hourly", time.Hour, []int64{0, 0, 0, 1, 1}},
+		{"every heartbeat", 0, []int64{1, 2, 3, 5, 6}},
+		{"at most hourly", time.Hour, []int64{0, 0, 0, 2, 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -748,6 +749,7 @@ func TestHeartbeatRefreshThrottled(t *testing.T) {
 				got = append(got, heartbeat())
 			}
 			th.RefreshAll()
+			eventually(t, "the pass to end", func() bool { return th.rebindState.Load() == rebindIdle })
 			for range 2 {
 				got = append(got, heartbeat())
 			}
@@ -794,12 +796,6 @@ func TestRefreshAllRebindsNow(t *testing.T) {
 	if err := th.store.Store.UnbindMany(t.Context(), lost); err != nil {
 		t.Fatal(err)
 	}
-	th.store.setBindHook(func(s store.Session) error {
-		if s.Key == "gone" {
-			t.Errorf("a session that left was bound again")
-		}
-		return nil
-	})
 	th.RefreshAll()
 	th.RefreshAll() // coalesces into one more pass
 	for _, s := range lost {
@@ -814,5 +810,38 @@ func TestRefreshAllRebindsNow(t *testing.T) {
 	eventually(t, "the passes to end", func() bool { return th.rebindState.Load() == rebindIdle })
 	if n := th.logs.FilterMessage("sessions rebound after a store loss").Len(); n < 1 || n > 2 {
 		t.Errorf("%d rebind passes logged, want 1 or 2", n)
+	}
+	if node, ok := th.boundNode(t, "gone"); ok {
+		t.Errorf("the session that left was bound again, to %s", node)
+	}
+}
+
+// TestRefreshAllLeavesMovedKeys: a key that a newer connection took on
+// another node while this one could not tell (frozen past its lease, say)
+// stays there when this node binds its sessions again; the stale session
+// here is closed as replaced. The others are bound again.
+func TestRefreshAllLeavesMovedKeys(t *testing.T) {
+	th := newTestHub(t, nil)
+	stale := th.connectFake(t, "", protocol.Auth{Mid: 1, Key: "moved"})
+	th.connectFake(t, "", protocol.Auth{Mid: 2, Key: "stayed"})
+	newer := store.Session{Mid: 1, Key: "moved", Node: "other-node"}
+	if err := th.store.Store.Bind(t.Context(), newer); err != nil {
+		t.Fatal(err)
+	}
+	if err := th.store.Store.UnbindMany(t.Context(), []store.Session{{Mid: 2, Key: "stayed", Node: testNodeID}}); err != nil {
+		t.Fatal(err)
+	}
+	th.RefreshAll()
+	eventually(t, "the stale session closed", stale.isClosed)
+	if fs := stale.frames(t); fs[len(fs)-1].Op != protocol.OpDisconnectReply || string(fs[len(fs)-1].Body) != "replaced by a new connection" {
+		t.Errorf("stale session's last frame %v, want op 6 replaced", fs[len(fs)-1])
+	}
+	eventually(t, "the other key bound again", func() bool { node, ok := th.boundNode(t, "stayed"); return ok && node == testNodeID })
+	eventually(t, "the stale session gone", func() bool { return th.current("moved") == nil })
+	if node, _ := th.boundNode(t, "moved"); node != "other-node" {
+		t.Errorf("key moved is bound to %q, want the newer connection's other-node", node)
+	}
+	if keys := th.keysOf(t, 1); keys["moved"] != "other-node" {
+		t.Errorf("mid 1's keys %v, want moved on other-node", keys)
 	}
 }

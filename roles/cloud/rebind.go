@@ -2,10 +2,13 @@ package cloud
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/imcloud/imcloud/store"
 )
 
 // rebindWorkers bounds the store calls a rebind pass has in flight.
@@ -65,11 +68,11 @@ func (h *Hub) rebindPass() {
 	for range rebindWorkers {
 		wg.Go(func() {
 			for s := range work {
-				err := h.rebindNow(s)
+				ok, err := h.rebindNow(s)
 				mu.Lock()
-				if err == nil {
+				if ok {
 					bound++
-				} else if failure == nil {
+				} else if err != nil && failure == nil {
 					failure = err
 				}
 				mu.Unlock()
@@ -96,24 +99,33 @@ func (h *Hub) rebindPass() {
 	h.log.Info("sessions rebound after a store loss", zap.Int("sessions", bound), zap.Duration("took", took))
 }
 
-// rebindNow binds s again unless it has left the hub. If it leaves while
-// the bind is under way, its teardown's unbind may have run first: the
-// binding just written is undone as that unbind would have, and given back
-// to a newer session with the key, if there is one (as teardown does).
-func (h *Hub) rebindNow(s *Session) error {
+// rebindNow binds s again unless it has left the hub, and reports whether
+// it did. It refreshes rather than binds: what the store lost is bound
+// again, but a key that a newer connection took on another node meanwhile
+// (this node frozen past its lease, say) stays there, and s, stale, is
+// closed as replaced. If s leaves while the call is under way, its
+// teardown's unbind may have run first: the binding just written is undone
+// as that unbind would have, and given back to a newer session with the
+// key, if there is one (as teardown does).
+func (h *Hub) rebindNow(s *Session) (bool, error) {
 	if h.current(s.key) != s {
-		return nil
+		return false, nil
 	}
-	if err := h.bind(s, s.roomName()); err != nil {
-		return err
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
+	defer cancel()
+	if err := h.store.Refresh(ctx, h.storeSession(s, s.roomName())); err != nil {
+		if errors.Is(err, store.ErrMoved) {
+			h.movedAway(s, connLog{h.log, s.conn})
+			return false, nil
+		}
+		return false, err
 	}
 	if h.current(s.key) != s {
-		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
-		defer cancel()
 		if _, err := h.store.Unbind(ctx, h.storeSession(s, "")); err != nil {
-			return err
+			return false, err
 		}
 		h.restoreBinding(s.key)
+		return false, nil
 	}
-	return nil
+	return true, nil
 }

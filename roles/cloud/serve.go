@@ -317,8 +317,8 @@ func (h *Hub) handleFrame(s *Session, f protocol.Frame) string {
 
 // movedAway ends s, whose key the store found bound to another node: a
 // newer connection with the key is there, and replaces this one as one on
-// this node would.
-// The session's end counts it under Disconnects{reason="replaced"}.
+// this node would. When the reader calls it, the session's end counts it
+// under Disconnects{reason="replaced"}.
 func (h *Hub) movedAway(s *Session, log connLog) string {
 	log.Info("connection closed: key taken by a newer connection on another node", zap.String("key", s.key))
 	s.farewell(transport.ClosePolicy, "replaced by a new connection")
@@ -442,7 +442,7 @@ func (h *Hub) restoreBinding(key string) {
 	if n := h.current(key); n != nil {
 		// rebindNow: if n leaves while this bind is under way, its own
 		// unbind may run first, and the bind must not outlive it.
-		if err := h.rebindNow(n); err != nil {
+		if _, err := h.rebindNow(n); err != nil {
 			connLog{h.log, n.conn}.Warn("session store bind failed", zap.String("key", key), zap.Error(err))
 		}
 	}
