@@ -119,7 +119,10 @@ func (c *fakeConn) ReadFrame(deadline time.Time) (protocol.Frame, error) {
 	}
 }
 
-func (c *fakeConn) Write(items []transport.Out, _ time.Time) error {
+// Write records items; while the connection is held it waits for the
+// release, the close or the deadline, as a socket the client does not read
+// would.
+func (c *fakeConn) Write(items []transport.Out, deadline time.Time) error {
 	select {
 	case <-c.done:
 		return net.ErrClosed
@@ -133,17 +136,25 @@ func (c *fakeConn) Write(items []transport.Out, _ time.Time) error {
 	}
 	c.mu.Unlock()
 	if gate != nil {
-		var closed bool
+		var expired <-chan time.Time // none without a deadline
+		if !deadline.IsZero() {
+			timeout := time.NewTimer(time.Until(deadline))
+			defer timeout.Stop()
+			expired = timeout.C
+		}
+		var err error
 		select {
 		case <-gate:
 		case <-c.done:
-			closed = true
+			err = net.ErrClosed
+		case <-expired:
+			err = os.ErrDeadlineExceeded
 		}
 		c.mu.Lock()
 		c.blocked--
 		c.mu.Unlock()
-		if closed {
-			return net.ErrClosed
+		if err != nil {
+			return err
 		}
 	}
 	if c.discard.Load() {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/imcloud/imcloud/internal/deadline"
+	"github.com/imcloud/imcloud/internal/logthin"
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/store"
 	"github.com/imcloud/imcloud/transport"
@@ -92,6 +93,10 @@ type Hub struct {
 
 	bcast broadcasts // paced broadcasts and those queued behind them
 
+	// slowLog thins "slow client disconnected": a large push over a poor
+	// network drops thousands at once (the metric counts each).
+	slowLog logthin.Gate
+
 	shutdown atomic.Bool
 	// holding turns new clients away (Hold, until Open): a node that is not
 	// registered yet must not bind sessions nobody can route to.
@@ -160,7 +165,7 @@ func New(cfg Config, st SessionStore, log *zap.Logger, m *Metrics) (*Hub, error)
 		}
 	}
 	h := &Hub{cfg: cfg, log: log, metrics: m, store: st, seed: maphash.MakeSeed(), ips: map[string]int{},
-		dedup: newDedup(cfg.DedupWindow, time.Now)}
+		dedup: newDedup(cfg.DedupWindow, time.Now), slowLog: logthin.Gate{Every: time.Second}}
 	h.workers = newWorkers(h.wg.Done)
 	h.counts = &roomCounts{m: map[string]int32{}}
 	h.buckets = make([]*bucket, cfg.Buckets)
@@ -408,10 +413,13 @@ func (h *Hub) heartbeatCount(roomID string) int32 {
 	return h.RoomCount(roomID)
 }
 
-func (h *Hub) slowConsumer(s *Session) {
+// slowConsumer drops s, closed (s.slow set) because its send queue
+// overflowed or a write to it timed out.
+func (h *Hub) slowConsumer(s *Session, why string) {
 	h.metrics.SlowClients.Inc()
-	h.log.Warn("slow client disconnected", zap.String("key", s.key), zap.Int64("mid", s.mid),
-		zap.String("remote", s.conn.RemoteAddr()), zap.Int("send_queue", h.cfg.SendQueue))
+	h.slowLog.Log(h.log, zap.WarnLevel, time.Now(), "slow client disconnected", zap.String("why", why),
+		zap.String("key", s.key), zap.Int64("mid", s.mid), zap.String("remote", s.conn.RemoteAddr()),
+		zap.Int("send_queue", h.cfg.SendQueue), zap.Duration("write_timeout", h.cfg.WriteTimeout))
 	// Closing may wait on the transport; the fan-out that noticed must not.
 	// What is queued in the kernel for it (up to megabytes) is dropped, not
 	// kept in kernel memory until the client reads it or times out; the

@@ -396,6 +396,9 @@ func TestSlowConsumer(t *testing.T) {
 	if v := metricValue(t, th.metrics.SlowClients); v != 1 {
 		t.Errorf("slow clients = %v, want 1", v)
 	}
+	eventually(t, "the session's end counted as slow", func() bool {
+		return metricValue(t, th.metrics.Disconnects.WithLabelValues("slow")) == 1
+	})
 	if c, _ := th.Online(); c != 1 {
 		t.Errorf("Online conns = %d, want 1", c)
 	}
@@ -406,6 +409,33 @@ func TestSlowConsumer(t *testing.T) {
 	if fs := slow.frames(t); len(fs) != 1 {
 		t.Errorf("slow session wrote %d frames, want only the auth reply", len(fs))
 	}
+}
+
+// TestWriteTimeoutIsSlow: a client that takes nothing for WriteTimeout is
+// a slow client as much as one whose queue overflowed, at any push rate:
+// counted, logged and dropped as one, its session's end counted as slow.
+func TestWriteTimeoutIsSlow(t *testing.T) {
+	th := newTestHub(t, func(c *Config) { c.WriteTimeout = 100 * time.Millisecond })
+	stuck := th.connectFake(t, "", protocol.Auth{Key: "stuck", RoomID: "room"})
+	stuck.hold()
+	if n := th.PushRoom("room", protocol.EncodePush(1000, []byte("one push, well within the queue"))); n != 1 {
+		t.Fatalf("push reached %d sessions", n)
+	}
+	eventually(t, "the stuck connection closed", stuck.isClosed)
+	if v := metricValue(t, th.metrics.SlowClients); v != 1 {
+		t.Errorf("slow clients = %v, want 1", v)
+	}
+	eventually(t, "the session's end counted as slow", func() bool {
+		return metricValue(t, th.metrics.Disconnects.WithLabelValues("slow")) == 1
+	})
+	if v := metricValue(t, th.metrics.Disconnects.WithLabelValues("eof")); v != 0 {
+		t.Errorf("disconnects{eof} = %v, want 0", v)
+	}
+	logged := th.logs.FilterMessage("slow client disconnected").All()
+	if len(logged) != 1 || logged[0].ContextMap()["why"] != "write timed out" {
+		t.Errorf("slow client log lines: %v", logged)
+	}
+	eventually(t, "the stuck session unbound", func() bool { _, ok := th.boundNode(t, "stuck"); return !ok })
 }
 
 // TestCoalescedWrites: while one Write is blocked, pushes queue up and then

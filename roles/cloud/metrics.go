@@ -70,7 +70,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	// A session ends for one of these, or for a protocol error of a kind
 	// after auth; protocol errors are counted of those and the earlier ones.
-	for _, r := range []string{"eof", "timeout", "replaced"} {
+	for _, r := range []string{"eof", "timeout", "replaced", "slow"} {
 		m.Disconnects.WithLabelValues(r)
 	}
 	for _, k := range []string{"header_len", "pack_len", "too_large", "len_mismatch", "ws_protocol",

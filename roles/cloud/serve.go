@@ -221,6 +221,9 @@ func (h *Hub) readLoop(s *Session, resumed bool) (reason string, parked bool) {
 // endSession tears a session down once its reader stopped for reason.
 func (h *Hub) endSession(s *Session, reason string) {
 	defer h.wg.Done()
+	if s.wasSlow() {
+		reason = "slow" // the reader saw only the close
+	}
 	log := connLog{h.log, s.conn}
 	h.metrics.Conns.WithLabelValues(s.conn.Network()).Dec()
 	h.metrics.Disconnects.WithLabelValues(reason).Inc()

@@ -1,6 +1,8 @@
 package cloud
 
 import (
+	"errors"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -47,6 +49,7 @@ type Session struct {
 	writing bool // a writer goroutine owns the connection's write side
 	closing bool // a farewell is queued: accept nothing more, close after it
 	closed  bool
+	slow    bool // closed as a slow client: the session ends for reason "slow"
 }
 
 func newSession(h *Hub, c transport.Conn, key string, a protocol.Auth, ip string) *Session {
@@ -102,9 +105,9 @@ func (s *Session) send(o transport.Out) bool {
 		return false
 	}
 	if len(s.queue) >= s.hub.cfg.SendQueue {
-		s.closed = true
+		s.closed, s.slow = true, true
 		s.mu.Unlock()
-		s.hub.slowConsumer(s)
+		s.hub.slowConsumer(s, "send queue full")
 		return false
 	}
 	if !s.writing && len(s.queue) == 0 && s.try != nil {
@@ -198,6 +201,13 @@ func (s *Session) farewell(code uint16, reason string) {
 	}
 }
 
+// wasSlow reports whether s was closed as a slow client.
+func (s *Session) wasSlow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.slow
+}
+
 // kill closes the connection at once; queued items are dropped. The reader
 // goroutine notices and tears the session down.
 func (s *Session) kill() {
@@ -244,6 +254,16 @@ func (s *Session) writeLoop() {
 		s.mu.Lock()
 		s.spare = batch[:0]
 		s.mu.Unlock()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The client took nothing for write_timeout: as slow a client as
+			// one whose queue overflowed, and dropped the same way.
+			s.mu.Lock()
+			s.closed, s.slow, s.writing = true, true, false
+			s.queue = nil
+			s.mu.Unlock()
+			s.hub.slowConsumer(s, "write timed out")
+			return
+		}
 		if err != nil {
 			s.hub.log.Debug("write failed", zap.String("key", s.key), zap.Error(err))
 			s.kill()
