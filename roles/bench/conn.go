@@ -400,8 +400,12 @@ func (c *conn) delivery(body []byte, now int64) {
 		}
 		c.hi = q
 	case c.hi-q >= 64:
-		st.stale.Add(1) // too far behind to tell a duplicate from a late one
+		// Too far behind to tell a duplicate from a late one: counted as
+		// out of order (an error) and not as a delivery, which, were it a
+		// duplicate, could make up for a loss elsewhere.
+		st.stale.Add(1)
 		st.outOfOrder.Add(1)
+		return
 	default:
 		bit := uint64(1) << (c.hi - q)
 		if c.win&bit != 0 {

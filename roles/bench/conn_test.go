@@ -246,6 +246,13 @@ func TestDeliveryAccounting(t *testing.T) {
 	if s.stale.Load() != 1 {
 		t.Errorf("stale %d", s.stale.Load())
 	}
+	// Perhaps a duplicate: not a delivery, which could make up for a loss.
+	if got := p.perPush[6].Load(); got != 0 {
+		t.Errorf("stale push counted %d times, want 0", got)
+	}
+	if n := s.lat.n.Load(); n != 6 {
+		t.Errorf("deliveries %d, want 6", n)
+	}
 }
 
 func TestReceivePathDoesNotAllocate(t *testing.T) {

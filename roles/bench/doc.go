@@ -21,7 +21,7 @@
 //   - pool.go: the connections of one process: the connect loop (rate and
 //     concurrency bounds), heartbeats spread over the interval, counters.
 //   - push.go: the open-loop pusher over a small pool of keep-alive HTTP
-//     connections; stamp.go: the message stamp (send time, push id, stream
+//     connections; stamp.go: the message stamp (due time, push id, stream
 //     sequence, target).
 //   - histogram.go: fixed-size log-linear latency histogram (0.8% buckets).
 //   - stats.go: per-stripe counters and Report, the state a shard reports.

@@ -43,7 +43,7 @@ const idlePeek = time.Second
 var errHTTPParse = errors.New("malformed HTTP response")
 
 // post sends body to pathQuery and returns the status. stamp, if not nil,
-// is called just before the request is written (the send time goes into
+// is called just before the request is written (the stamp goes into
 // the body). A failed push is not retried: it may have been delivered
 // (the answer lost, or timed out), and a retry would be a duplicate the
 // report would blame on the server.

@@ -25,8 +25,9 @@ const loopBufSize = 64 << 10
 // which is what keeps the bench's CPU per delivery low. Latency is not
 // shifted by it: the receive time of a read is the kernel's arrival
 // timestamp of its last segment (SO_TIMESTAMPNS), so the pause only
-// overstates, by at most pollEvery, deliveries that share a read with a
-// later segment of the same connection.
+// overstates deliveries that share a read with a later segment of the same
+// connection, by at most the pause (pollEvery, up to pollIdleMax after an
+// idle spell).
 const pollEvery = time.Millisecond
 
 // pollIdleMax is the longest pause of an idle loop (nothing read in the

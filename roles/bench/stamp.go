@@ -9,7 +9,8 @@ import (
 //
 //	offset size field
 //	0      4    magic "IMCB"
-//	4      8    send time, unix nanoseconds (big-endian int64), set just before the HTTP request
+//	4      8    due time: when the schedule had the push sent (unix nanoseconds, big-endian
+//	            int64), set just before the HTTP request; latency is measured from it
 //	12     4    push id: index of the push in this run (0-based), for per-push delivery counts
 //	16     4    stream sequence: the n-th push (1-based) to this target, for duplicate/order checks
 //	20     4    target: room index (room pushes), mid (mid pushes) or 0 (broadcasts)
@@ -51,7 +52,8 @@ func putStamp(b []byte, s Stamp) {
 	binary.BigEndian.PutUint32(b[20:], s.Target)
 }
 
-// setSent rewrites the send time of a message made by newMessage.
+// setSent rewrites the time stamped in a message made by newMessage (the
+// push's due time: latency is measured from it).
 func setSent(b []byte, nanos int64) { binary.BigEndian.PutUint64(b[4:], uint64(nanos)) }
 
 // parseStamp reads the stamp at the start of body without allocating.
