@@ -200,11 +200,21 @@ func (c *conn) loop() bool {
 	var reqDeadline bool // the current request's read deadline is set
 	var served bool      // a request was answered here
 	var haveHead bool    // h is the head of the request at c.r, whose body is still arriving
+	var afterPOST bool   // the last request served was a POST: CR and LF may follow it
+	var peeked bool      // the 4 bytes after the last request were waited for
 	for {
 		// Serve every complete request buffered.
 		for c.r < c.w {
-			if served && c.w-c.r < 4 {
+			if served && !peeked && c.w-c.r < 4 {
 				goto read // as net/http: see the EOF case below
+			}
+			peeked = true
+			if afterPOST {
+				// RFC 9112 section 2.2 tolerance, as net/http has it: old
+				// clients end a POST body with a CRLF it does not count.
+				afterPOST = false
+				c.r += leadingCRorLF(c.buf[c.r : c.r+4])
+				continue
 			}
 			if !haveHead {
 				switch parseHead(c.buf[c.r:c.w], &h) {
@@ -241,7 +251,8 @@ func (c *conn) loop() bool {
 			}
 			c.r += int(total)
 			reqDeadline = false
-			served = true
+			served, peeked = true, false
+			afterPOST = h.method == http.MethodPost
 			if !keep {
 				_ = c.flush()
 				return false
@@ -288,7 +299,7 @@ func (c *conn) loop() bool {
 		c.idle.Store(false)
 		c.w += n
 		switch {
-		case err == io.EOF && c.r < c.w && (!served || c.w-c.r >= 4):
+		case err == io.EOF && c.r < c.w && (!served || peeked || c.w-c.r >= 4):
 			// A request cut short: net/http answers it (400), as it
 			// would have (it waits for 4 bytes before any request but
 			// the first, and leaves quietly if they never come).
@@ -447,3 +458,12 @@ func (r *bodyReader) Close() error { return nil }
 
 // detach ends reads: the bytes are about to be reused.
 func (r *bodyReader) detach() { r.b, r.done = nil, true }
+
+// leadingCRorLF counts the CR and LF bytes b starts with.
+func leadingCRorLF(b []byte) int {
+	n := 0
+	for n < len(b) && (b[n] == '\r' || b[n] == '\n') {
+		n++
+	}
+	return n
+}
