@@ -48,7 +48,9 @@ func (f liveFunc) departed(node string) bool {
 // storeOnline sums every cloud node's latest report in the store. The sum
 // is reused for up to maxAge: the reports themselves are only refreshed
 // every cloud.online_report_interval, and reading them all on every room
-// push would cost the store more than the push.
+// push would cost the store more than the push. Concurrent callers share
+// one lookup, and a failed one is answered for failBackoff: while the
+// store hangs, requests must not queue up behind one another's timeouts.
 type storeOnline struct {
 	online store.Online
 	maxAge time.Duration
@@ -58,23 +60,70 @@ type storeOnline struct {
 	// node has left.
 	live liveFunc
 
-	mu   sync.Mutex
-	at   time.Time
-	snap logic.Snapshot
+	mu       sync.Mutex
+	at       time.Time // of snap; zero: none yet
+	snap     logic.Snapshot
+	failedAt time.Time // of failure; zero: the last lookup worked
+	failure  error
+	inflight *onlineLookup // the lookup under way, if any
 }
+
+// onlineLookup is one read of the reports, shared by whoever asks meanwhile.
+type onlineLookup struct {
+	done chan struct{} // closed once snap and err are set
+	snap logic.Snapshot
+	err  error
+}
+
+const (
+	// onlineLookupTimeout bounds one read of the reports; callers wait
+	// for it only as long as their own ctx lets them.
+	onlineLookupTimeout = 5 * time.Second
+	// failBackoff is how long a failed read is the answer, without
+	// asking the store again.
+	failBackoff = time.Second
+)
 
 func (s *storeOnline) Snapshot(ctx context.Context) (logic.Snapshot, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.at.IsZero() && time.Since(s.at) < s.maxAge {
+	now := time.Now()
+	if !s.at.IsZero() && now.Sub(s.at) < s.maxAge {
+		defer s.mu.Unlock()
 		return s.snap, nil
 	}
-	snap, err := s.sum(ctx)
-	if err != nil {
-		return logic.Snapshot{}, err
+	if !s.failedAt.IsZero() && now.Sub(s.failedAt) < failBackoff {
+		defer s.mu.Unlock()
+		return logic.Snapshot{}, s.failure
 	}
-	s.snap, s.at = snap, time.Now()
-	return snap, nil
+	l := s.inflight
+	if l == nil {
+		l = &onlineLookup{done: make(chan struct{})}
+		s.inflight = l
+		go s.lookup(l) // not bound to this caller's ctx: others wait for it too
+	}
+	s.mu.Unlock()
+	select {
+	case <-l.done:
+		return l.snap, l.err
+	case <-ctx.Done():
+		return logic.Snapshot{}, ctx.Err()
+	}
+}
+
+// lookup reads the reports for l and publishes the result.
+func (s *storeOnline) lookup(l *onlineLookup) {
+	ctx, cancel := context.WithTimeout(context.Background(), onlineLookupTimeout)
+	defer cancel()
+	l.snap, l.err = s.sum(ctx)
+	s.mu.Lock()
+	if l.err != nil {
+		s.failedAt, s.failure = time.Now(), l.err
+	} else {
+		s.snap, s.at, s.failedAt, s.failure = l.snap, time.Now(), time.Time{}, nil
+	}
+	s.inflight = nil
+	s.mu.Unlock()
+	close(l.done)
 }
 
 func (s *storeOnline) sum(ctx context.Context) (logic.Snapshot, error) {

@@ -2,7 +2,9 @@ package roles
 
 import (
 	"context"
+	"errors"
 	"maps"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,5 +51,65 @@ func TestStoreOnlineSkipsDepartedNodes(t *testing.T) {
 				t.Fatalf("Snapshot = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// gatedOnline is a store.Online whose AllOnline waits for release, counts
+// its calls and fails.
+type gatedOnline struct {
+	calls   atomic.Int32
+	release chan struct{}
+}
+
+func (g *gatedOnline) ReportOnline(context.Context, store.NodeOnline, time.Duration) error {
+	return nil
+}
+
+func (g *gatedOnline) AllOnline(ctx context.Context) ([]store.NodeOnline, error) {
+	g.calls.Add(1)
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+	}
+	return nil, errors.New("store: i/o timeout")
+}
+
+// TestStoreOnlineSharesLookups: while the store hangs, concurrent callers
+// share one lookup instead of queueing one behind another's timeout, a
+// caller whose ctx ends stops waiting, and the failure is the answer for a
+// moment without asking the store again.
+func TestStoreOnlineSharesLookups(t *testing.T) {
+	g := &gatedOnline{release: make(chan struct{})}
+	so := &storeOnline{online: g, maxAge: time.Second}
+	const callers = 10
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			_, err := so.Snapshot(context.Background())
+			errs <- err
+		}()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	impatient := make(chan error, 1)
+	go func() { _, err := so.Snapshot(ctx); impatient <- err }()
+	deadline := time.Now().Add(10 * time.Second)
+	for g.calls.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-impatient; !errors.Is(err, context.Canceled) {
+		t.Errorf("caller whose ctx ended: %v", err)
+	}
+	close(g.release)
+	for range callers {
+		if err := <-errs; err == nil {
+			t.Error("a caller got no error from a failed lookup")
+		}
+	}
+	if _, err := so.Snapshot(context.Background()); err == nil {
+		t.Error("no error right after a failed lookup")
+	}
+	if n := g.calls.Load(); n != 1 {
+		t.Errorf("%d store calls for %d callers and a retry within the backoff, want 1", n, callers+2)
 	}
 }
