@@ -154,6 +154,9 @@ func New(cfg Config, role string, log *zap.Logger) (_ *App, err error) {
 		}
 		l, err := logic.New(logic.Config{
 			MaxMessage: a.cfg.Logic.MaxMessage, MaxIDs: a.cfg.Logic.MaxIDs, NodeID: nodeID,
+			// The pace that leaves a client one missed heartbeat before the
+			// cloud nodes' timeout, as goim's 240 s does for its 480 s.
+			Heartbeat: a.cfg.Cloud.HeartbeatTimeout / logic.HeartbeatMax,
 		}, a.b.sessions, a.b.producer, a.b.watcher, online, log.Named("logic"), reg)
 		if err != nil {
 			return nil, err

@@ -150,6 +150,12 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 	if c.b.shared {
 		c.warnUnspecified()
 	}
+	if ttl, hb := c.cfg.Store.TTL, c.cfg.Cloud.HeartbeatTimeout; ttl <= hb {
+		// Heartbeats are what refresh a session's bindings. Not an error: a
+		// deployment whose clients heartbeat often may want it.
+		c.log.Warn("store.ttl is not longer than cloud.heartbeat_timeout: a client that heartbeats less often than store.ttl drops out of the store between heartbeats and misses pushes by mid and key",
+			zap.Duration("store_ttl", ttl), zap.Duration("heartbeat_timeout", hb))
+	}
 	// A restart inside the lease TTL finds its id still held by its former
 	// self: wait for that lease to lapse, but not for a live twin forever.
 	// A registry that is down is waited for (until a signal ends the wait).

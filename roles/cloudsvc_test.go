@@ -333,3 +333,33 @@ func TestWildcardAddressWarned(t *testing.T) {
 		t.Errorf("warned for %v, want only cloud.public_tcp_addr", keys)
 	}
 }
+
+// TestShortStoreTTLWarned: bindings are refreshed by heartbeats, so a
+// store.ttl within cloud.heartbeat_timeout lets a client that heartbeats
+// as seldom as allowed drop out of the store: warned at start.
+func TestShortStoreTTLWarned(t *testing.T) {
+	for _, tt := range []struct {
+		ttl  time.Duration
+		warn bool
+	}{{20 * time.Minute, false}, {8 * time.Minute, true}, {time.Minute, true}} {
+		t.Run(tt.ttl.String(), func(t *testing.T) {
+			cfg := Default()
+			cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+			cfg.Store.TTL = tt.ttl
+			st := storememory.New(tt.ttl)
+			core, logs := observer.New(zapcore.WarnLevel)
+			b := &backends{registrar: memory.New(), sessions: st, online: st}
+			c, err := newCloudService(&cfg, RoleCloud, "n1", zap.New(core), b, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Start(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = c.Stop(context.Background()) }()
+			if got := logs.FilterMessageSnippet("store.ttl is not longer than cloud.heartbeat_timeout").Len() == 1; got != tt.warn {
+				t.Errorf("warned %v, want %v", got, tt.warn)
+			}
+		})
+	}
+}

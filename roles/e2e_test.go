@@ -584,6 +584,24 @@ func TestOnlineAndNodes(t *testing.T) {
 	}
 }
 
+// TestWeightedHeartbeatFollowsTimeout: the heartbeat nodes/weighted tells
+// clients to keep is half of cloud.heartbeat_timeout (goim's 240 s for
+// its 480 s), so a client following it is never timed out.
+func TestWeightedHeartbeatFollowsTimeout(t *testing.T) {
+	s := startAll(t, func(c *roles.Config) { c.Cloud.HeartbeatTimeout = 90 * time.Second })
+	code, env := s.do(t, "GET", "/goim/nodes/weighted", nil, "")
+	var got struct {
+		Heartbeat    int `json:"heartbeat"`
+		HeartbeatMax int `json:"heartbeat_max"`
+	}
+	if err := json.Unmarshal(env.Data, &got); code != 200 || err != nil {
+		t.Fatalf("nodes/weighted: %d %s %v", code, env.Data, err)
+	}
+	if got.Heartbeat != 45 || got.HeartbeatMax != 2 {
+		t.Errorf("heartbeat %d, heartbeat_max %d; want 45 and 2", got.Heartbeat, got.HeartbeatMax)
+	}
+}
+
 func TestBadFramesCloseOnlyThatConnection(t *testing.T) {
 	s := startAll(t, nil)
 	tcpWatch := s.dial(t, "tcp", protocol.Auth{Mid: 100, RoomID: "live://watch"})

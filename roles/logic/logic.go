@@ -76,7 +76,7 @@ type Config struct {
 	MaxMessage int           // message limit in bytes; default 64 KiB
 	MaxIDs     int           // mids, keys or rooms per request; default 10,000
 	NodeID     string        // this node's id; salts push ids
-	Heartbeat  time.Duration // advertised in nodes/weighted; default 240 s
+	Heartbeat  time.Duration // the client heartbeat pace nodes/weighted advertises; default 240 s
 	Domain     string        // advertised in nodes/weighted; optional
 }
 

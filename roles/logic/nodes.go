@@ -145,10 +145,12 @@ type backoff struct {
 	Jitter    float64 `json:"jitter"`
 }
 
-// goimBackoff and goimHeartbeatMax are goim's advertised values.
+// goimBackoff is goim's advertised reconnect backoff.
 var goimBackoff = backoff{MaxDelay: 300, BaseDelay: 3, Factor: 1.8, Jitter: 0.3}
 
-const goimHeartbeatMax = 2
+// HeartbeatMax is nodes/weighted's heartbeat_max, goim's: the heartbeats a
+// client may miss before the server gives up on it.
+const HeartbeatMax = 2
 
 // nodesWeighted answers where new clients should connect, best node first:
 // GET nodes/weighted?platform=. The platform is accepted for goim
@@ -164,7 +166,7 @@ func (l *Logic) nodesWeighted(_ http.ResponseWriter, r *http.Request, _ *route) 
 		Heartbeat:    int(l.cfg.Heartbeat.Seconds()),
 		Nodes:        []string{},
 		Backoff:      goimBackoff,
-		HeartbeatMax: goimHeartbeatMax,
+		HeartbeatMax: HeartbeatMax,
 		Addrs:        []registry.Addr{},
 	}
 	for i, n := range l.weightedOrder(live.list) {
