@@ -8,11 +8,14 @@ import (
 	"github.com/imcloud/imcloud/protocol/pb"
 )
 
-// Errors a Producer returns; logic maps ErrFull and ErrUnavailable to 503.
+// Errors a Producer returns; logic maps ErrFull and ErrUnavailable to 503,
+// ErrTooLarge (a message the backend can never take: retrying cannot help)
+// to 413.
 var (
 	ErrFull        = errors.New("queue: full")
 	ErrUnavailable = errors.New("queue: unavailable")
 	ErrClosed      = errors.New("queue: closed")
+	ErrTooLarge    = errors.New("queue: message too large")
 )
 
 // Producer publishes push messages. Safe for concurrent use.

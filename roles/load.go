@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/imcloud/imcloud/queue/kafka"
 	"github.com/imcloud/imcloud/transport/http1"
 )
 
@@ -535,6 +536,11 @@ func (c *Config) Validate(role string) error {
 			v.nonEmpty("queue.kafka.topic", q.Kafka.Topic)
 			v.nonEmpty("queue.kafka.group", q.Kafka.Group)
 			v.atLeast("queue.kafka.partitions", q.Kafka.Partitions, 1)
+			// A push's message and its other fields (id, room, keys) share
+			// one Kafka record; keys beyond what is left answer 413.
+			if limit := kafka.MaxRecordBytes - 16<<10; logic && c.Logic.MaxMessage > limit {
+				v.addf("logic.max_message", "%d is more than a Kafka record holds beside a push's other fields: at most %d with queue.backend kafka", c.Logic.MaxMessage, limit)
+			}
 		default:
 			v.addf("queue.backend", "%q is not a queue backend (want memory or kafka)", q.Backend)
 		}

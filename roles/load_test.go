@@ -341,6 +341,7 @@ func TestValidateErrors(t *testing.T) {
 		{"max message", "logic", func(c *Config) { c.Logic.MaxMessage = 0 }, []string{"logic.max_message"}},
 		{"max ids", "logic", func(c *Config) { c.Logic.MaxIDs = 0 }, []string{"logic.max_ids"}},
 		{"memory queue size", "all", func(c *Config) { c.Queue.Backend = "memory"; c.Queue.Memory.Size = 0 }, []string{"queue.memory.size"}},
+		{"max message over a Kafka record", "logic", func(c *Config) { c.Queue.Backend = "kafka"; c.Logic.MaxMessage = 1 << 20 }, []string{"logic.max_message", "at most 1032192 with queue.backend kafka"}},
 		{"store ttl", "logic", func(c *Config) { c.Store.TTL = 999 * time.Millisecond }, []string{"store.ttl", "at least 1s"}},
 		{"registry backend", "cloud", func(c *Config) { c.Registry.Backend = "consul" }, []string{"registry.backend", `"consul"`}},
 		{"queue backend", "job", func(c *Config) { c.Queue.Backend = "nats" }, []string{"queue.backend", `"nats"`}},

@@ -116,6 +116,11 @@ func (c Config) baseConfig() (*sarama.Config, error) {
 	return sc, nil
 }
 
+// MaxRecordBytes is the largest record a Producer sends (sarama's
+// default, and about a broker's default message.max.bytes): a larger push
+// is refused with queue.ErrTooLarge.
+const MaxRecordBytes = 1 << 20
+
 // producerConfig is the sarama configuration of a Producer.
 func (c Config) producerConfig() (*sarama.Config, error) {
 	sc, err := c.baseConfig()
@@ -124,6 +129,7 @@ func (c Config) producerConfig() (*sarama.Config, error) {
 	}
 	sc.Metadata.Full = false // only the topic in use
 	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.MaxMessageBytes = MaxRecordBytes
 	sc.Producer.Timeout = 3 * time.Second // broker-side wait for the in-sync replicas
 	sc.Producer.Retry.Max = 3
 	sc.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {

@@ -501,6 +501,29 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestTooLarge: a push over the largest record the producer sends is
+// refused with queue.ErrTooLarge (not ErrUnavailable: retrying cannot help);
+// one of MaxRecordBytes less its framing goes through, and so does the next.
+func TestTooLarge(t *testing.T) {
+	b := kafkatest.Start(t)
+	cfg := testConfig(t, b)
+	p := newProducer(t, cfg)
+	big := pushTo("", 0, "a")
+	big.Msg = make([]byte, MaxRecordBytes)
+	err := p.Publish(t.Context(), big)
+	if !errors.Is(err, queue.ErrTooLarge) || errors.Is(err, queue.ErrUnavailable) {
+		t.Fatalf("Publish of %d bytes: %v, want %v alone", len(big.Msg), err, queue.ErrTooLarge)
+	}
+	fits := pushTo("", 1, "a")
+	fits.Msg = make([]byte, MaxRecordBytes-4096)
+	if err := p.Publish(t.Context(), fits); err != nil {
+		t.Fatalf("Publish of %d bytes: %v", len(fits.Msg), err)
+	}
+	if err := p.Publish(t.Context(), pushTo("", 2, "a")); err != nil {
+		t.Fatalf("Publish after a refused one: %v", err)
+	}
+}
+
 func TestConfigDefaults(t *testing.T) {
 	got, err := Config{Brokers: []string{"k:9092"}}.withDefaults()
 	if err != nil {

@@ -19,9 +19,10 @@ import (
 // Producer publishes push messages to the topic; see the package
 // documentation.
 type Producer struct {
-	cfg Config
-	log *zap.Logger
-	ap  sarama.AsyncProducer
+	cfg      Config
+	log      *zap.Logger
+	ap       sarama.AsyncProducer
+	maxBytes int // the largest record sarama sends (Producer.MaxMessageBytes)
 
 	mu     sync.RWMutex // held for reading while a Publish hands a message to ap
 	closed bool
@@ -65,7 +66,7 @@ func NewProducer(ctx context.Context, cfg Config, log *zap.Logger) (*Producer, e
 	if err != nil {
 		return nil, fmt.Errorf("queue/kafka: new producer: %w: %w", queue.ErrUnavailable, err)
 	}
-	p := &Producer{cfg: cfg, log: log, ap: ap, routerDone: make(chan struct{})}
+	p := &Producer{cfg: cfg, log: log, ap: ap, maxBytes: sc.Producer.MaxMessageBytes, routerDone: make(chan struct{})}
 	go p.route()
 	return p, nil
 }
@@ -127,6 +128,12 @@ func (p *Producer) Publish(ctx context.Context, m *pb.PushMsg) error {
 		Value:    sarama.ByteEncoder(value),
 		Metadata: res,
 	}
+	// Checked here, as sarama would, so that the answer says what is wrong
+	// (sarama's is a configuration error).
+	if size := max(msg.ByteSize(2), msg.ByteSize(1)); size > p.maxBytes {
+		return fmt.Errorf("queue/kafka: publish push %q: %d bytes as a record, over the %d a record may have: %w",
+			m.GetId(), size, p.maxBytes, queue.ErrTooLarge)
+	}
 
 	p.mu.RLock()
 	if p.closed {
@@ -184,8 +191,9 @@ func publishError(err error) error {
 	case errors.Is(err, sarama.ErrShuttingDown):
 		return queue.ErrClosed
 	case errors.Is(err, sarama.ErrMessageSizeTooLarge):
-		// The message itself is at fault: retrying cannot help.
-		return fmt.Errorf("queue/kafka: publish: %w", err)
+		// The message itself is at fault (over the broker's
+		// message.max.bytes): retrying cannot help.
+		return fmt.Errorf("queue/kafka: publish: %w: %w", queue.ErrTooLarge, err)
 	default:
 		return fmt.Errorf("queue/kafka: publish: %w: %w", queue.ErrUnavailable, err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/imcloud/imcloud/protocol"
 	"github.com/imcloud/imcloud/protocol/pb"
+	"github.com/imcloud/imcloud/queue"
 )
 
 // pushAnswer is the data of a successful push.
@@ -234,6 +235,14 @@ func idRune(r rune) bool {
 // then the answer says the push may still be delivered and how to retry
 // it without a duplicate.
 func queueFailed(err error, id string, partial bool) *httpError {
+	if errors.Is(err, queue.ErrTooLarge) {
+		e := &httpError{status: http.StatusRequestEntityTooLarge, err: err,
+			msg: "push too large for the push queue: send a shorter message or fewer keys per request"}
+		if partial {
+			e.msg += fmt.Sprintf("; push %s was queued for some of the keys' nodes already", id)
+		}
+		return e
+	}
 	e := unavailable(backendQueue, err)
 	if partial || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		e.msg += fmt.Sprintf("; push %s may still be delivered: retry with id=%s to have it delivered once", id, id)

@@ -646,19 +646,49 @@ func TestQueueFailureSaysIfDeliveryMayFollow(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, envOpts{})
-			p := &flakyProducer{err: tt.err, fail: tt.fail}
-			l, err := New(Config{}, e.st, p, e.reg, e.online, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.h = l.Handler()
-			a := e.post(tt.target, "", "m")
+			a := postWithProducer(t, tt.target, &flakyProducer{err: tt.err, fail: tt.fail})
 			if a.Status != http.StatusServiceUnavailable {
 				t.Fatalf("status %d, want 503: %s", a.Status, a.Body)
 			}
 			if got := strings.Contains(a.Message, may+"r1"); got != tt.wantMay {
 				t.Errorf("message %q: says delivery may follow = %v, want %v", a.Message, got, tt.wantMay)
+			}
+		})
+	}
+}
+
+// postWithProducer posts target ("m" as the message) to a logic whose
+// queue is p.
+func postWithProducer(t *testing.T, target string, p Producer) answer {
+	t.Helper()
+	e := newEnv(t, envOpts{})
+	l, err := New(Config{}, e.st, p, e.reg, e.online, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.h = l.Handler()
+	return e.post(target, "", "m")
+}
+
+// TestQueueTooLarge: a push the queue can never take (over Kafka's record
+// size) is a 413 that says what to change, not a 503 to retry.
+func TestQueueTooLarge(t *testing.T) {
+	tooLarge := fmt.Errorf("publish: %w", queue.ErrTooLarge)
+	tests := []struct {
+		name, target string
+		fail         map[int]bool
+		want         string
+	}{
+		{"room", "/goim/push/room?operation=1000&type=live&room=1&id=r1", map[int]bool{1: true},
+			"push too large for the push queue: send a shorter message or fewer keys per request"},
+		{"second node", "/goim/push/mids?operation=1000&mids=1&id=r1", map[int]bool{2: true},
+			"push too large for the push queue: send a shorter message or fewer keys per request; push r1 was queued for some of the keys' nodes already"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := postWithProducer(t, tt.target, &flakyProducer{err: tooLarge, fail: tt.fail})
+			if a.Status != http.StatusRequestEntityTooLarge || a.Message != tt.want {
+				t.Errorf("%d %q, want 413 %q", a.Status, a.Message, tt.want)
 			}
 		})
 	}
