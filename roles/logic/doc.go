@@ -30,8 +30,10 @@
 // application/x-www-form-urlencoded or multipart/form-data (with a
 // boundary; what PHP's curl sends for an array of fields) AND it parses as
 // such a form AND it names at least one parameter of the route (msg,
-// operation, mids, keys, type, room, speed, with or without PHP's []); a
-// multipart part's bytes are taken as sent. Then parameters may come from both
+// operation, mids, keys, type, room, speed, with or without PHP's []) AND,
+// URL-encoded, every name in it is a plain field name (letters, digits,
+// "_-.[]"), which a JSON text or a sentence that happens to hold "&msg="
+// has not; a multipart part's bytes are taken as sent. Then parameters may come from both
 // (scalars: the body's value first, as net/http does; lists: the union) and
 // the message is the msg parameter. Otherwise the body is not a form: the
 // message is the msg parameter if the query has a non-empty one (the body is
@@ -41,8 +43,8 @@
 // is a message, not a form. A raw message that itself looks like a form
 // naming one of those parameters ("msg=hi") must be sent with another
 // Content-Type (application/octet-stream, text/plain, ...). A URL-encoded
-// body that names one of them but does not parse ("msg=50%off") is a 400,
-// not pushed as it is: its sender meant a form.
+// body of plain names, one of them a parameter, that does not parse
+// ("msg=50%off") is a 400, not pushed as it is: its sender meant a form.
 //
 // Limits: a message is at most Config.MaxMessage bytes (413 beyond; a raw
 // body is read through http.MaxBytesReader, so an oversized body is never

@@ -255,6 +255,26 @@ func parseForm(body []byte, boundary string) (form url.Values, ok bool) {
 // a form; see the package documentation.
 var formParams = []string{"msg", "operation", "mids", "keys", "type", "room", "speed", "id"}
 
+// plainNames reports whether every name of form is a plain field name
+// (letters, digits, "_", "-", ".", PHP's "[]"; up to 64 bytes), as a form
+// that a program built has, and a message that happens to contain "&msg="
+// (JSON with a URL in it, a sentence) does not: its first "name" holds
+// quotes, braces, slashes or spaces.
+func plainNames(form url.Values) bool {
+	for name := range form {
+		if len(name) == 0 || len(name) > 64 {
+			return false
+		}
+		for i := 0; i < len(name); i++ {
+			c := name[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_-.[]", c) >= 0) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // looseForm is the names of a URL-encoded body that may not parse, each
 // with an empty value: what it would be a form of.
 func looseForm(body []byte) url.Values {
@@ -262,8 +282,9 @@ func looseForm(body []byte) url.Values {
 	for pair := range strings.SplitSeq(string(body), "&") {
 		name, _, _ := strings.Cut(pair, "=")
 		if n, err := url.QueryUnescape(name); err == nil {
-			form[n] = nil
-		}
+			name = n
+		} // else kept as sent: its "%" makes it no plain name
+		form[name] = nil
 	}
 	return form
 }
@@ -299,11 +320,16 @@ func (l *Logic) pushInput(w http.ResponseWriter, r *http.Request) (*params, []by
 			return nil, nil, err
 		}
 		form, ok := parseForm(body, boundary)
-		if !ok && boundary == "" && namesParam(looseForm(body)) {
-			// Meant as a form (it names a parameter) but not one: say so
-			// rather than push the bytes as the message.
-			_, err := url.ParseQuery(string(body))
-			return nil, nil, badRequest("form body: %v (percent-encode the values, or send the message raw with another Content-Type)", err)
+		if boundary == "" {
+			switch loose := looseForm(body); {
+			case !ok && plainNames(loose) && namesParam(loose):
+				// Meant as a form (it names a parameter) but not one: say
+				// so rather than push the bytes as the message.
+				_, err := url.ParseQuery(string(body))
+				return nil, nil, badRequest("form body: %v (percent-encode the values, or send the message raw with another Content-Type)", err)
+			case ok && !plainNames(form):
+				ok = false // a message that happens to hold "&msg=", not a form
+			}
 		}
 		if ok && namesParam(form) {
 			p.form = form
