@@ -34,7 +34,8 @@
 // URL-encoded, every name in it is a plain field name (letters, digits,
 // "_-.[]"), which a JSON text or a sentence that happens to hold "&msg="
 // has not; a multipart part's bytes are taken as sent. Then parameters may come from both
-// (scalars: the body's value first, as net/http does; lists: the union) and
+// (scalars: the body's value first, as net/http does, and one repeated
+// with differing values in either is a 400; lists: the union) and
 // the message is the msg parameter. Otherwise the body is not a form: the
 // message is the msg parameter if the query has a non-empty one (the body is
 // then ignored), else the whole body, bytes unchanged, whatever its

@@ -22,17 +22,27 @@ type params struct {
 	form  url.Values // nil unless the body is a form
 }
 
-// value returns the first non-empty value of name, the form's first; "" if
-// there is none.
-func (p *params) value(name string) string {
+// value returns the non-empty value of name, the form's first (as
+// net/http's FormValue has it); "" if there is none. Repeated in one of
+// them, the values must agree: which one was meant cannot be told, so
+// differing ones are a 400.
+func (p *params) value(name string) (string, error) {
 	for _, vs := range [2][]string{p.form[name], p.query[name]} {
+		var got string
 		for _, v := range vs {
-			if v != "" {
-				return v
+			switch {
+			case v == "" || v == got:
+			case got == "":
+				got = v
+			default:
+				return "", badRequest("%s: given more than once, with different values (%s and %s)", name, quote(got), quote(v))
 			}
 		}
+		if got != "" {
+			return got, nil
+		}
 	}
-	return ""
+	return "", nil
 }
 
 // each calls fn with every element of the list name: the values of name and
@@ -136,7 +146,10 @@ func listErr(name string, n, limit int, err error) error {
 
 // required returns the value of name or a 400 saying it is missing.
 func (p *params) required(name string) (string, error) {
-	v := p.value(name)
+	v, err := p.value(name)
+	if err != nil {
+		return "", err
+	}
 	if v == "" {
 		return "", badRequest("%s: required", name)
 	}
@@ -146,7 +159,10 @@ func (p *params) required(name string) (string, error) {
 // operation returns the business op: required under /goim/, 1000 by default
 // under /im/, an int32 >= 1000 either way.
 func (p *params) operation(rt *route) (int32, error) {
-	s := p.value("operation")
+	s, err := p.value("operation")
+	if err != nil {
+		return 0, err
+	}
 	if s == "" {
 		if rt.im {
 			return protocol.MinBusinessOp, nil
@@ -181,7 +197,10 @@ func (p *params) room() (string, error) {
 // range in messages ("an integer >= 0"). A missing one is a 400 if required,
 // else def.
 func (p *params) intParam(name string, required bool, def, lo, hi int64, want string) (int64, error) {
-	s := p.value(name)
+	s, err := p.value(name)
+	if err != nil {
+		return 0, err
+	}
 	if s == "" {
 		if required {
 			return 0, badRequest("%s: required (%s)", name, want)
@@ -310,7 +329,10 @@ func (l *Logic) pushInput(w http.ResponseWriter, r *http.Request) (*params, []by
 	if err != nil {
 		return nil, nil, err
 	}
-	qmsg := p.value("msg")
+	qmsg, err := p.value("msg")
+	if err != nil {
+		return nil, nil, err
+	}
 	boundary, isForm := formBoundary(r.Header.Get("Content-Type"))
 	var msg []byte
 	switch {
@@ -333,7 +355,11 @@ func (l *Logic) pushInput(w http.ResponseWriter, r *http.Request) (*params, []by
 		}
 		if ok && namesParam(form) {
 			p.form = form
-			msg = []byte(p.value("msg"))
+			v, err := p.value("msg")
+			if err != nil {
+				return nil, nil, err
+			}
+			msg = []byte(v)
 			if len(msg) == 0 {
 				return nil, nil, badRequest("msg: required when the parameters come in a form body")
 			}

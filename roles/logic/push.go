@@ -215,7 +215,10 @@ const maxPushID = 64
 // idempotent (cloud nodes drop repeats of an id within cloud.dedup_window),
 // or a fresh one.
 func (l *Logic) pushID(p *params) (string, error) {
-	id := p.value("id")
+	id, err := p.value("id")
+	if err != nil {
+		return "", err
+	}
 	if id == "" {
 		return l.ids.next(l.now()), nil
 	}

@@ -84,6 +84,9 @@ func TestPushMids(t *testing.T) {
 			pushMsg("", 1000, "n1", "m", "k2"),
 		}},
 		{"the largest mid is an id too", "/goim/push/mids?operation=1000&mids=9223372036854775807", "", "m", 0, nil},
+		{"a parameter repeated alike", "/goim/push/mids?operation=1500&operation=1500&mids=2", "", "m", 1, []*pb.PushMsg{
+			pushMsg("", 1500, "n1", "m", "k2"),
+		}},
 		{"spaces around numbers", "/goim/push/mids?operation=%201500%20&mids=%202", "", "m", 1, []*pb.PushMsg{
 			pushMsg("", 1500, "n1", "m", "k2"),
 		}},
@@ -311,6 +314,9 @@ func TestPushErrors(t *testing.T) {
 		{"im non-numeric operation", "/im/push/keys?operation=abc&keys=k", 400, `operation: must be an integer >= 1000, got "abc"`},
 		{"operation below 1000", "/goim/push/keys?operation=999&keys=k", 400, `operation: must be an integer >= 1000, got "999"`},
 		{"operation over int32", "/goim/push/all?operation=2147483648", 400, `operation: must be an integer >= 1000, got "2147483648"`},
+		{"room given twice", "/goim/push/room?operation=1000&type=live&room=1&room=2", 400, `room: given more than once, with different values ("1" and "2")`},
+		{"operation given twice", "/goim/push/all?operation=1000&operation=1001", 400, `operation: given more than once, with different values ("1000" and "1001")`},
+		{"id given twice", "/goim/push/all?operation=1000&id=a&id=b", 400, `id: given more than once, with different values ("a" and "b")`},
 		{"missing mids", "/goim/push/mids?operation=1000", 400, "mids: at least one is required"},
 		{"empty mids", "/im/push/mids?mids=,,&mids[]=", 400, "mids: at least one is required"},
 		{"bad mid", "/goim/push/mids?operation=1000&mids=1,x2", 400, `mids: must be 64-bit integers, got "x2"`},
