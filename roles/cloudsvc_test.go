@@ -314,17 +314,7 @@ func TestWildcardAddressWarned(t *testing.T) {
 	cfg := Default()
 	cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr = "0.0.0.0:0", "0.0.0.0:0", "127.0.0.1:0"
 	cfg.Cloud.PublicWSAddr = "ws://im1.example.com:3102/sub"
-	st := storememory.New(time.Minute)
-	core, logs := observer.New(zapcore.WarnLevel)
-	b := &backends{registrar: memory.New(), sessions: st, online: st, shared: true}
-	c, err := newCloudService(&cfg, RoleCloud, "n1", zap.New(core), b, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = c.Stop(context.Background()) }()
+	logs := startWarnLogged(t, &cfg, true)
 	var keys []string
 	for _, e := range logs.FilterMessageSnippet("wildcard address").All() {
 		keys = append(keys, e.ContextMap()["key"].(string))
@@ -346,20 +336,29 @@ func TestShortStoreTTLWarned(t *testing.T) {
 			cfg := Default()
 			cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 			cfg.Store.TTL = tt.ttl
-			st := storememory.New(tt.ttl)
-			core, logs := observer.New(zapcore.WarnLevel)
-			b := &backends{registrar: memory.New(), sessions: st, online: st}
-			c, err := newCloudService(&cfg, RoleCloud, "n1", zap.New(core), b, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.Start(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = c.Stop(context.Background()) }()
+			logs := startWarnLogged(t, &cfg, false)
 			if got := logs.FilterMessageSnippet("store.ttl is not longer than cloud.heartbeat_timeout").Len() == 1; got != tt.warn {
 				t.Errorf("warned %v, want %v", got, tt.warn)
 			}
 		})
 	}
+}
+
+// startWarnLogged starts a cloud service on cfg over memory backends
+// (shared: as if other processes used them too) until the test ends, and
+// returns what it logged at warn level and above.
+func startWarnLogged(t *testing.T, cfg *Config, shared bool) *observer.ObservedLogs {
+	t.Helper()
+	st := storememory.New(cfg.Store.TTL)
+	core, logs := observer.New(zapcore.WarnLevel)
+	b := &backends{registrar: memory.New(), sessions: st, online: st, shared: shared}
+	c, err := newCloudService(cfg, RoleCloud, "n1", zap.New(core), b, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	return logs
 }
