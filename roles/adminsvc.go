@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +24,9 @@ type adminService struct {
 	ln       net.Listener
 	srv      *http.Server
 	errs     chan error
+	// bound is ln's address once listening: Addrs may read it while the
+	// other services still start (a /readyz to ask what they wait for).
+	bound atomic.Pointer[string]
 }
 
 func (s *adminService) Name() string { return "admin" }
@@ -40,6 +44,8 @@ func (s *adminService) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	addr := s.ln.Addr().String()
+	s.bound.Store(&addr)
 	s.srv = plainHTTPServer(s.handler, s.log)
 	s.errs = make(chan error, 1)
 	go func() { s.errs <- wrapServe("admin", s.srv.Serve(s.ln)) }()

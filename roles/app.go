@@ -219,7 +219,8 @@ type waiter interface {
 	Waiting() string
 }
 
-// Addrs returns the bound addresses; call it once Ready.
+// Addrs returns the bound addresses; call it once Ready, except for Admin,
+// which may be read earlier ("" until the admin listener is up).
 func (a *App) Addrs() Addrs {
 	var out Addrs
 	if a.cloud != nil && a.cloud.tcpLn != nil {
@@ -230,8 +231,10 @@ func (a *App) Addrs() Addrs {
 	if a.logic != nil && a.logic.ln != nil {
 		out.HTTP = a.logic.ln.Addr().String()
 	}
-	if a.admin != nil && a.admin.ln != nil {
-		out.Admin = a.admin.ln.Addr().String()
+	if a.admin != nil {
+		if addr := a.admin.bound.Load(); addr != nil {
+			out.Admin = *addr
+		}
 	}
 	return out
 }

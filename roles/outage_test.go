@@ -240,9 +240,14 @@ func TestStartBeforeBackends(t *testing.T) {
 		resp.Body.Close()
 	}
 	// Its /readyz, and the job's, say what they wait for.
+	var jobAdmin string
+	waitUntil(t, "the job's admin listener", wait, func() bool {
+		jobAdmin = runs[roles.RoleJob].app.Addrs().Admin
+		return jobAdmin != ""
+	})
 	for _, rd := range []struct{ url, want string }{
 		{"http://" + wsAddr + "/readyz", "starting: cloud: registering this node in the registry (etcd " + etcdSrv.Endpoint},
-		{"http://" + runs[roles.RoleJob].app.Addrs().Admin + "/readyz", "starting: job: waiting for the node registry's list of cloud nodes"},
+		{"http://" + jobAdmin + "/readyz", "starting: job: waiting for the node registry's list of cloud nodes"},
 	} {
 		resp, err := hc.Get(rd.url)
 		if err != nil {
