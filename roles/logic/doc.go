@@ -29,14 +29,17 @@
 // form body. A body is a form only when its Content-Type is
 // application/x-www-form-urlencoded or multipart/form-data (with a
 // boundary; what PHP's curl sends for an array of fields) AND it parses as
-// such a form AND it names at least one parameter of the route (msg,
-// operation, mids, keys, type, room, speed, with or without PHP's []) AND,
+// such a form AND it gives a value ("name=...", or a multipart part) to at
+// least one parameter of its own route (route.params: msg, operation, id
+// and the route's targets, keys, mids, type and room, or speed; with or
+// without PHP's []; a bare word such as "keys" gives none) AND,
 // URL-encoded, every name in it is a plain field name (letters, digits,
 // "_-.[]"), which a JSON text or a sentence that happens to hold "&msg="
 // has not; a multipart part's bytes are taken as sent. Then parameters may come from both
 // (scalars: the body's value first, as net/http does, and one repeated
 // with differing values in either is a 400; lists: the union) and
-// the message is the msg parameter. Otherwise the body is not a form: the
+// the message is the msg parameter ("msg=" pushes the op alone; no msg at
+// all is a 400, more likely forgotten than meant). Otherwise the body is not a form: the
 // message is the msg parameter if the query has a non-empty one (the body is
 // then ignored), else the whole body, bytes unchanged, whatever its
 // Content-Type. The third condition keeps goim's most common call working:

@@ -270,17 +270,13 @@ func parseForm(body []byte, boundary string) (form url.Values, ok bool) {
 	}
 }
 
-// formParams are the parameter names whose presence makes a form-typed body
-// a form; see the package documentation.
-var formParams = []string{"msg", "operation", "mids", "keys", "type", "room", "speed", "id"}
-
-// plainNames reports whether every name of form is a plain field name
+// plainNames reports whether every name in names is a plain field name
 // (letters, digits, "_", "-", ".", PHP's "[]"; up to 64 bytes), as a form
 // that a program built has, and a message that happens to contain "&msg="
 // (JSON with a URL in it, a sentence) does not: its first "name" holds
 // quotes, braces, slashes or spaces.
-func plainNames(form url.Values) bool {
-	for name := range form {
+func plainNames(names map[string]bool) bool {
+	for name := range names {
 		if len(name) == 0 || len(name) > 64 {
 			return false
 		}
@@ -294,27 +290,36 @@ func plainNames(form url.Values) bool {
 	return true
 }
 
-// looseForm is the names of a URL-encoded body that may not parse, each
-// with an empty value: what it would be a form of.
-func looseForm(body []byte) url.Values {
-	form := url.Values{}
+// urlencodedNames are the field names of a URL-encoded body, which need not
+// parse, each mapped to whether it is given a value ("name=..."): a bare
+// word ("keys", what `curl -d keys` sends) names nothing.
+func urlencodedNames(body []byte) map[string]bool {
+	names := make(map[string]bool)
 	for pair := range strings.SplitSeq(string(body), "&") {
-		name, _, _ := strings.Cut(pair, "=")
+		name, _, assigned := strings.Cut(pair, "=")
 		if n, err := url.QueryUnescape(name); err == nil {
 			name = n
 		} // else kept as sent: its "%" makes it no plain name
-		form[name] = nil
+		names[name] = names[name] || assigned
 	}
-	return form
+	return names
 }
 
-// namesParam reports whether form names one of formParams (or its []).
-func namesParam(form url.Values) bool {
-	for _, name := range formParams {
-		if _, ok := form[name]; ok {
-			return true
-		}
-		if _, ok := form[name+"[]"]; ok {
+// formNames are the field names of a parsed multipart form, every one given
+// a value (a part).
+func formNames(form url.Values) map[string]bool {
+	names := make(map[string]bool, len(form))
+	for name := range form {
+		names[name] = true
+	}
+	return names
+}
+
+// namesParam reports whether names gives a value to one of the route's
+// parameters (or its PHP-style name[]).
+func (rt *route) namesParam(names map[string]bool) bool {
+	for _, name := range rt.params {
+		if names[name] || names[name+"[]"] {
 			return true
 		}
 	}
@@ -324,7 +329,7 @@ func namesParam(form url.Values) bool {
 // pushInput reads a push request's parameters and message as the package
 // documentation says. Too large a message or body is a 413; an empty
 // message is a 400.
-func (l *Logic) pushInput(w http.ResponseWriter, r *http.Request) (*params, []byte, error) {
+func (l *Logic) pushInput(w http.ResponseWriter, r *http.Request, rt *route) (*params, []byte, error) {
 	p, err := queryParams(r)
 	if err != nil {
 		return nil, nil, err
@@ -342,27 +347,33 @@ func (l *Logic) pushInput(w http.ResponseWriter, r *http.Request) (*params, []by
 			return nil, nil, err
 		}
 		form, ok := parseForm(body, boundary)
+		var names map[string]bool
 		if boundary == "" {
-			switch loose := looseForm(body); {
-			case !ok && plainNames(loose) && namesParam(loose):
+			names = urlencodedNames(body)
+			switch {
+			case !plainNames(names):
+				ok = false // a message that happens to hold "&msg=", not a form
+			case !ok && rt.namesParam(names):
 				// Meant as a form (it names a parameter) but not one: say
 				// so rather than push the bytes as the message.
 				_, err := url.ParseQuery(string(body))
 				return nil, nil, badRequest("form body: %v (percent-encode the values, or send the message raw with another Content-Type)", err)
-			case ok && !plainNames(form):
-				ok = false // a message that happens to hold "&msg=", not a form
 			}
+		} else if ok {
+			names = formNames(form)
 		}
-		if ok && namesParam(form) {
+		if ok && rt.namesParam(names) {
 			p.form = form
 			v, err := p.value("msg")
 			if err != nil {
 				return nil, nil, err
 			}
-			msg = []byte(v)
-			if len(msg) == 0 {
-				return nil, nil, badRequest("msg: required when the parameters come in a form body")
+			// "msg=" pushes the op alone, as an empty raw body does; no msg
+			// at all is more likely forgotten than meant.
+			if v == "" && !names["msg"] {
+				return nil, nil, badRequest("msg: required when the parameters come in a form body (msg= pushes the op alone)")
 			}
+			msg = []byte(v)
 		} else if qmsg != "" {
 			msg = []byte(qmsg)
 		} else {

@@ -23,7 +23,7 @@ type pushAnswer struct {
 
 // pushKeys pushes to session keys: POST push/keys?operation=&keys=.
 func (l *Logic) pushKeys(w http.ResponseWriter, r *http.Request, rt *route) (any, error) {
-	p, msg, err := l.pushInput(w, r)
+	p, msg, err := l.pushInput(w, r, rt)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +62,7 @@ func (l *Logic) pushKeys(w http.ResponseWriter, r *http.Request, rt *route) (any
 
 // pushMids pushes to every session of users: POST push/mids?operation=&mids=.
 func (l *Logic) pushMids(w http.ResponseWriter, r *http.Request, rt *route) (any, error) {
-	p, msg, err := l.pushInput(w, r)
+	p, msg, err := l.pushInput(w, r, rt)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +139,7 @@ func (l *Logic) publishKeys(ctx context.Context, id string, op int32, msg []byte
 // answers the room's connection count; the push stands even if the count
 // cannot be had (it is then 0 and the failure logged).
 func (l *Logic) pushRoom(w http.ResponseWriter, r *http.Request, rt *route) (any, error) {
-	p, msg, err := l.pushInput(w, r)
+	p, msg, err := l.pushInput(w, r, rt)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +175,7 @@ func (l *Logic) pushRoom(w http.ResponseWriter, r *http.Request, rt *route) (any
 // pushAll pushes to every session: POST push/all?operation=&speed=. It
 // answers the cluster's connection count (0 if it cannot be had).
 func (l *Logic) pushAll(w http.ResponseWriter, r *http.Request, rt *route) (any, error) {
-	p, msg, err := l.pushInput(w, r)
+	p, msg, err := l.pushInput(w, r, rt)
 	if err != nil {
 		return nil, err
 	}

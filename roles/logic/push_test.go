@@ -156,6 +156,53 @@ func TestPushKeys(t *testing.T) {
 	}
 }
 
+// TestFormNamesRouteParams: a form-typed body is a form only if it gives a
+// value to a parameter of its own route; one naming another route's
+// parameter is a message.
+func TestFormNamesRouteParams(t *testing.T) {
+	const form = "application/x-www-form-urlencoded"
+	mpRoom, mpRoomBody := multipartForm("room", "full")
+	tests := []struct {
+		target string
+		ct     string
+		body   string
+		want   string
+	}{
+		{"/goim/push/keys?operation=1000&keys=k1a", form, "mids=5", "mids=5"},
+		{"/goim/push/keys?operation=1000&keys=k1a", form, "speed=5", "speed=5"},
+		{"/goim/push/keys?operation=1000&keys=k1a", mpRoom, mpRoomBody, mpRoomBody},
+		{"/goim/push/keys?operation=1000&keys=k1a", form, "id=ab&msg=x", "x"},
+		{"/goim/push/mids?operation=1000&mids=1", form, "keys=k9", "keys=k9"},
+		{"/goim/push/mids?operation=1000&mids=1", form, "type=live", "type=live"},
+		{"/goim/push/mids?operation=1000&mids=1", form, "mids[]=2&msg=x", "x"},
+		{"/goim/push/room?operation=1000&type=live&room=1000", form, "mids=1", "mids=1"},
+		{"/goim/push/room?operation=1000&type=live&room=1000", form, "speed=1", "speed=1"},
+		{"/goim/push/room?operation=1000&type=live&room=1000", form, "room=1000&msg=x", "x"},
+		{"/goim/push/all?operation=1000", form, "room=full", "room=full"},
+		{"/goim/push/all?operation=1000", form, "keys=a,b", "keys=a,b"},
+		{"/goim/push/all?operation=1000", form, "speed=9&msg=x", "x"},
+		{"/goim/push/all?operation=1000", form, "operation=1001&msg=", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.target+" "+tt.body, func(t *testing.T) {
+			e := newEnv(t, envOpts{})
+			a := e.post(tt.target, tt.ct, tt.body)
+			if a.Status != http.StatusOK {
+				t.Fatalf("status %d: %s", a.Status, a.Body)
+			}
+			got := e.drain()
+			if len(got) == 0 {
+				t.Fatal("nothing published")
+			}
+			for _, m := range got {
+				if string(m.Msg) != tt.want {
+					t.Errorf("message %q, want %q", m.Msg, tt.want)
+				}
+			}
+		})
+	}
+}
+
 func TestPushRoomAndAll(t *testing.T) {
 	room := func(op int32, room, msg string) *pb.PushMsg {
 		return &pb.PushMsg{Version: 1, CreatedAt: fixedNow.UnixMilli(), Type: pb.PushMsg_ROOM, Operation: op, Room: room, Msg: []byte(msg)}
@@ -224,6 +271,7 @@ func TestMessageSource(t *testing.T) {
 	mpKeys, mpKeysBody := multipartForm("keys", "k2", "msg", "hi")
 	mpNoMsg, mpNoMsgBody := multipartForm("keys", "k2")
 	mpOther, mpOtherBody := multipartForm("a", "b")
+	mpEmpty, mpEmptyBody := multipartForm("msg", "")
 	mpCut := mpKeysBody[:len(mpKeysBody)-10]
 	tests := []struct {
 		name   string
@@ -264,11 +312,17 @@ func TestMessageSource(t *testing.T) {
 		{"multipart, no parts, is a message", "", mpKeys, "hello", "hello", nil, 200, ""},
 		{"multipart cut short is a message", "", mpKeys, mpCut, mpCut, nil, 200, ""},
 		{"query msg, multipart of params", "&msg=q", mpNoMsg, mpNoMsgBody, "q", []string{"k1a", "k2"}, 200, ""},
-		{"multipart of params without msg", "", mpNoMsg, mpNoMsgBody, "", nil, 400, "msg: required when the parameters come in a form body"},
+		{"multipart of params without msg", "", mpNoMsg, mpNoMsgBody, "", nil, 400, "msg: required when the parameters come in a form body (msg= pushes the op alone)"},
 		{"query msg wins over raw body", "&msg=from%20query", "text/plain", "ignored", "from query", nil, 200, ""},
 		{"query msg, empty body", "&msg=q", "", "", "q", nil, 200, ""},
 		{"empty msg param falls back to body", "&msg=", "", "body", "body", nil, 200, ""},
-		{"form of params without msg", "", "application/x-www-form-urlencoded", "keys=k2", "", nil, 400, "msg: required when the parameters come in a form body"},
+		{"form of params without msg", "", "application/x-www-form-urlencoded", "keys=k2", "", nil, 400, "msg: required when the parameters come in a form body (msg= pushes the op alone)"},
+		{"form msg= pushes the op alone", "", "application/x-www-form-urlencoded", "keys=k2&msg=", "", []string{"k1a", "k2"}, 200, ""},
+		{"multipart empty msg pushes the op alone", "", mpEmpty, mpEmptyBody, "", nil, 200, ""},
+		{"a bare word naming a parameter is a message", "", "application/x-www-form-urlencoded", "keys", "keys", nil, 200, ""},
+		{"bare words naming parameters are a message", "", "application/x-www-form-urlencoded", "keys&msg", "keys&msg", nil, 200, ""},
+		{"a bare word beside a form", "", "application/x-www-form-urlencoded", "keys&msg=hi", "hi", nil, 200, ""},
+		{"another route's parameter is a message", "", "application/x-www-form-urlencoded", "room=full", "room=full", nil, 200, ""},
 		{"empty body: the op alone", "", "", "", "", nil, 200, ""},
 		{"empty form-typed body: the op alone", "", "application/x-www-form-urlencoded", "", "", nil, 200, ""},
 	}

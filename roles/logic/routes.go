@@ -15,7 +15,10 @@ type route struct {
 	post  bool   // POST only; otherwise GET and HEAD
 	allow string // the Allow header of a 405
 	im    bool   // under /im/: operation defaults to 1000
-	serve func(l *Logic, w http.ResponseWriter, r *http.Request, rt *route) (any, error)
+	// params are the parameters a push route reads; a form-typed body is
+	// a form only if it gives one of them a value (see the package doc).
+	params []string
+	serve  func(l *Logic, w http.ResponseWriter, r *http.Request, rt *route) (any, error)
 
 	// The metrics every successful request of the route updates, resolved
 	// once: looking a labelled child up costs a hash per request.
@@ -30,31 +33,33 @@ const unmatched = "unmatched"
 // buildRoutes lists every endpoint under /goim/ and /im/.
 func (l *Logic) buildRoutes() map[string]*route {
 	type endpoint struct {
-		kind  string
-		post  bool
-		serve func(l *Logic, w http.ResponseWriter, r *http.Request, rt *route) (any, error)
+		kind   string
+		post   bool
+		serve  func(l *Logic, w http.ResponseWriter, r *http.Request, rt *route) (any, error)
+		params []string // push routes only
 	}
 	endpoints := []endpoint{
-		{"push/keys", true, (*Logic).pushKeys},
-		{"push/mids", true, (*Logic).pushMids},
-		{"push/room", true, (*Logic).pushRoom},
-		{"push/all", true, (*Logic).pushAll},
-		{"online/top", false, (*Logic).onlineTop},
-		{"online/room", false, (*Logic).onlineRoom},
-		{"online/total", false, (*Logic).onlineTotal},
-		{"nodes/weighted", false, (*Logic).nodesWeighted},
-		{"nodes/instances", false, (*Logic).nodesInstances},
+		{"push/keys", true, (*Logic).pushKeys, []string{"msg", "operation", "keys", "id"}},
+		{"push/mids", true, (*Logic).pushMids, []string{"msg", "operation", "mids", "id"}},
+		{"push/room", true, (*Logic).pushRoom, []string{"msg", "operation", "type", "room", "id"}},
+		{"push/all", true, (*Logic).pushAll, []string{"msg", "operation", "speed", "id"}},
+		{"online/top", false, (*Logic).onlineTop, nil},
+		{"online/room", false, (*Logic).onlineRoom, nil},
+		{"online/total", false, (*Logic).onlineTotal, nil},
+		{"nodes/weighted", false, (*Logic).nodesWeighted, nil},
+		{"nodes/instances", false, (*Logic).nodesInstances, nil},
 	}
 	routes := make(map[string]*route, 2*len(endpoints))
 	for _, prefix := range []string{"/goim/", "/im/"} {
 		for _, e := range endpoints {
 			rt := &route{
-				path:  prefix + e.kind,
-				kind:  e.kind,
-				post:  e.post,
-				allow: "GET, HEAD",
-				im:    prefix == "/im/",
-				serve: e.serve,
+				path:   prefix + e.kind,
+				kind:   e.kind,
+				post:   e.post,
+				allow:  "GET, HEAD",
+				im:     prefix == "/im/",
+				serve:  e.serve,
+				params: e.params,
 			}
 			if e.post {
 				rt.allow = http.MethodPost
