@@ -44,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"kind"}),
 		Upstream: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "imcloud", Subsystem: "cloud", Name: "upstream_messages_total",
-			Help: "Client SendMsg (op 4) frames received.",
+			Help: "Client messages received: SendMsg (op 4) and business ops (1000 and above) sent upstream.",
 		}),
 		ProtocolErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "imcloud", Subsystem: "cloud", Name: "protocol_errors_total",

@@ -274,9 +274,7 @@ func (h *Hub) handleFrame(s *Session, f protocol.Frame) string {
 		}
 		s.send(reply(f, protocol.OpHeartbeatReply, heartbeatBody(h.heartbeatCount(s.roomID))))
 	case protocol.OpSendMsg:
-		h.metrics.Upstream.Inc()
-		log.Debug("client message", zap.String("key", s.key), zap.Int("bytes", len(f.Body)))
-		s.send(reply(f, protocol.OpSendMsgReply, nil))
+		h.upstream(s, f, log)
 	case protocol.OpChangeRoom:
 		next := string(f.Body)
 		if err := protocol.ValidRoom(next); err != nil {
@@ -313,9 +311,24 @@ func (h *Hub) handleFrame(s *Session, f protocol.Frame) string {
 	case protocol.OpAuth:
 		return h.refuse(s, log, "auth_twice", "already authenticated")
 	default:
+		if f.Op >= protocol.MinBusinessOp {
+			// A business op sent upstream, as goim's clients may (goim
+			// forwards any op it does not know to logic): a SendMsg under
+			// the app's own op, not a broken client.
+			h.upstream(s, f, log)
+			break
+		}
 		return h.refuse(s, log, "unknown_op", "unknown op "+strconv.Itoa(int(f.Op)))
 	}
 	return ""
+}
+
+// upstream takes a message the client sends to the server (op 4, or a
+// business op): counted and logged, answered by op 5 echoing its seq.
+func (h *Hub) upstream(s *Session, f protocol.Frame, log connLog) {
+	h.metrics.Upstream.Inc()
+	log.Debug("client message", zap.String("key", s.key), zap.Int32("op", f.Op), zap.Int("bytes", len(f.Body)))
+	s.send(reply(f, protocol.OpSendMsgReply, nil))
 }
 
 // movedAway ends s, whose key the store found bound to another node: a

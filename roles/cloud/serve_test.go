@@ -153,6 +153,15 @@ func TestReadLoop(t *testing.T) {
 					t.Errorf("upstream = %v", v)
 				}
 			}},
+		{name: "business ops upstream", steps: []step{
+			{op: protocol.MinBusinessOp, seq: 21, body: "chat", wantOp: protocol.OpSendMsgReply},
+			{op: 1<<31 - 1, seq: 22, wantOp: protocol.OpSendMsgReply},
+			{op: protocol.OpHeartbeat, seq: 23, wantOp: protocol.OpHeartbeatReply, wantBody: "\x00\x00\x00\x01"},
+		}, check: func(t *testing.T, th *testHub) {
+			if v := metricValue(t, th.metrics.Upstream); v != 2 {
+				t.Errorf("upstream = %v", v)
+			}
+		}},
 		{name: "change room", steps: []step{
 			{op: protocol.OpChangeRoom, seq: 12, body: "live://2", wantOp: protocol.OpChangeRoomReply, wantBody: "live://2"},
 			{op: protocol.OpHeartbeat, seq: 13, wantOp: protocol.OpHeartbeatReply, wantBody: "\x00\x00\x00\x01"},
@@ -180,6 +189,9 @@ func TestReadLoop(t *testing.T) {
 		}},
 		{name: "unknown op", wantKind: "unknown_op", steps: []step{{op: 99, seq: 1, wantClose: true, wantBody: "unknown op 99"}}},
 		{name: "reserved op", wantKind: "unknown_op", steps: []step{{op: 10, seq: 1, wantClose: true, wantBody: "unknown op 10"}}},
+		{name: "server op", wantKind: "unknown_op", steps: []step{{op: protocol.OpSendMsgReply, seq: 1, wantClose: true, wantBody: "unknown op 5"}}},
+		{name: "op below business", wantKind: "unknown_op", steps: []step{{op: protocol.MinBusinessOp - 1, seq: 1, wantClose: true, wantBody: "unknown op 999"}}},
+		{name: "negative op", wantKind: "unknown_op", steps: []step{{op: -1000, seq: 1, wantClose: true, wantBody: "unknown op -1000"}}},
 		{name: "auth twice", wantKind: "auth_twice", steps: []step{{op: protocol.OpAuth, seq: 2, body: "{}", wantClose: true, wantBody: "already authenticated"}}},
 		{name: "bad ops", wantKind: "bad_ops", steps: []step{{op: protocol.OpSub, seq: 2, body: "1000,x", wantClose: true}}},
 		{name: "too many ops", wantKind: "too_many_ops", steps: []step{
