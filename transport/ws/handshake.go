@@ -42,6 +42,11 @@ func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, err
 	key, status, err := checkRequest(h, o.OriginPatterns)
 	if err != nil {
 		if status == http.StatusUpgradeRequired {
+			// RFC 9110 section 15.5.22: a 426 names the protocol to upgrade
+			// to, and an Upgrade header goes with the upgrade option in
+			// Connection (section 7.8).
+			w.Header().Set("Upgrade", "websocket")
+			w.Header().Set("Connection", "Upgrade")
 			w.Header().Set("Sec-WebSocket-Version", "13")
 		}
 		http.Error(w, err.Error(), status)
@@ -69,7 +74,7 @@ func Upgrade(nc net.Conn, h Head, br *bufio.Reader, o AcceptOptions) (*Conn, err
 	if err != nil {
 		extra := ""
 		if status == http.StatusUpgradeRequired {
-			extra = "Sec-WebSocket-Version: 13\r\n"
+			extra = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
 		}
 		Refuse(nc, status, extra, err.Error())
 		return nil, err
@@ -78,11 +83,16 @@ func Upgrade(nc net.Conn, h Head, br *bufio.Reader, o AcceptOptions) (*Conn, err
 }
 
 // Refuse writes a plain-text HTTP error response (extra: more header lines,
-// each ending in CRLF) and closes nc.
+// each ending in CRLF) and closes nc. A 426's Connection header holds the
+// upgrade option too, which its Upgrade header (in extra) calls for.
 func Refuse(nc net.Conn, status int, extra, msg string) {
 	body := msg + "\n"
+	connection := "close"
+	if status == http.StatusUpgradeRequired {
+		connection = "Upgrade, close"
+	}
 	resp := "HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) +
-		"\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n" +
+		"\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nConnection: " + connection + "\r\n" +
 		extra + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = io.WriteString(nc, resp)

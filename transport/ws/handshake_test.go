@@ -135,6 +135,9 @@ func TestHandshakeRefused(t *testing.T) {
 			if got := resp.Header.Get("Sec-WebSocket-Version"); (got == "13") != tc.wantVersion || (got != "" && got != "13") {
 				t.Fatalf("Sec-WebSocket-Version %q in the answer", got)
 			}
+			if tc.status == http.StatusUpgradeRequired {
+				checkUpgradeRequired(t, resp.Header)
+			}
 			if tc.status == 101 {
 				ts.accept(t)
 				return
@@ -344,5 +347,71 @@ func TestPendingBytes(t *testing.T) {
 		}
 		a.Close()
 		b.Close()
+	}
+}
+
+// checkUpgradeRequired: a 426 names the protocol in an Upgrade header and
+// lists the upgrade option in Connection (RFC 9110 sections 15.5.22, 7.8).
+func checkUpgradeRequired(t *testing.T, h http.Header) {
+	t.Helper()
+	if !strings.EqualFold(h.Get("Upgrade"), "websocket") {
+		t.Fatalf("426 with Upgrade %q, want websocket", h.Get("Upgrade"))
+	}
+	if !hasToken(strings.Join(h.Values("Connection"), ","), "upgrade") {
+		t.Fatalf("426 with Connection %q, want the upgrade option", h.Values("Connection"))
+	}
+}
+
+// TestUpgradeRefused: Upgrade, the path the cloud's own listener takes,
+// answers refusals as Accept does.
+func TestUpgradeRefused(t *testing.T) {
+	valid := Head{Method: http.MethodGet, Host: "h", Connection: "Upgrade", Upgrade: "websocket", Version: "13", Key: handshakeKey}
+	cases := []struct {
+		name   string
+		change func(*Head)
+		status int
+	}{
+		{"version 8", func(h *Head) { h.Version = "8" }, http.StatusUpgradeRequired},
+		{"no Upgrade", func(h *Head) { h.Upgrade = "" }, http.StatusUpgradeRequired},
+		{"no key", func(h *Head) { h.Key = "" }, http.StatusBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := valid
+			tc.change(&h)
+			a, b := net.Pipe()
+			defer b.Close()
+			errc := make(chan error, 1)
+			go func() {
+				_, err := Upgrade(a, h, bufio.NewReader(a), AcceptOptions{MaxBody: protocol.DefaultMaxBody})
+				errc <- err
+			}()
+			_ = b.SetReadDeadline(time.Now().Add(wait))
+			raw, _ := io.ReadAll(b) // Refuse closes a
+			// http.ReadResponse drops a Connection header that says close:
+			// the header is checked as sent.
+			resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			head, _, _ := strings.Cut(string(raw), "\r\n\r\n")
+			for line := range strings.SplitSeq(head, "\r\n") {
+				if name, value, ok := strings.Cut(line, ":"); ok && strings.EqualFold(name, "Connection") {
+					resp.Header.Set("Connection", strings.TrimSpace(value))
+				}
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if tc.status == http.StatusUpgradeRequired {
+				if resp.Header.Get("Sec-WebSocket-Version") != "13" {
+					t.Fatalf("426 without Sec-WebSocket-Version: %v", resp.Header)
+				}
+				checkUpgradeRequired(t, resp.Header)
+			}
+			if err := <-errc; !errors.Is(err, ErrHandshake) {
+				t.Fatalf("Upgrade: %v, want ErrHandshake", err)
+			}
+		})
 	}
 }
