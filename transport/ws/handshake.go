@@ -49,6 +49,9 @@ func Accept(w http.ResponseWriter, r *http.Request, o AcceptOptions) (*Conn, err
 			w.Header().Set("Connection", "Upgrade")
 			w.Header().Set("Sec-WebSocket-Version", "13")
 		}
+		if status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", http.MethodGet) // RFC 9110 section 15.5.6
+		}
 		http.Error(w, err.Error(), status)
 		return nil, err
 	}
@@ -73,8 +76,11 @@ func Upgrade(nc net.Conn, h Head, br *bufio.Reader, o AcceptOptions) (*Conn, err
 	key, status, err := checkRequest(h, o.OriginPatterns)
 	if err != nil {
 		extra := ""
-		if status == http.StatusUpgradeRequired {
+		switch status {
+		case http.StatusUpgradeRequired:
 			extra = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+		case http.StatusMethodNotAllowed:
+			extra = "Allow: GET\r\n" // RFC 9110 section 15.5.6
 		}
 		Refuse(nc, status, extra, err.Error())
 		return nil, err

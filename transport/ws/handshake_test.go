@@ -138,6 +138,9 @@ func TestHandshakeRefused(t *testing.T) {
 			if tc.status == http.StatusUpgradeRequired {
 				checkUpgradeRequired(t, resp.Header)
 			}
+			if tc.status == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != "GET" {
+				t.Fatalf("405 with Allow %q, want GET", resp.Header.Get("Allow"))
+			}
 			if tc.status == 101 {
 				ts.accept(t)
 				return
@@ -374,6 +377,7 @@ func TestUpgradeRefused(t *testing.T) {
 		{"version 8", func(h *Head) { h.Version = "8" }, http.StatusUpgradeRequired},
 		{"no Upgrade", func(h *Head) { h.Upgrade = "" }, http.StatusUpgradeRequired},
 		{"no key", func(h *Head) { h.Key = "" }, http.StatusBadRequest},
+		{"POST", func(h *Head) { h.Method = http.MethodPost }, http.StatusMethodNotAllowed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -408,6 +412,9 @@ func TestUpgradeRefused(t *testing.T) {
 					t.Fatalf("426 without Sec-WebSocket-Version: %v", resp.Header)
 				}
 				checkUpgradeRequired(t, resp.Header)
+			}
+			if tc.status == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != "GET" {
+				t.Fatalf("405 with Allow %q, want GET", resp.Header.Get("Allow"))
 			}
 			if err := <-errc; !errors.Is(err, ErrHandshake) {
 				t.Fatalf("Upgrade: %v, want ErrHandshake", err)
