@@ -2,7 +2,6 @@ package transport
 
 import (
 	"errors"
-	"net"
 	"time"
 
 	"github.com/imcloud/imcloud/protocol"
@@ -103,13 +102,5 @@ type Discarder interface {
 func DiscardOnClose(c Conn) {
 	if d, ok := c.(Discarder); ok {
 		d.DiscardOnClose()
-	}
-}
-
-// LingerZero sets SO_LINGER 0 on nc if it is a TCP connection: its Close
-// then drops unsent data and resets the connection. For Discarder's.
-func LingerZero(nc net.Conn) {
-	if l, ok := nc.(interface{ SetLinger(int) error }); ok {
-		_ = l.SetLinger(0)
 	}
 }

@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -20,6 +21,7 @@ type Conn struct {
 	remote  string
 	fd      transport.RawFD // TryWrite's direct writes; released by Close
 	direct  bool            // fd has a descriptor; without one TryWrite defers all
+	mode    transport.CloseMode
 }
 
 var (
@@ -48,7 +50,11 @@ func (c *Conn) ReadFrame(deadline time.Time) (protocol.Frame, error) {
 	if _, err := io.ReadFull(c.c, c.hdr[:]); err != nil {
 		return protocol.Frame{}, err
 	}
-	return protocol.ReadBody(c.c, &c.hdr, c.maxBody)
+	f, err := protocol.ReadBody(c.c, &c.hdr, c.maxBody)
+	if errors.Is(err, protocol.ErrHeaderLen) || errors.Is(err, protocol.ErrPackLen) || errors.Is(err, protocol.ErrTooLarge) {
+		c.mode.Linger() // the body is left unread: see CloseMode.Linger
+	}
+	return f, err
 }
 
 // Write implements transport.Conn: every item, in order, in one writev.
@@ -86,13 +92,13 @@ func (c *Conn) Close() error {
 	var err error
 	c.once.Do(func() {
 		c.fd.Release()
-		err = c.c.Close()
+		err = c.mode.Close(c.c)
 	})
 	return err
 }
 
 // DiscardOnClose implements transport.Discarder.
-func (c *Conn) DiscardOnClose() { transport.LingerZero(c.c) }
+func (c *Conn) DiscardOnClose() { c.mode.Discard(c.c) }
 
 // RemoteAddr implements transport.Conn.
 func (c *Conn) RemoteAddr() string { return c.remote }

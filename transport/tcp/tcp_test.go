@@ -83,6 +83,49 @@ func TestReadFrameLimits(t *testing.T) {
 	}
 }
 
+// TestCloseAfterTooLarge: a reader stopped by a frame over the limit leaves
+// its body unread; Close must not reset the connection over it, so the
+// peer reads the goodbye written before the Close and then end of stream.
+func TestCloseAfterTooLarge(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		hdr  []byte
+	}{
+		{"too large", protocol.AppendHeader(nil, protocol.DefaultMaxBody+1, 1, protocol.OpSendMsg, 2)},
+		{"bad header length", func() []byte {
+			h := protocol.AppendHeader(nil, 10, 1, protocol.OpSendMsg, 2)
+			h[5] = 20
+			return h
+		}()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, peer := pair(t)
+			// The body behind the header stays unread in the server's socket.
+			if _, err := peer.Write(append(tt.hdr, make([]byte, 2000)...)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.ReadFrame(time.Now().Add(5 * time.Second)); err == nil {
+				t.Fatal("a bad frame was accepted")
+			}
+			bye := protocol.Encode(1, protocol.OpDisconnectReply, 0, []byte("protocol error"))
+			if err := c.Write([]transport.Out{{Data: bye}}, time.Now().Add(5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got, err := io.ReadAll(peer)
+			if err != nil {
+				t.Fatalf("peer read %q, then %v: want end of stream, not a reset", got, err)
+			}
+			if !bytes.Equal(got, bye) {
+				t.Fatalf("peer read %q, want the goodbye %q", got, bye)
+			}
+		})
+	}
+}
+
 func BenchmarkTryWrite(b *testing.B) {
 	srv, peer := transporttest.Loopback(b)
 	go func() { _, _ = io.Copy(io.Discard, peer) }()

@@ -46,8 +46,9 @@ func TestReadFrameViolations(t *testing.T) {
 		{"reserved control opcode 0xf", half(true, 0xf, []byte("x")), ErrProtocol},
 		{"message over the limit", half(true, opBinary, make([]byte, overLimit)), protocol.ErrTooLarge},
 		{"fragments adding up over the limit", cat(half(false, opBinary, make([]byte, 4000)), half(false, opContinuation, make([]byte, 100)), half(true, opContinuation, make([]byte, overLimit-4100))), protocol.ErrTooLarge},
-		{"64-bit length with the top bit set", wsFrame{fin: true, op: opBinary, declare: true, declared: 1 << 63}.bytes(), protocol.ErrTooLarge},
-		{"64-bit length of 2^64-1", wsFrame{fin: true, op: opBinary, declare: true, declared: ^uint64(0)}.bytes(), protocol.ErrTooLarge},
+		{"64-bit length with the top bit set", wsFrame{fin: true, op: opBinary, declare: true, declared: 1 << 63}.bytes(), ErrProtocol},
+		{"64-bit length of 2^64-1", wsFrame{fin: true, op: opBinary, declare: true, declared: ^uint64(0)}.bytes(), ErrProtocol},
+		{"64-bit length of 2^63-1", wsFrame{fin: true, op: opBinary, declare: true, declared: 1<<63 - 1}.bytes(), protocol.ErrTooLarge},
 		{"packLen under the message length", half(true, opBinary, cat(hb, []byte("tail"))), protocol.ErrLenMismatch},
 		{"packLen over the message length", half(true, opBinary, protocol.Encode(1, protocol.OpSendMsg, 1, []byte("body"))[:18]), protocol.ErrLenMismatch},
 		{"two frames in one message", half(true, opBinary, cat(hb, hb)), protocol.ErrLenMismatch},
@@ -65,6 +66,15 @@ func TestReadFrameViolations(t *testing.T) {
 			_, err := srv.ReadFrame(readDeadline())
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("ReadFrame: %v, want %v", err, tc.want)
+			}
+			// Whatever the violation left unread, the close frame and then
+			// end of stream reach the client: no reset.
+			srv.Close()
+			if f := rc.readFrame(t); f.op != opClose || len(f.payload) < 2 {
+				t.Fatalf("after the violation: frame %+v, want a close with a code", f)
+			}
+			if rest, err := io.ReadAll(rc.r); err != nil || len(rest) > 0 {
+				t.Fatalf("after the close frame: %q, %v; want end of stream", rest, err)
 			}
 		})
 	}

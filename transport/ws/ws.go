@@ -60,6 +60,7 @@ type Conn struct {
 	wbufs   net.Buffers // what Write hands to WriteTo, which consumes it
 	hdrs    []byte
 	once    sync.Once
+	mode    transport.CloseMode
 
 	// The close frame Close sends (SetCloseReason).
 	cmu         sync.Mutex
@@ -152,6 +153,9 @@ func (c *Conn) readFrame(m *message) (protocol.Frame, bool, error) {
 			return protocol.Frame{}, true, err
 		}
 		n = binary.BigEndian.Uint64(c.hdr[2:10])
+		if n>>63 != 0 { // RFC 6455 section 5.2: the most significant bit must be 0
+			return c.fail(transport.CloseProtocolError, "64-bit payload length with the top bit set")
+		}
 	}
 	var mask [4]byte
 	if err := c.readFull(mask[:]); err != nil {
@@ -203,6 +207,7 @@ func (c *Conn) readFrame(m *message) (protocol.Frame, bool, error) {
 	if n > uint64(limit-len(m.body)) {
 		reason := fmt.Sprintf("message over %d bytes", limit)
 		c.SetCloseReason(transport.CloseTooBig, reason)
+		c.mode.Linger() // the payload is left unread: see CloseMode.Linger
 		return protocol.Frame{}, true, fmt.Errorf("%w: %s", protocol.ErrTooLarge, reason)
 	}
 	start := len(m.body)
@@ -222,6 +227,7 @@ func (c *Conn) readFrame(m *message) (protocol.Frame, bool, error) {
 // the peer with code.
 func (c *Conn) fail(code uint16, reason string) (protocol.Frame, bool, error) {
 	c.SetCloseReason(code, reason)
+	c.mode.Linger() // what follows in the stream is left unread
 	return protocol.Frame{}, true, fmt.Errorf("%w: %s", ErrProtocol, reason)
 }
 
@@ -547,20 +553,27 @@ func (c *Conn) flatten(skip int) []byte {
 func (c *Conn) Close() error {
 	var err error
 	c.once.Do(func() {
+		sent := false
 		if c.wmu.TryLock() {
 			if !c.partial {
-				_, _ = c.fd.Write(c.closeFrame())
+				f := c.closeFrame()
+				n, _ := c.fd.Write(f)
+				sent = n == len(f)
 			}
 			c.wmu.Unlock()
 		}
 		c.fd.Release()
-		err = c.c.Close()
+		if !sent {
+			err = c.c.Close() // lingering cannot help a torn stream
+			return
+		}
+		err = c.mode.Close(c.c)
 	})
 	return err
 }
 
 // DiscardOnClose implements transport.Discarder.
-func (c *Conn) DiscardOnClose() { transport.LingerZero(c.c) }
+func (c *Conn) DiscardOnClose() { c.mode.Discard(c.c) }
 
 // RemoteAddr implements transport.Conn.
 func (c *Conn) RemoteAddr() string { return c.remote }
