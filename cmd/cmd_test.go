@@ -58,6 +58,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad log level flag", nil, []string{"all", "--config", filepath.Join("..", "config.yaml"), "--log-level", "loud"}, "--log-level"},
 		{"empty config path", nil, []string{"all", "--config", ""}, "--config: empty path"},
 		{"empty log level flag", nil, []string{"all", "--config", filepath.Join("..", "config.yaml"), "--log-level", ""}, "--log-level"},
+		{"upper-case log level flag", nil, []string{"all", "--config", filepath.Join("..", "config.yaml"), "--log-level", "DEBUG"}, "--log-level"},
+		{"zap-only log level flag", nil, []string{"all", "--config", filepath.Join("..", "config.yaml"), "--log-level", "fatal"}, "--log-level"},
 		{"unknown flag", nil, []string{"cloud", "--confg", "x"}, "unknown flag: --confg"},
 		{"flag without its value", nil, []string{"cloud", "--config"}, "flag needs an argument"},
 		{"extra argument", nil, []string{"cloud", "extra"}, "unknown command \"extra\""},

@@ -106,7 +106,12 @@ func loadConfig(f *rootFlags, role string) (roles.Config, string, error) {
 		return cfg, path, configError{err}
 	}
 	if f.logLevelSet {
-		if _, err := zapcore.ParseLevel(f.logLevel); err != nil || f.logLevel == "" {
+		// The levels log.level takes, no more: zap would also parse "DEBUG",
+		// "fatal" or "dpanic", which Validate then rejects naming log.level
+		// rather than the flag that set it.
+		switch f.logLevel {
+		case "debug", "info", "warn", "error":
+		default:
 			return cfg, path, configError{fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", f.logLevel)}
 		}
 		cfg.Log.Level = f.logLevel
