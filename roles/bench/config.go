@@ -167,6 +167,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Push == "" {
 		c.Push = c.Mode
+		if c.Mode != ModeRoom && c.Mode != ModeMid {
+			// --mode is refused above; a --push the user never gave
+			// is not a second error.
+			c.Push = PushNone
+		}
 	}
 	switch c.Push {
 	case PushRoom:

@@ -269,7 +269,13 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+	// A bad --mode is one error: the --push derived from it is not another.
 	cfg := Default()
+	cfg.Mode = "x"
+	if err := cfg.Validate(); err == nil || strings.Contains(err.Error(), "--push") {
+		t.Errorf("bad --mode alone: %v", err)
+	}
+	cfg = Default()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
