@@ -152,10 +152,17 @@ func clientCommand(c *client.Client, line string, seq int32, out io.Writer) erro
 		return nil
 	case "room":
 		return c.Send(1, protocol.OpChangeRoom, seq, []byte(arg))
-	case "sub":
-		return c.Send(1, protocol.OpSub, seq, []byte(arg))
-	case "unsub":
-		return c.Send(1, protocol.OpUnsub, seq, []byte(arg))
+	case "sub", "unsub":
+		// The server closes a connection that sends a bad op list: a
+		// typo here would end the session.
+		if _, err := protocol.ParseOps([]byte(arg)); err != nil {
+			return err
+		}
+		op := protocol.OpSub
+		if verb == "unsub" {
+			op = protocol.OpUnsub
+		}
+		return c.Send(1, op, seq, []byte(arg))
 	case "send":
 		return c.Send(1, protocol.OpSendMsg, seq, []byte(arg))
 	case "hb":

@@ -77,6 +77,10 @@ func TestClientCommand(t *testing.T) {
 			waitOutput(`op=13 ver=1 seq=3 body="live://other"`, 1)
 			typeLine("sub 1005")
 			waitOutput(`op=15 ver=1 seq=4 body="1005"`, 1)
+			typeLine("unsub 1005,x") // a typo: answered here, the session lives on
+			waitOutput(`error: protocol: bad op "x"`, 1)
+			typeLine("hb")
+			waitOutput("room online=1", 2)
 			typeLine("nonsense")
 			waitOutput(clientHelp, 2) // once at the start, once for the unknown command
 			typeLine("quit")
