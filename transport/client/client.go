@@ -153,7 +153,8 @@ func DialRaw(ctx context.Context, o Options) (*Client, error) {
 	case "tcp":
 		conn, err := d.DialContext(ctx, "tcp", o.Addr)
 		if err != nil {
-			return nil, fmt.Errorf("client: dial tcp %s: %w", o.Addr, err)
+			// net's error already reads "dial tcp <addr>: ...".
+			return nil, fmt.Errorf("client: %w", err)
 		}
 		c.conn = conn
 		c.br = bufio.NewReaderSize(conn, readBufSize)

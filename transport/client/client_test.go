@@ -431,6 +431,8 @@ func TestDialErrors(t *testing.T) {
 		_, err := client.Dial(ctx, o)
 		if err == nil || errors.Is(err, client.ErrAuth) {
 			t.Errorf("%s to a closed port: err = %v", o.Network, err)
+		} else if n := strings.Count(err.Error(), addr); o.Network == "tcp" && n != 1 {
+			t.Errorf("%s to a closed port: %q names the address %d times, want once", o.Network, err, n)
 		}
 	}
 }
