@@ -147,9 +147,7 @@ func (c *cloudService) Start(ctx context.Context) (err error) {
 	go func() { c.errs <- wrapServe("websocket", c.wsl.Serve()) }()
 	go func() { c.errs <- wrapServe("websocket port http", c.wsSrv.Serve(c.wsl)) }()
 
-	if c.b.shared {
-		c.warnUnspecified()
-	}
+	c.warnUnspecified()
 	if ttl, hb := c.cfg.Store.TTL, c.cfg.Cloud.HeartbeatTimeout; ttl <= hb {
 		// Heartbeats are what refresh a session's bindings. Not an error: a
 		// deployment whose clients heartbeat often may want it.
@@ -186,26 +184,39 @@ func wrapServe(what string, err error) error {
 	return fmt.Errorf("%s server: %w", what, err)
 }
 
-// node is what this node publishes in the registry.
 // warnUnspecified warns of each address the registry would publish with a
 // wildcard host (a listener on 0.0.0.0 or [::] and no address of its own
 // configured): job on another machine cannot dial it, nor a client connect.
 func (c *cloudService) warnUnspecified() {
-	for _, a := range []struct {
-		key, set string
-		ln       net.Listener
-	}{
-		{"cloud.advertise_addr", c.cfg.Cloud.AdvertiseAddr, c.grpcLn},
-		{"cloud.public_tcp_addr", c.cfg.Cloud.PublicTCPAddr, c.tcpLn},
-		{"cloud.public_ws_addr", c.cfg.Cloud.PublicWSAddr, c.wsLn},
-	} {
-		if tcp, ok := a.ln.Addr().(*net.TCPAddr); ok && a.set == "" && tcp.IP.IsUnspecified() {
-			c.log.Warn("publishing a wildcard address other machines cannot reach; set the key to this host's address",
-				zap.String("key", a.key), zap.String("published", tcp.String()))
-		}
+	for _, w := range wildcardPublished(c.cfg.Cloud, c.tcpLn.Addr(), c.wsLn.Addr(), c.grpcLn.Addr(), c.b.shared) {
+		c.log.Warn("publishing a wildcard address other machines cannot reach; set the key to this host's address",
+			zap.String("key", w[0]), zap.String("published", w[1]))
 	}
 }
 
+// wildcardPublished returns the key and the address of each address this
+// node publishes with a wildcard host. The client addresses reach clients
+// through nodes/weighted in every role, "all" included; the gRPC address
+// matters only when other processes dial it (shared backends).
+func wildcardPublished(cc CloudConfig, tcpAddr, wsAddr, grpcAddr net.Addr, shared bool) [][2]string {
+	var out [][2]string
+	for _, a := range []struct {
+		key, set string
+		addr     net.Addr
+		clients  bool
+	}{
+		{"cloud.advertise_addr", cc.AdvertiseAddr, grpcAddr, false},
+		{"cloud.public_tcp_addr", cc.PublicTCPAddr, tcpAddr, true},
+		{"cloud.public_ws_addr", cc.PublicWSAddr, wsAddr, true},
+	} {
+		if tcp, ok := a.addr.(*net.TCPAddr); ok && a.set == "" && tcp.IP.IsUnspecified() && (shared || a.clients) {
+			out = append(out, [2]string{a.key, tcp.String()})
+		}
+	}
+	return out
+}
+
+// node is what this node publishes in the registry.
 func (c *cloudService) node() registry.Node {
 	conns, ips := c.hub.Online()
 	tcpAddr := c.cfg.Cloud.PublicTCPAddr

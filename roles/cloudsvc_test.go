@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -321,6 +322,36 @@ func TestWildcardAddressWarned(t *testing.T) {
 	}
 	if !slices.Equal(keys, []string{"cloud.public_tcp_addr"}) {
 		t.Errorf("warned for %v, want only cloud.public_tcp_addr", keys)
+	}
+}
+
+// TestWildcardPublished: in "all" (nothing shared) the gRPC address is
+// dialled in process only, but nodes/weighted still tells clients the
+// client addresses: a wildcard there is warned too.
+func TestWildcardPublished(t *testing.T) {
+	any4 := &net.TCPAddr{IP: net.IPv4zero, Port: 3101}
+	any6 := &net.TCPAddr{IP: net.IPv6unspecified, Port: 3102}
+	lo := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3109}
+	keys := func(ws [][2]string) []string {
+		var k []string
+		for _, w := range ws {
+			k = append(k, w[0])
+		}
+		return k
+	}
+	var cc CloudConfig
+	if got := keys(wildcardPublished(cc, any4, any6, any4, false)); !slices.Equal(got, []string{"cloud.public_tcp_addr", "cloud.public_ws_addr"}) {
+		t.Errorf("all: warned for %v", got)
+	}
+	if got := keys(wildcardPublished(cc, any4, any6, any4, true)); !slices.Equal(got, []string{"cloud.advertise_addr", "cloud.public_tcp_addr", "cloud.public_ws_addr"}) {
+		t.Errorf("shared: warned for %v", got)
+	}
+	if got := wildcardPublished(cc, lo, lo, lo, true); len(got) != 0 {
+		t.Errorf("loopback: warned for %v", got)
+	}
+	cc.PublicTCPAddr, cc.PublicWSAddr, cc.AdvertiseAddr = "im1:3101", "ws://im1:3102/sub", "10.0.0.1:3109"
+	if got := wildcardPublished(cc, any4, any6, any4, true); len(got) != 0 {
+		t.Errorf("addresses set: warned for %v", got)
 	}
 }
 
