@@ -76,7 +76,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&f.config, "config", "config.yaml", "configuration file")
 	root.PersistentFlags().StringVar(&f.logLevel, "log-level", "", "log level (debug, info, warn, error); overrides log.level")
 	for _, role := range []struct{ name, short string }{
-		{roles.RoleAll, "Run every role in one process on embedded defaults (in-memory queue, registry and store)"},
+		{roles.RoleAll, "Run every role in one process (memory queue, registry and store unless configured otherwise: needs no other server)"},
 		{roles.RoleCloud, "Hold client connections (TCP :3101, WebSocket :3102/sub) and serve gRPC to job"},
 		{roles.RoleJob, "Consume the push queue and deliver to cloud nodes"},
 		{roles.RoleLogic, "Serve the REST API (:3111)"},
