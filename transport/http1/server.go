@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -268,7 +269,10 @@ func (c *conn) loop() bool {
 			return false
 		}
 		if s.closing.Load() && c.r == c.w {
-			return false
+			if !c.lateRequest() {
+				return false
+			}
+			continue
 		}
 		if c.r == c.w {
 			c.r, c.w = 0, 0
@@ -284,7 +288,11 @@ func (c *conn) loop() bool {
 				return false
 			}
 			if s.closing.Load() { // after the store: Shutdown sees idle or we see closing
-				return false
+				if !c.lateRequest() {
+					return false
+				}
+				c.idle.Store(false)
+				continue
 			}
 		} else if !reqDeadline {
 			if err := c.setReadDeadline(s.ReadTimeout); err != nil {
@@ -304,10 +312,23 @@ func (c *conn) loop() bool {
 			// would have (it waits for 4 bytes before any request but
 			// the first, and leaves quietly if they never come).
 			return c.handOver()
+		case err != nil && n == 0 && c.r == c.w && s.closing.Load() && errors.Is(err, os.ErrDeadlineExceeded) && c.lateRequest():
+			// Woken by Shutdown with a request already received.
 		case err != nil:
 			return false // closed, reset or timed out: a partial request is dropped
 		}
 	}
+}
+
+// lateRequest reads, without waiting, what the peer sent to this idle
+// connection before Shutdown told it to stop, and reports whether there
+// was anything: a request already on its way is then served (its answer
+// closes the connection), rather than closed unread, which resets the
+// connection and leaves the client unable to tell whether it was served.
+func (c *conn) lateRequest() bool {
+	c.r, c.w = 0, 0
+	c.w = readNow(c.nc, c.buf)
+	return c.w > 0
 }
 
 // reserve moves the unread bytes to the front of the buffer and makes it
