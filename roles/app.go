@@ -183,7 +183,7 @@ var ErrConfig = errors.New("configuration error")
 // Run starts every service, serves until ctx ends or one fails, then stops
 // them in reverse order and closes the backends.
 func (a *App) Run(ctx context.Context) error {
-	err := runServices(ctx, a.log, a.services, StopTimeout, a.ready.Store)
+	err := runServices(ctx, a.log, a.services, StopTimeout, a.cfg.Node.LameDuck, a.ready.Store)
 	if cerr := a.b.close(StopTimeout); cerr != nil {
 		a.log.Warn("closing backends", zap.Error(cerr))
 	}

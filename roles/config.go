@@ -22,6 +22,9 @@ type NodeConfig struct {
 	AdminAddr string `yaml:"admin_addr"` // /healthz /readyz /metrics; default: the role's own HTTP listener
 	Region    string `yaml:"region"`
 	Weight    int    `yaml:"weight"` // share of new clients in nodes/weighted; default 10
+	// LameDuck is how long a stopping process answers /readyz 503 while
+	// still serving, before its listeners close; 0: none.
+	LameDuck time.Duration `yaml:"lame_duck"`
 }
 
 // LogConfig sets up zap.

@@ -694,6 +694,49 @@ func TestShutdownIsPrompt(t *testing.T) {
 	}
 }
 
+// TestLameDuck: with node.lame_duck, a stopping process answers /readyz
+// 503 while it still serves pushes and clients, then stops.
+func TestLameDuck(t *testing.T) {
+	cfg := roles.Default()
+	cfg.Node.ID = "lame-node"
+	cfg.Node.LameDuck = 2 * time.Second
+	cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr, cfg.Logic.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	app, err := roles.New(cfg, roles.RoleAll, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	for deadline := time.Now().Add(wait); !app.Ready(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not ready")
+		}
+	}
+	s := &server{app: app, addrs: app.Addrs(), base: "http://" + app.Addrs().HTTP}
+	c := s.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://1", Accepts: []int32{1000}})
+	cancel()
+	// Ready until the signal is seen, then 503 on a listener still open.
+	for code := http.StatusOK; code != http.StatusServiceUnavailable; {
+		if code != http.StatusOK {
+			t.Fatalf("/readyz in the lame duck: %d, want 503", code)
+		}
+		code, _ = s.do(t, http.MethodGet, "/readyz", nil, "")
+	}
+	s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "1"), "in-lame-duck")
+	expect(t, c, 1000, "in-lame-duck")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(cfg.Node.LameDuck + 4*roles.StopTimeout):
+		t.Fatal("shutdown did not finish")
+	}
+	expectClosed(t, c)
+}
+
 // TestShutdownCutsStalledPeers: a client that stops reading, or an HTTP
 // request that never arrives whole, holds the drain until the stop
 // deadline; then it is cut and the stop is still a clean one (no error:

@@ -24,7 +24,7 @@ type Service interface {
 // runServices starts services in order, runs them until ctx ends or one
 // fails, then stops the started ones in reverse order, each within
 // stopTimeout. onReady is called once every service has started.
-func runServices(ctx context.Context, log *zap.Logger, services []Service, stopTimeout time.Duration, onReady func(bool)) error {
+func runServices(ctx context.Context, log *zap.Logger, services []Service, stopTimeout, lameDuck time.Duration, onReady func(bool)) error {
 	var started []Service
 	var startErr error
 	for _, s := range services {
@@ -44,7 +44,18 @@ func runServices(ctx context.Context, log *zap.Logger, services []Service, stopT
 	var runErr error
 	if startErr == nil && len(started) == len(services) {
 		onReady(true)
-		runCtx, cancel := context.WithCancel(ctx)
+		// Runs end when ctx does, after the lame duck if there is one.
+		runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			select {
+			case <-ctx.Done():
+				lameDuckWait(runCtx, log, lameDuck, onReady)
+				cancel()
+			case <-runCtx.Done():
+			}
+		}()
 		errs := make(chan error, len(started))
 		var wg sync.WaitGroup
 		for _, s := range started {
@@ -67,6 +78,7 @@ func runServices(ctx context.Context, log *zap.Logger, services []Service, stopT
 		// Run loops return before Stop so a Stop never races its own Run.
 		wg.Wait()
 		cancel()
+		<-watched
 	}
 
 	var stopErrs []error
@@ -80,6 +92,24 @@ func runServices(ctx context.Context, log *zap.Logger, services []Service, stopT
 		log.Info("service stopped", zap.String("service", s.Name()))
 	}
 	return errors.Join(append([]error{startErr, runErr}, stopErrs...)...)
+}
+
+// lameDuckWait, if lameDuck > 0, reports the node not ready and waits
+// lameDuck (or until ctx ends: a service failed) with everything still
+// serving, so load balancers polling /readyz move traffic away before the
+// listeners close.
+func lameDuckWait(ctx context.Context, log *zap.Logger, lameDuck time.Duration, onReady func(bool)) {
+	if lameDuck <= 0 {
+		return
+	}
+	onReady(false)
+	log.Info("stopping after the lame duck: not ready, still serving", zap.Duration("lame_duck", lameDuck))
+	t := time.NewTimer(lameDuck)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // drainCut reports whether err is a drain that ran out of time and cut

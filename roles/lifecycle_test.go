@@ -3,8 +3,11 @@ package roles
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +21,8 @@ type fakeService struct {
 	startErr error
 	waitCtx  bool // Start blocks until its ctx ends, as one waiting for a backend
 	runErr   error
+	// journalRun: the end of Run is journaled too.
+	journalRun bool
 }
 
 type journal struct {
@@ -53,6 +58,9 @@ func (f *fakeService) Run(ctx context.Context) error {
 		return f.runErr
 	}
 	<-ctx.Done()
+	if f.journalRun {
+		f.journal.add("run ended " + f.name)
+	}
 	return nil
 }
 
@@ -103,7 +111,7 @@ func TestRunServices(t *testing.T) {
 				time.AfterFunc(100*time.Millisecond, cancel)
 			}
 			var ready []bool
-			err := runServices(ctx, zap.NewNop(), services, time.Second, func(r bool) { ready = append(ready, r) })
+			err := runServices(ctx, zap.NewNop(), services, time.Second, 0, func(r bool) { ready = append(ready, r) })
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
 				t.Errorf("runServices = %v, want %v", err, tt.wantErr)
 			}
@@ -115,6 +123,66 @@ func TestRunServices(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunServicesLameDuck: after the signal the node reports itself not
+// ready and keeps running for the lame duck, then stops; a service failing
+// meanwhile cuts the lame duck short.
+func TestRunServicesLameDuck(t *testing.T) {
+	const lameDuck = 300 * time.Millisecond
+	for _, fail := range []bool{false, true} {
+		j := &journal{}
+		var b Service = &fakeService{name: "b", journal: j}
+		if fail {
+			b = &lateFailer{fakeService: fakeService{name: "b", journal: j}, after: 150 * time.Millisecond}
+		}
+		services := []Service{&fakeService{name: "a", journal: j, journalRun: true}, b}
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(100*time.Millisecond, cancel)
+		var notReady atomic.Int64 // when the node first said it is not ready
+		onReady := func(r bool) {
+			j.add(fmt.Sprint("ready ", r))
+			if !r {
+				notReady.CompareAndSwap(0, time.Now().UnixNano())
+			}
+		}
+		err := runServices(ctx, zap.NewNop(), services, time.Second, lameDuck, onReady)
+		elapsed := time.Since(time.Unix(0, notReady.Load()))
+		if fail {
+			if err == nil {
+				t.Error("a run failing during the lame duck: no error")
+			}
+			if elapsed >= lameDuck {
+				t.Errorf("a failing run did not cut the lame duck short: %s", elapsed)
+			}
+		} else {
+			if err != nil {
+				t.Errorf("runServices = %v", err)
+			}
+			if elapsed < lameDuck {
+				t.Errorf("stopped %s after the node said it was not ready, want the lame duck of %s first", elapsed, lameDuck)
+			}
+		}
+		// Not ready before any Run ends; then (in either order) the runs
+		// end and runServices says not ready again; then the stops.
+		got := j.list()
+		if len(got) != 8 || !reflect.DeepEqual(got[:4], []string{"start a", "start b", "ready true", "ready false"}) ||
+			!reflect.DeepEqual(got[6:], []string{"stop b", "stop a"}) || !slices.Contains(got[4:6], "run ended a") {
+			t.Errorf("fail=%v: calls = %q", fail, got)
+		}
+		cancel()
+	}
+}
+
+// lateFailer's Run fails after a while, even once its ctx is past.
+type lateFailer struct {
+	fakeService
+	after time.Duration
+}
+
+func (l *lateFailer) Run(context.Context) error {
+	time.Sleep(l.after)
+	return errors.New("late failure")
 }
 
 // TestBackendsCloseAbandonsStuckClient: a client that cannot close (its

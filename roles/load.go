@@ -443,6 +443,9 @@ func (c *Config) Validate(role string) error {
 	if server {
 		cloud, job, logic = true, true, true
 	}
+	if c.Node.LameDuck < 0 || c.Node.LameDuck > 5*time.Minute {
+		v.addf("node.lame_duck", "must be between 0 and 5m, got %s", c.Node.LameDuck)
+	}
 	if server && c.Node.AdminAddr != "" {
 		v.listenAddr("node.admin_addr", c.Node.AdminAddr)
 	}
