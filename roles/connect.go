@@ -38,28 +38,68 @@ type retrying[T io.Closer] struct {
 	lastErr error // the latest failure, while not connected
 }
 
-// connectRetrying makes one attempt to open what at once (so a healthy start
-// is no slower than before), then keeps trying in the background with
-// backoff until it succeeds or Close is called. Failures that retrying cannot
-// cure (retryable reports false: a bad config) are returned at once.
+// firstAttemptWait bounds how long a start waits for the first attempt: a
+// broker that does not answer (a dial that times out after seconds) must
+// not hold the listeners of a role that serves without it.
+const firstAttemptWait = time.Second
+
+// errFirstAttempt is the failure pending names while the first attempt is
+// still under way.
+var errFirstAttempt = errors.New("first attempt still under way")
+
+// connectRetrying makes one attempt to open what and waits up to
+// firstAttemptWait for it (so a healthy start is no slower than before),
+// then keeps trying in the background with backoff until it succeeds or
+// Close is called. Failures that retrying cannot cure (retryable reports
+// false: a bad config) are returned at once.
 func connectRetrying[T io.Closer](ctx context.Context, log *zap.Logger, what string,
 	open func(context.Context) (T, error), retryable func(error) bool) (*retrying[T], error) {
-	r := &retrying[T]{what: what, ready: make(chan struct{}), done: make(chan struct{})}
-	v, err := open(ctx)
-	if err == nil {
-		r.v = v
-		close(r.ready)
-		close(r.done)
-		r.cancel = func() {}
-		return r, nil
-	}
-	if !retryable(err) {
-		return nil, err
-	}
-	r.lastErr = err
 	lctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go r.loop(lctx, log, open, err)
+	r := &retrying[T]{what: what, ready: make(chan struct{}), done: make(chan struct{}), cancel: cancel, lastErr: errFirstAttempt}
+	type result struct {
+		v   T
+		err error
+	}
+	first := make(chan result, 1)
+	go func() {
+		v, err := open(lctx)
+		first <- result{v, err}
+	}()
+	t := time.NewTimer(firstAttemptWait)
+	defer t.Stop()
+	select {
+	case res := <-first:
+		switch {
+		case res.err == nil:
+			r.v = res.v
+			close(r.ready)
+			close(r.done)
+		case !retryable(res.err):
+			cancel()
+			return nil, res.err
+		default:
+			r.lastErr = res.err
+			go r.loop(lctx, log, open, res.err)
+		}
+		return r, nil
+	case <-t.C:
+		log.Warn("backend slow to answer, starting without it", zap.String("backend", what), zap.Duration("waited", firstAttemptWait))
+	case <-ctx.Done(): // stopping while starting: Close ends the attempt
+	}
+	go func() {
+		res := <-first
+		if res.err == nil {
+			r.v = res.v
+			close(r.ready)
+			close(r.done)
+			log.Info("backend connected", zap.String("backend", what), zap.Int("attempts", 1))
+			return
+		}
+		r.mu.Lock()
+		r.lastErr = res.err
+		r.mu.Unlock()
+		r.loop(lctx, log, open, res.err)
+	}()
 	return r, nil
 }
 

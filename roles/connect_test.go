@@ -88,6 +88,83 @@ func TestRetryingConnectsAtOnceWhenUp(t *testing.T) {
 	}
 }
 
+// TestRetryingSlowFirstAttempt: a first attempt that hangs (a broker that
+// does not answer) does not hold the start: the client answers "not
+// connected" meanwhile and is taken into use when the attempt succeeds.
+func TestRetryingSlowFirstAttempt(t *testing.T) {
+	for _, firstFails := range []bool{false, true} {
+		release := make(chan struct{})
+		var calls atomic.Int32
+		fp := &fakeProducer{}
+		open := func(ctx context.Context) (queue.Producer, error) {
+			if calls.Add(1) == 1 {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				if firstFails {
+					return nil, queue.ErrUnavailable
+				}
+			}
+			return fp, nil
+		}
+		core, logs := observer.New(zapcore.InfoLevel)
+		started := make(chan *retrying[queue.Producer], 1)
+		go func() {
+			r, err := connectRetrying(context.Background(), zap.New(core), "kafka producer", open, unavailable)
+			if err != nil {
+				t.Error(err)
+			}
+			started <- r
+		}()
+		var r *retrying[queue.Producer]
+		select {
+		case r = <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the start waited for a first attempt that hangs")
+		}
+		if err := r.pending(); !errors.Is(err, errNotConnected) || !errors.Is(err, errFirstAttempt) {
+			t.Errorf("pending during the first attempt: %v", err)
+		}
+		if n := len(logs.FilterMessage("backend slow to answer, starting without it").All()); n != 1 {
+			t.Errorf("%d slow-backend warnings, want 1", n)
+		}
+		close(release)
+		waitFor(t, "the producer to connect", func() bool { return r.pending() == nil })
+		if want := map[bool]int32{false: 1, true: 2}[firstFails]; calls.Load() != want {
+			t.Errorf("firstFails=%v: %d attempts, want %d", firstFails, calls.Load(), want)
+		}
+		if err := r.Close(); err != nil || fp.closed.Load() != 1 {
+			t.Errorf("Close: %v, closed %d", err, fp.closed.Load())
+		}
+	}
+}
+
+// TestRetryingStopWhileFirstAttemptHangs: Close ends a first attempt still
+// under way.
+func TestRetryingStopWhileFirstAttemptHangs(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // a signal while starting: connectRetrying does not wait
+	r, err := connectRetrying(ctx, zap.NewNop(), "kafka producer", func(ctx context.Context) (queue.Producer, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}, unavailable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end the hanging first attempt")
+	}
+}
+
 func TestRetryingBadConfigFailsAtOnce(t *testing.T) {
 	bad := errors.New("queue/kafka: bad version")
 	_, err := connectRetrying(context.Background(), zap.NewNop(), "kafka producer",
