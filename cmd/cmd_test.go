@@ -109,11 +109,7 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "imcloud")
-	build := exec.Command("go", "build", "-o", bin, "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	tcpAddr, httpAddr := freeport.Addr(t), freeport.Addr(t)
 	cmd := exec.Command(bin, "all", "--config", filepath.Join("..", "config.yaml"))
 	cmd.Env = append(os.Environ(),
@@ -184,8 +180,12 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 		t.Fatalf("after SIGHUP got %v, %v", f, err)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	// Twice at once, as timeout(1) sends it (to the process and its
+	// group): one stop, a clean one.
+	for range 2 {
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
 	}
 	select {
 	case err := <-exited:
@@ -200,6 +200,75 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", tcpAddr, time.Second); err == nil {
 		t.Error("TCP listener still accepting after exit")
+	}
+}
+
+// buildBinary builds imcloud into a directory of the test's.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "imcloud")
+	build := exec.Command("go", "build", "-o", bin, "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestBinaryLameDuckAndSecondSignal: with node.lame_duck the binary says
+// not ready while it still serves; a second signal then exits at once,
+// with code 1.
+func TestBinaryLameDuckAndSecondSignal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildBinary(t)
+	httpAddr := freeport.Addr(t)
+	cmd := exec.Command(bin, "all", "--config", filepath.Join("..", "config.yaml"))
+	cmd.Env = append(os.Environ(),
+		"IMCLOUD_CLOUD_TCP_ADDR="+freeport.Addr(t), "IMCLOUD_CLOUD_WS_ADDR="+freeport.Addr(t),
+		"IMCLOUD_CLOUD_GRPC_ADDR="+freeport.Addr(t), "IMCLOUD_LOGIC_HTTP_ADDR="+httpAddr,
+		"IMCLOUD_NODE_ID=lame-test", "IMCLOUD_NODE_LAME_DUCK=5m")
+	var logs lockedbuf.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	readyz := func() int {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitStatus := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); readyz() != want; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz never %d; logs:\n%s", want, logs.String())
+			}
+		}
+	}
+	waitStatus(http.StatusOK)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(http.StatusServiceUnavailable) // the lame duck: still answering
+	time.Sleep(2 * repeatWindow)              // not the first one repeated
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitFail {
+			t.Fatalf("exit after a second signal: %v, want code %d; logs:\n%s", err, exitFail, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("a second signal in the lame duck did not exit; logs:\n%s", logs.String())
 	}
 }
 

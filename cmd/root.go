@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -157,6 +158,10 @@ func loggerConfig(c roles.LogConfig) (zap.Config, error) {
 	return zc, nil
 }
 
+// repeatWindow is how soon after the first stop signal a second one is
+// taken as the same one delivered twice.
+const repeatWindow = 100 * time.Millisecond
+
 // signalContext ends on the first SIGINT/SIGTERM; a second one exits at
 // once. SIGHUP, by habit a reload, is logged and ignored: there is no
 // reload, and its default action would kill the process without a drain.
@@ -180,9 +185,18 @@ func signalContext(log *zap.Logger) (context.Context, context.CancelFunc) {
 			}
 			break
 		}
-		sig := <-ch
-		log.Warn("second signal, exiting now", zap.String("signal", sig.String()))
-		os.Exit(exitFail)
+		first := time.Now()
+		for {
+			sig := <-ch
+			if time.Since(first) < repeatWindow {
+				// The same stop sent twice at once (timeout(1) signals the
+				// process and its group), not an operator insisting.
+				log.Info("signal repeated at once, taken as the same stop", zap.String("signal", sig.String()))
+				continue
+			}
+			log.Warn("second signal, exiting now", zap.String("signal", sig.String()))
+			os.Exit(exitFail)
+		}
 	}()
 	return ctx, func() { signal.Stop(ch); signal.Stop(hup); cancel() }
 }
