@@ -19,7 +19,11 @@
 // that revision: an etcd restarted without its data (or restored from an
 // older backup) starts again from revision 1, and a watch from the old
 // revision would wait, without an error, until the new history caught up;
-// the watch reloads instead.
+// the watch reloads instead. The nodes the new history lacks are kept in
+// the list for a lease TTL and a history check (15 s by default): the live
+// ones notice the reset and register again meanwhile, so job and logic never
+// see an empty list because etcd lost its data; the others are dropped then,
+// as their leases would have expired.
 //
 // # Leases, keepalive and re-registration
 //

@@ -71,6 +71,10 @@ type Registry struct {
 	// historyEvery is how often a watch checks that etcd's history still
 	// holds the revision it follows (historyCheck).
 	historyEvery time.Duration
+	// resetGrace is how long a watch keeps, after etcd's history was reset,
+	// the nodes the new history lacks: the live ones register again within
+	// it (see holdMissing).
+	resetGrace time.Duration
 
 	ctx    context.Context // cancelled by Close; parent of every goroutine
 	cancel context.CancelFunc
@@ -171,6 +175,7 @@ func New(cfg Config, log *zap.Logger) (*Registry, error) {
 		reqTimeout:   requestTimeout,
 		maxBackoff:   maxBackoff,
 		historyEvery: defaultHistoryEvery,
+		resetGrace:   ttl + defaultHistoryEvery,
 		ctx:          ctx,
 		cancel:       cancel,
 		regs:         make(map[string]*registration),
@@ -401,20 +406,28 @@ func (r *Registry) follow(ctx context.Context, role string, m map[string]registr
 // followLoop keeps m in step with etcd from rev on, sending ch the sorted
 // list after each change, until ctx ends. When the etcd watch fails (etcd
 // down without a leader, compaction, a closed stream) it reloads the role
-// with backoff and watches again from there; m stands meanwhile.
+// with backoff and watches again from there; m stands meanwhile. After a
+// history reset the nodes the new history lacks are held for a while
+// (holdMissing) rather than dropped at once.
 func (r *Registry) followLoop(ctx context.Context, role string, m map[string]registry.Node, at position, ch chan []registry.Node) {
 	prefix := r.rolePrefix(role)
+	held := &heldNodes{}
 	for {
-		err := r.watchFrom(ctx, prefix, m, &at, ch)
+		err := r.watchFrom(ctx, prefix, m, &at, ch, held)
 		if ctx.Err() != nil {
 			return
 		}
 		r.log.Warn("registry/etcd: watch interrupted, reloading",
 			zap.String("prefix", prefix), zap.Int64("revision", at.rev), zap.Error(err))
+		reset := errors.Is(err, errHistoryReset)
 		wait := backoffStart
 		for attempt := 1; ; attempt++ {
 			fresh, fat, err := r.load(ctx, role)
 			if err == nil {
+				if reset {
+					r.holdMissing(prefix, held, m, fresh)
+				}
+				held.keep(fresh)
 				if !reflect.DeepEqual(fresh, m) {
 					m = fresh
 					send(ch, sorted(m))
@@ -435,6 +448,77 @@ func (r *Registry) followLoop(ctx context.Context, role string, m map[string]reg
 			wait = r.nextBackoff(wait)
 		}
 	}
+}
+
+// heldNodes are the nodes a watch keeps listing after etcd's history was
+// reset although the new history lacks them, until they write their key
+// again or until is reached. Only the watch's goroutine uses them.
+type heldNodes struct {
+	nodes map[string]registry.Node // key -> last record from the old history
+	until time.Time
+}
+
+// holdMissing holds the nodes of m that fresh, the first list of a new
+// history, lacks. etcd restarted without its data (or restored from an older
+// backup) holds none of the live nodes until each notices and registers
+// again (its keepalive fails, or its own watch sees the reset: within a few
+// seconds); dropping them meanwhile would make job and logic route nothing
+// to them. A node that does not come back within r.resetGrace (a lease TTL
+// and a history check) is dropped then, as its lease would have expired on
+// an etcd that kept its data.
+func (r *Registry) holdMissing(prefix string, held *heldNodes, m, fresh map[string]registry.Node) {
+	var ids []string
+	for k, n := range m {
+		if _, ok := fresh[k]; ok {
+			continue
+		}
+		if held.nodes == nil {
+			held.nodes = make(map[string]registry.Node)
+		}
+		held.nodes[k] = n
+		ids = append(ids, n.ID)
+	}
+	if len(ids) == 0 {
+		return
+	}
+	held.until = time.Now().Add(r.resetGrace)
+	slices.Sort(ids)
+	r.log.Warn("registry/etcd: etcd's new history lacks nodes; keeping them until they register again",
+		zap.String("prefix", prefix), zap.Strings("nodes", ids), zap.Duration("grace", r.resetGrace))
+}
+
+// keep adds the held nodes to fresh, a list just loaded, except those it
+// has: they registered again.
+func (h *heldNodes) keep(fresh map[string]registry.Node) {
+	for k, n := range h.nodes {
+		if _, ok := fresh[k]; ok {
+			delete(h.nodes, k)
+		} else {
+			fresh[k] = n
+		}
+	}
+}
+
+// timer returns a channel that fires when the grace of the held nodes ends,
+// nil (never) if none is held, and a stop function.
+func (h *heldNodes) timer() (<-chan time.Time, func()) {
+	if len(h.nodes) == 0 {
+		return nil, func() {}
+	}
+	t := time.NewTimer(time.Until(h.until))
+	return t.C, func() { t.Stop() }
+}
+
+// expire removes the nodes still held from m and returns their ids.
+func (h *heldNodes) expire(m map[string]registry.Node) []string {
+	ids := make([]string, 0, len(h.nodes))
+	for k, n := range h.nodes {
+		delete(m, k)
+		ids = append(ids, n.ID)
+	}
+	clear(h.nodes)
+	slices.Sort(ids)
+	return ids
 }
 
 // position is a point in etcd's history: a revision of a cluster.
@@ -472,14 +556,17 @@ func (r *Registry) historyCheck(ctx context.Context, prefix string, at position)
 // watchFrom watches prefix from at.rev+1, applying events to m and sending
 // the list after each response with changes. It returns when ctx ends, the
 // watch fails or etcd's history was reset (historyCheck, every
-// r.historyEvery); *at is the last revision m reflects.
-func (r *Registry) watchFrom(ctx context.Context, prefix string, m map[string]registry.Node, at *position, ch chan []registry.Node) error {
+// r.historyEvery); *at is the last revision m reflects. Held nodes whose
+// grace ends meanwhile are removed from m.
+func (r *Registry) watchFrom(ctx context.Context, prefix string, m map[string]registry.Node, at *position, ch chan []registry.Node, held *heldNodes) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the etcd watch when we stop reading it
 	wch := r.cli.Watch(clientv3.WithRequireLeader(wctx), prefix,
 		clientv3.WithPrefix(), clientv3.WithRev(at.rev+1))
 	check := time.NewTicker(r.historyEvery)
 	defer check.Stop()
+	graceOver, stopGrace := held.timer()
+	defer func() { stopGrace() }()
 	for {
 		var resp clientv3.WatchResponse
 		var open bool
@@ -488,6 +575,14 @@ func (r *Registry) watchFrom(ctx context.Context, prefix string, m map[string]re
 		case <-check.C:
 			if err := r.historyCheck(ctx, prefix, *at); err != nil {
 				return err
+			}
+			continue
+		case <-graceOver:
+			graceOver = nil
+			if ids := held.expire(m); len(ids) > 0 {
+				r.log.Warn("registry/etcd: nodes did not register again after etcd's history was reset; dropped",
+					zap.String("prefix", prefix), zap.Strings("nodes", ids))
+				send(ch, sorted(m))
 			}
 			continue
 		}
@@ -503,6 +598,7 @@ func (r *Registry) watchFrom(ctx context.Context, prefix string, m map[string]re
 		changed := false
 		for _, ev := range resp.Events {
 			key := string(ev.Kv.Key)
+			delete(held.nodes, key) // written in the new history: no longer held
 			switch ev.Type {
 			case clientv3.EventTypePut:
 				if n, ok := r.decode(ev.Kv.Key, ev.Kv.Value); ok {

@@ -914,3 +914,70 @@ func TestWatchAfterHistoryReset(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchKeepsNodesAcrossHistoryReset: after etcd comes back without its
+// data, the live nodes need a moment to notice and register again. A watch
+// that notices first must not send a list without them meanwhile (job and
+// logic would drop every push for that moment: "no cloud nodes"), while a
+// node that does not come back leaves once the grace is over.
+func TestWatchKeepsNodesAcrossHistoryReset(t *testing.T) {
+	t.Parallel()
+	srv := etcdtest.Start(t)
+	log, logs := observed(t)
+	prefix := uniquePrefix(t)
+	watcher := newReg(t, srv, prefix, log)
+	watcher.historyEvery = 100 * time.Millisecond
+	watcher.resetGrace = 3 * time.Second
+	live := newReg(t, srv, prefix, nil)
+	// Notices the reset late: by its keepalive, or a history check in an hour.
+	live.historyEvery = time.Hour
+	gone, err := New(Config{Endpoints: []string{srv.Endpoint}, Prefix: prefix, TTL: testTTL, DialTimeout: time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := live.Register(ctx, node("n1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := gone.Register(ctx, node("n3", 3)); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := watcher.Watch(ctx, registry.RoleCloud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := listString(<-ch); got != "[n1:1 n3:3]" {
+		t.Fatalf("first list %s", got)
+	}
+	srv.Stop()
+	_ = gone.Close() // n3's process dies while etcd is down: it never registers again
+	srv.Wipe()
+	back := time.Now() // the watch may notice the new cluster before Start returns
+	srv.Start()
+
+	var lists []string
+	timeout := time.After(waitFor)
+	for {
+		select {
+		case list := <-ch:
+			got := listString(list)
+			lists = append(lists, got)
+			if !strings.Contains(got, "n1:") {
+				t.Fatalf("the watch sent %s %v after etcd came back empty, while n1 was registering again (lists %v)",
+					got, time.Since(back).Round(time.Millisecond), lists)
+			}
+			if strings.Contains(got, "n3:") {
+				continue
+			}
+			if d := time.Since(back); d < watcher.resetGrace-500*time.Millisecond {
+				t.Fatalf("n3 dropped %v after etcd came back, before the %v grace", d, watcher.resetGrace)
+			}
+			if countLogs(logs, "registry/etcd: watch interrupted, reloading") == 0 {
+				t.Error("the reset was not logged")
+			}
+			return
+		case <-timeout:
+			t.Fatalf("n3 still listed %v after etcd came back (lists %v)", waitFor, lists)
+		}
+	}
+}
