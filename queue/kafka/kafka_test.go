@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -741,4 +742,78 @@ func readTopic(t *testing.T, cfg Config, part int32) []string {
 			t.Fatalf("read %d messages of %d", len(out), hwm)
 		}
 	}
+}
+
+// TestRecoversPromptlyAfterBrokerRestart: a broker that comes back (here
+// empty, as a broker that kept its topic in memory) is published to again
+// within a few seconds, on every key. sarama opens a circuit breaker per
+// partition after three failed leader lookups and keeps it open 10 s
+// (re-opened by every failed half-open try), so partitions that took
+// publishes during the outage went on failing with "circuit breaker is open"
+// for up to 10 s after the broker was back.
+func TestRecoversPromptlyAfterBrokerRestart(t *testing.T) {
+	b := kafkatest.Start(t)
+	_, port, err := net.SplitHostPort(b.Addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	portNum, _ := strconv.Atoi(port)
+	cfg := testConfig(t, b)
+	cfg.Partitions = 4
+	cfg.PublishTimeout = 2 * time.Second
+	p := newProducer(t, cfg)
+	keys := []string{"node-a", "node-b", "node-c", "node-d", "node-e", "node-f"}
+	for i, k := range keys {
+		if err := p.Publish(t.Context(), pushTo("", i, k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Close()
+	// Publish on every key until the breakers are open.
+	sawOpen := false
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end) && !sawOpen; {
+		for i, k := range keys {
+			err := p.Publish(t.Context(), pushTo("", i, k))
+			if err == nil {
+				t.Fatal("publish succeeded with the broker down")
+			}
+			sawOpen = sawOpen || strings.Contains(err.Error(), "circuit breaker is open")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !sawOpen {
+		t.Log("no circuit breaker opened during the outage")
+	}
+	var b2 *kafkatest.Broker
+	for end := time.Now().Add(10 * time.Second); b2 == nil; {
+		func() {
+			defer func() { _ = recover() }() // the port may take a moment to free
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(portNum))
+			if err == nil {
+				b2 = &kafkatest.Broker{Addrs: c.ListenAddrs(), Cluster: c}
+				t.Cleanup(b2.Close)
+			}
+		}()
+		if b2 == nil {
+			if time.Now().After(end) {
+				t.Fatalf("could not restart the broker on port %d", portNum)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	back := time.Now()
+	const within = 4 * time.Second
+	for i, k := range keys {
+		for {
+			err := p.Publish(t.Context(), pushTo("", i, k))
+			if err == nil {
+				break
+			}
+			if time.Since(back) > within {
+				t.Fatalf("publish on key %s still fails %v after the broker came back: %v", k, within, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	t.Logf("every key published again %v after the broker came back", time.Since(back).Round(time.Millisecond))
 }

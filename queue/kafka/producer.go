@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/eapache/go-resiliency/breaker"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
@@ -21,14 +22,16 @@ import (
 type Producer struct {
 	cfg      Config
 	log      *zap.Logger
-	ap       sarama.AsyncProducer
 	maxBytes int // the largest record sarama sends (Producer.MaxMessageBytes)
 
-	mu     sync.RWMutex // held for reading while a Publish hands a message to ap
+	// mu guards ap and closed; it is held for reading while a Publish
+	// hands a message to ap. ap is replaced by renew.
+	mu     sync.RWMutex
+	ap     sarama.AsyncProducer
 	closed bool
 
-	closeOnce  sync.Once
-	routerDone chan struct{} // closed once ap's result channels are drained
+	closeOnce sync.Once
+	routers   sync.WaitGroup // one route per sarama producer made, until its result channels are drained
 
 	// recreating is set while a background ensureTopic runs, lastRecreate
 	// is when the last one started (under recreateMu): a topic that went
@@ -37,7 +40,16 @@ type Producer struct {
 	recreating   atomic.Bool
 	recreateMu   sync.Mutex
 	lastRecreate time.Time
+
+	// renewing is set while a background renew runs, lastRenew is when the
+	// last one started (under renewMu).
+	renewing  atomic.Bool
+	renewMu   sync.Mutex
+	lastRenew time.Time
 }
+
+// renewEvery bounds how often the sarama producer is replaced (renew).
+const renewEvery = 2 * time.Second
 
 // recreateEvery bounds how often a missing topic is created again.
 const recreateEvery = 5 * time.Second
@@ -66,16 +78,17 @@ func NewProducer(ctx context.Context, cfg Config, log *zap.Logger) (*Producer, e
 	if err != nil {
 		return nil, fmt.Errorf("queue/kafka: new producer: %w: %w", queue.ErrUnavailable, err)
 	}
-	p := &Producer{cfg: cfg, log: log, ap: ap, maxBytes: sc.Producer.MaxMessageBytes, routerDone: make(chan struct{})}
-	go p.route()
+	p := &Producer{cfg: cfg, log: log, ap: ap, maxBytes: sc.Producer.MaxMessageBytes}
+	p.routers.Add(1)
+	go p.route(ap)
 	return p, nil
 }
 
-// route hands every acknowledgement or failure back to the Publish call
-// waiting for it, until the producer has shut down.
-func (p *Producer) route() {
-	defer close(p.routerDone)
-	succ, errs := p.ap.Successes(), p.ap.Errors()
+// route hands every acknowledgement or failure of ap back to the Publish
+// call waiting for it, until ap has shut down.
+func (p *Producer) route(ap sarama.AsyncProducer) {
+	defer p.routers.Done()
+	succ, errs := ap.Successes(), ap.Errors()
 	for succ != nil || errs != nil {
 		select {
 		case m, ok := <-succ:
@@ -141,7 +154,7 @@ func (p *Producer) Publish(ctx context.Context, m *pb.PushMsg) error {
 		return queue.ErrClosed
 	}
 	select {
-	case p.ap.Input() <- msg:
+	case p.ap.Input() <- msg: // p.ap stands while mu is held
 	case <-ctx.Done():
 		p.mu.RUnlock()
 		return fmt.Errorf("queue/kafka: publish: producer busy: %w: %w", queue.ErrUnavailable, ctx.Err())
@@ -152,6 +165,9 @@ func (p *Producer) Publish(ctx context.Context, m *pb.PushMsg) error {
 	case err := <-res:
 		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
 			p.recreateTopic()
+		}
+		if errors.Is(err, breaker.ErrBreakerOpen) {
+			p.renew()
 		}
 		return publishError(err)
 	case <-ctx.Done():
@@ -183,6 +199,61 @@ func (p *Producer) recreateTopic() {
 	}()
 }
 
+// renew replaces the sarama producer once the cluster answers again.
+// sarama keeps a circuit breaker per partition: three failed leader lookups
+// open it for 10 s, and a failed try after that opens it for another 10 s,
+// so a partition that took publishes while the cluster was down went on
+// failing ("circuit breaker is open") for up to 10 s after it was back, and
+// hid a topic the cluster had lost. A new producer starts with its breakers
+// closed. renew runs in the background, at most once per renewEvery; it
+// makes sure the topic exists (creating it again if it went missing) and
+// connects a new producer, and swaps it in only if both succeed, so nothing
+// changes while the cluster is still down. The old producer is closed
+// asynchronously: what it holds still gets its results.
+func (p *Producer) renew() {
+	p.renewMu.Lock()
+	due := time.Since(p.lastRenew) >= renewEvery
+	if due {
+		p.lastRenew = time.Now()
+	}
+	p.renewMu.Unlock()
+	if !due || !p.renewing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer p.renewing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), renewEvery)
+		defer cancel()
+		if err := ensureTopic(ctx, p.cfg, p.log); err != nil {
+			p.log.Debug("kafka producer not renewed: the cluster does not answer yet", zap.Error(err))
+			return
+		}
+		sc, err := p.cfg.producerConfig()
+		if err != nil {
+			return // it was valid when the producer was made
+		}
+		ap, err := sarama.NewAsyncProducer(p.cfg.Brokers, sc)
+		if err != nil {
+			p.log.Debug("kafka producer not renewed: cannot connect", zap.Error(err))
+			return
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			_ = ap.Close() // never used: nothing waits on its results
+			return
+		}
+		old := p.ap
+		p.ap = ap
+		p.routers.Add(1) // before Close can Wait: Close sets closed under mu first
+		go p.route(ap)
+		p.mu.Unlock()
+		old.AsyncClose()
+		p.log.Info("kafka producer renewed: the cluster answers again, and the old producer's circuit breakers were open",
+			zap.String("topic", p.cfg.Topic))
+	}()
+}
+
 // publishError maps a sarama produce result to the queue's errors.
 func publishError(err error) error {
 	switch {
@@ -206,11 +277,12 @@ func (p *Producer) Close() error {
 	p.closeOnce.Do(func() {
 		p.mu.Lock()
 		p.closed = true
+		ap := p.ap
 		p.mu.Unlock()
 		// AsyncClose, not Close: Close would drain the result channels
 		// itself, racing route for the results Publish calls wait on.
-		p.ap.AsyncClose()
-		<-p.routerDone
+		ap.AsyncClose()
+		p.routers.Wait() // this producer's route, and those of producers renew replaced
 	})
 	return nil
 }
