@@ -173,12 +173,14 @@ func (c *Consumer) Consume(ctx context.Context, h queue.Handler) error {
 
 	backoff := minGroupBackoff
 	var group sarama.ConsumerGroup
+	failures := int64(0) // attempts that failed since the last session started
 	for {
 		g, err := sarama.NewConsumerGroup(c.cfg.Brokers, c.cfg.Group, c.sc)
 		if err == nil {
 			group = g
 			break
 		}
+		failures++
 		c.log.Warn("kafka consumer group unavailable, retrying", zap.String("group", c.cfg.Group),
 			zap.Duration("backoff", backoff), zap.Error(err))
 		if !deadline.Sleep(ctx, backoff) {
@@ -214,6 +216,7 @@ func (c *Consumer) Consume(ctx context.Context, h queue.Handler) error {
 	}()
 
 	gh := &groupHandler{c: c, h: h}
+	gh.failures.Store(failures)
 	backoff = minGroupBackoff
 	for ctx.Err() == nil {
 		// Consume runs one session: it returns when the group rebalances,
@@ -226,6 +229,7 @@ func (c *Consumer) Consume(ctx context.Context, h queue.Handler) error {
 			backoff = minGroupBackoff
 			continue
 		}
+		gh.failures.Add(1)
 		c.log.Warn("kafka consumer group session failed, retrying", zap.String("group", c.cfg.Group),
 			zap.Duration("backoff", backoff), zap.Error(err))
 		if !deadline.Sleep(ctx, backoff) {
@@ -251,10 +255,17 @@ func (c *Consumer) Close() error {
 type groupHandler struct {
 	c *Consumer
 	h queue.Handler
+	// failures counts the attempts to join that failed since the last
+	// session started: the next one to start says that consuming resumed.
+	failures atomic.Int64
 }
 
 func (g *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	g.c.stats.sessions.Add(1)
+	if n := g.failures.Swap(0); n > 0 {
+		g.c.log.Info("kafka consumer group consuming again", zap.String("group", g.c.cfg.Group),
+			zap.Int64("failed_before", n), zap.Int32("generation", sess.GenerationID()))
+	}
 	g.c.log.Debug("kafka consumer group session started", zap.String("group", g.c.cfg.Group),
 		zap.String("member", sess.MemberID()), zap.Int32("generation", sess.GenerationID()),
 		zap.Any("claims", sess.Claims()))

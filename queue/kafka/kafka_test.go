@@ -18,6 +18,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imcloud/imcloud/protocol/pb"
@@ -753,11 +756,6 @@ func readTopic(t *testing.T, cfg Config, part int32) []string {
 // for up to 10 s after the broker was back.
 func TestRecoversPromptlyAfterBrokerRestart(t *testing.T) {
 	b := kafkatest.Start(t)
-	_, port, err := net.SplitHostPort(b.Addrs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	portNum, _ := strconv.Atoi(port)
 	cfg := testConfig(t, b)
 	cfg.Partitions = 4
 	cfg.PublishTimeout = 2 * time.Second
@@ -784,23 +782,7 @@ func TestRecoversPromptlyAfterBrokerRestart(t *testing.T) {
 	if !sawOpen {
 		t.Log("no circuit breaker opened during the outage")
 	}
-	var b2 *kafkatest.Broker
-	for end := time.Now().Add(10 * time.Second); b2 == nil; {
-		func() {
-			defer func() { _ = recover() }() // the port may take a moment to free
-			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(portNum))
-			if err == nil {
-				b2 = &kafkatest.Broker{Addrs: c.ListenAddrs(), Cluster: c}
-				t.Cleanup(b2.Close)
-			}
-		}()
-		if b2 == nil {
-			if time.Now().After(end) {
-				t.Fatalf("could not restart the broker on port %d", portNum)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	restartBroker(t, b)
 	back := time.Now()
 	const within = 4 * time.Second
 	for i, k := range keys {
@@ -816,4 +798,91 @@ func TestRecoversPromptlyAfterBrokerRestart(t *testing.T) {
 		}
 	}
 	t.Logf("every key published again %v after the broker came back", time.Since(back).Round(time.Millisecond))
+}
+
+// restartBroker starts an empty one-broker cluster on the port of b, which
+// has been closed, as a broker restarted without its data.
+func restartBroker(t *testing.T, b *kafkatest.Broker) {
+	t.Helper()
+	_, port, err := net.SplitHostPort(b.Addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	portNum, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(portNum))
+		if err == nil {
+			t.Cleanup(c.Close)
+			return
+		}
+		if time.Now().After(end) { // the port may take a moment to free
+			t.Fatalf("could not restart the broker on port %d: %v", portNum, err)
+		}
+	}
+}
+
+// TestConsumerSaysWhenItConsumesAgain: after the broker was down, the
+// consumer logs that it consumes again (it had logged only its failures, so
+// an operator could not tell from the job's log that it recovered), and
+// receives what is published then.
+func TestConsumerSaysWhenItConsumesAgain(t *testing.T) {
+	b := kafkatest.Start(t)
+	cfg := testConfig(t, b)
+	cfg.Partitions = 1
+	p := newProducer(t, cfg)
+	core, logs := observer.New(zapcore.InfoLevel)
+	c, err := NewConsumer(t.Context(), cfg, zap.New(zapcore.NewTee(core, testLogger(t).Core())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	got := make(chan string, 16)
+	stop := run(t, c, func(_ context.Context, m *pb.PushMsg, done func()) error {
+		done()
+		got <- m.GetId()
+		return nil
+	})
+	defer stop()
+	if err := p.Publish(t.Context(), &pb.PushMsg{Id: "before", Type: pb.PushMsg_ROOM, Room: "live://1"}); err != nil {
+		t.Fatal(err)
+	}
+	if id := <-got; id != "before" {
+		t.Fatalf("received %q", id)
+	}
+	if n := logs.FilterMessage("kafka consumer group consuming again").Len(); n != 0 {
+		t.Fatalf("%d 'consuming again' logs before any failure", n)
+	}
+	b.Close()
+	eventually(t, "a session failure logged", func() bool {
+		return logs.FilterMessage("kafka consumer group session failed, retrying").Len() > 0
+	})
+	restartBroker(t, b)
+	full, err := cfg.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ensureTopic(t.Context(), full, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "'consuming again' logged", func() bool {
+		return logs.FilterMessage("kafka consumer group consuming again").Len() == 1
+	})
+	eventually(t, "a push published after the restart received", func() bool {
+		if err := p.Publish(t.Context(), &pb.PushMsg{Id: "after", Type: pb.PushMsg_ROOM, Room: "live://1"}); err != nil {
+			return false
+		}
+		for {
+			select {
+			case id := <-got:
+				if id == "after" {
+					return true
+				}
+			case <-time.After(2 * time.Second):
+				return false
+			}
+		}
+	})
 }
