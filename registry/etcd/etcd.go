@@ -538,13 +538,24 @@ var errHistoryReset = errors.New("etcd's history was reset (a new or restored cl
 
 // historyCheck reports errHistoryReset if etcd, asked now, is another
 // cluster than at, or at an earlier revision. An etcd that does not answer
-// is no news: the watch itself deals with it.
-func (r *Registry) historyCheck(ctx context.Context, prefix string, at position) error {
+// is no news for the watch, which deals with it itself; it is logged once,
+// and so is its answering again (*unreachable says which was logged last),
+// since the watch alone waits without a word while etcd is down.
+func (r *Registry) historyCheck(ctx context.Context, prefix string, at position, unreachable *bool) error {
 	actx, cancel := context.WithTimeout(ctx, r.reqTimeout)
 	defer cancel()
 	resp, err := r.cli.Get(actx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
+		if !*unreachable && ctx.Err() == nil {
+			*unreachable = true
+			r.log.Warn("registry/etcd: etcd does not answer; the watch keeps the last node list",
+				zap.String("prefix", prefix), zap.Error(err))
+		}
 		return nil
+	}
+	if *unreachable {
+		*unreachable = false
+		r.log.Info("registry/etcd: etcd answers again", zap.String("prefix", prefix))
 	}
 	if h := resp.Header; h.ClusterId != at.cluster || h.Revision < at.rev {
 		return fmt.Errorf("%w: cluster %x at revision %d, the watch followed cluster %x at %d",
@@ -566,6 +577,7 @@ func (r *Registry) watchFrom(ctx context.Context, prefix string, m map[string]re
 	check := time.NewTicker(r.historyEvery)
 	defer check.Stop()
 	graceOver, stopGrace := held.timer()
+	unreachable := false
 	defer func() { stopGrace() }()
 	for {
 		var resp clientv3.WatchResponse
@@ -573,7 +585,7 @@ func (r *Registry) watchFrom(ctx context.Context, prefix string, m map[string]re
 		select {
 		case resp, open = <-wch:
 		case <-check.C:
-			if err := r.historyCheck(ctx, prefix, *at); err != nil {
+			if err := r.historyCheck(ctx, prefix, *at, &unreachable); err != nil {
 				return err
 			}
 			continue

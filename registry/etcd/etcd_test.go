@@ -981,3 +981,32 @@ func TestWatchKeepsNodesAcrossHistoryReset(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchLogsEtcdOutage: a watch says once that etcd does not answer and
+// once that it answers again (job and logic logged nothing about an etcd
+// outage: their watches just waited).
+func TestWatchLogsEtcdOutage(t *testing.T) {
+	t.Parallel()
+	srv := etcdtest.Start(t)
+	log, logs := observed(t)
+	watcher := newReg(t, srv, uniquePrefix(t), log)
+	watcher.historyEvery = 100 * time.Millisecond
+	ch, err := watcher.Watch(t.Context(), registry.RoleCloud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ch
+	const down, back = "registry/etcd: etcd does not answer; the watch keeps the last node list", "registry/etcd: etcd answers again"
+	time.Sleep(300 * time.Millisecond)
+	if n := countLogs(logs, down) + countLogs(logs, back); n != 0 {
+		t.Fatalf("%d outage logs while etcd runs", n)
+	}
+	srv.Stop()
+	poll(t, "the outage logged", func() bool { return countLogs(logs, down) > 0 })
+	time.Sleep(1500 * time.Millisecond) // further failed checks
+	srv.Start()
+	poll(t, "the recovery logged", func() bool { return countLogs(logs, back) > 0 })
+	if d, b := countLogs(logs, down), countLogs(logs, back); d != 1 || b != 1 {
+		t.Errorf("logged %d times that etcd does not answer and %d that it answers again, want once each", d, b)
+	}
+}
