@@ -251,6 +251,8 @@ func (c *cloudService) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(c.cfg.Cloud.OnlineReportInterval)
 	defer t.Stop()
+	probe := time.NewTicker(min(storeProbeEvery, c.cfg.Cloud.OnlineReportInterval))
+	defer probe.Stop()
 	c.report(ctx, &wg)
 	for {
 		select {
@@ -262,9 +264,20 @@ func (c *cloudService) Run(ctx context.Context) error {
 			}
 		case <-t.C:
 			c.report(ctx, &wg)
+		case <-probe.C:
+			if c.troubled {
+				c.reportStore(ctx, true)
+			}
 		}
 	}
 }
+
+// storeProbeEvery is how often a node whose store failed tries it again
+// between report cycles: a store that comes back (maybe empty: a Redis
+// without persistence) has every session bound again within this, not
+// within a whole report interval, during which pushes by mid and key to
+// this node's users found no binding and reached nobody.
+const storeProbeEvery = 500 * time.Millisecond
 
 // report refreshes the registry record and the store's room counts.
 // The registry update runs on wg, one at a time (a cycle skips it while the
@@ -282,15 +295,28 @@ func (c *cloudService) report(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		})
 	}
+	c.reportStore(ctx, false)
+}
+
+// reportStore is the store's part of a report cycle: it follows the other
+// nodes' counts and writes this node's. A probe (between cycles, while the
+// store fails) logs no failure: the cycles do.
+func (c *cloudService) reportStore(ctx context.Context, probe bool) {
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.Cloud.OnlineReportInterval)
 	defer cancel()
 	ok, rebinding := true, false
 	if c.b.shared {
-		ok, rebinding = c.followClusterCounts(sctx) // before this report replaces the last one
+		ok, rebinding = c.followClusterCounts(sctx, probe) // before this report replaces the last one
 	}
-	r := store.NodeOnline{Node: c.nodeID, Conns: n.Conns, IPs: n.IPs, Rooms: c.hub.Rooms()}
+	if !ok && probe {
+		return // still down; the report would fail too
+	}
+	conns, ips := c.hub.Online()
+	r := store.NodeOnline{Node: c.nodeID, Conns: conns, IPs: ips, Rooms: c.hub.Rooms()}
 	if err := c.b.online.ReportOnline(sctx, r, 3*c.cfg.Cloud.OnlineReportInterval); err != nil {
-		c.log.Warn("online report failed", zap.Error(err))
+		if !probe {
+			c.log.Warn("online report failed", zap.Error(err))
+		}
 		ok = false
 	} else {
 		c.reported = true
@@ -317,10 +343,12 @@ func (c *cloudService) report(ctx context.Context, wg *sync.WaitGroup) {
 // report lives), likely the session bindings too: every session is bound
 // again. It reports whether the store answered, and whether it had the
 // sessions bound again.
-func (c *cloudService) followClusterCounts(ctx context.Context) (ok, rebinding bool) {
+func (c *cloudService) followClusterCounts(ctx context.Context, quiet bool) (ok, rebinding bool) {
 	reports, err := c.b.online.AllOnline(ctx)
 	if err != nil {
-		c.log.Warn("reading other nodes' online reports failed", zap.Error(err))
+		if !quiet {
+			c.log.Warn("reading other nodes' online reports failed", zap.Error(err))
+		}
 		return false, false
 	}
 	others, own := otherRoomCounts(reports, c.nodeID, c.peerLive)

@@ -393,3 +393,83 @@ func startWarnLogged(t *testing.T, cfg *Config, shared bool) *observer.ObservedL
 	t.Cleanup(func() { _ = c.Stop(context.Background()) })
 	return logs
 }
+
+// lossyOnline is an online store that can be down, and can come back
+// empty (a Redis restarted without persistence); safe for concurrent use.
+type lossyOnline struct {
+	mu   sync.Mutex
+	cur  store.Online
+	down bool
+}
+
+func (l *lossyOnline) get() (store.Online, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down {
+		return nil, errDown
+	}
+	return l.cur, nil
+}
+
+func (l *lossyOnline) ReportOnline(ctx context.Context, r store.NodeOnline, ttl time.Duration) error {
+	o, err := l.get()
+	if err != nil {
+		return err
+	}
+	return o.ReportOnline(ctx, r, ttl)
+}
+
+func (l *lossyOnline) AllOnline(ctx context.Context) ([]store.NodeOnline, error) {
+	o, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return o.AllOnline(ctx)
+}
+
+// TestStoreBackRebindsWithinProbe: a node whose store failed tries it
+// again every storeProbeEvery, so a store that comes back (maybe empty) has
+// the sessions bound again within that, not at the next report cycle
+// (cloud.online_report_interval, 5 s by default, during which pushes by mid
+// to this node's users answered "sessions":0 and reached nobody); the
+// probes log no failures of their own.
+func TestStoreBackRebindsWithinProbe(t *testing.T) {
+	cfg := Default()
+	cfg.Cloud.PublicTCPAddr, cfg.Cloud.PublicWSAddr, cfg.Cloud.AdvertiseAddr = "127.0.0.1:1", "ws://127.0.0.1:2/sub", "127.0.0.1:3"
+	cfg.Cloud.OnlineReportInterval = time.Hour // no cycle but the first within the test
+	online := &lossyOnline{cur: storememory.New(time.Minute), down: true}
+	core, logs := observer.New(zapcore.InfoLevel)
+	b := &backends{registrar: memory.New(), sessions: storememory.New(time.Minute), online: online, shared: true}
+	c, err := newCloudService(&cfg, RoleCloud, "n1", zap.New(core), b, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(ctx) }() // its first cycle finds the store down
+	defer func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	const failed, back = "reading other nodes' online reports failed", "session store answers again; rebinding every session"
+	time.Sleep(4 * storeProbeEvery)
+	if n := logs.FilterMessage(failed).Len(); n != 1 {
+		t.Errorf("%d failures logged over the first cycle and %d probes, want 1", n, 4)
+	}
+	online.mu.Lock()
+	online.down = false // back, and empty
+	online.mu.Unlock()
+	up := time.Now()
+	for logs.FilterMessage(back).Len() == 0 {
+		if d := time.Since(up); d > 4*storeProbeEvery {
+			t.Fatalf("no rebind %v after the store came back (the next report cycle is an hour away)", d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r, err := online.AllOnline(ctx); err != nil || len(r) != 1 || r[0].Node != "n1" {
+		t.Errorf("reports after the store came back: %v, %v; want n1's", r, err)
+	}
+	t.Logf("sessions rebound %v after the store came back", time.Since(up).Round(time.Millisecond))
+}
