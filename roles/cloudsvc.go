@@ -43,6 +43,10 @@ type cloudService struct {
 	// the store fails and until a report cycle succeeds again (Run's
 	// goroutine only).
 	reported, troubled bool
+	// sessionsFailed is set when the hub's own use of the session store
+	// fails (noteSessions): the store may be restarting, maybe empty, and
+	// the next probe finds out rather than the next report cycle.
+	sessionsFailed atomic.Bool
 	// updating is set while a registry update is under way (in its own
 	// goroutine: an unreachable registry must not hold up the store).
 	updating atomic.Bool
@@ -79,6 +83,37 @@ func (r noteRegistrar) Register(ctx context.Context, n registry.Node) error {
 	return err
 }
 
+// noteSessions is the hub's session store; its failures (a key bound
+// elsewhere is no failure) set the service's sessionsFailed.
+type noteSessions struct {
+	store.Sessions
+	c *cloudService
+}
+
+func (n noteSessions) note(err error) error {
+	if err != nil && !errors.Is(err, store.ErrMoved) {
+		n.c.sessionsFailed.Store(true)
+	}
+	return err
+}
+
+func (n noteSessions) Bind(ctx context.Context, s store.Session) error {
+	return n.note(n.Sessions.Bind(ctx, s))
+}
+
+func (n noteSessions) Refresh(ctx context.Context, s store.Session) error {
+	return n.note(n.Sessions.Refresh(ctx, s))
+}
+
+func (n noteSessions) Unbind(ctx context.Context, s store.Session) (bool, error) {
+	ok, err := n.Sessions.Unbind(ctx, s)
+	return ok, n.note(err)
+}
+
+func (n noteSessions) UnbindMany(ctx context.Context, ss []store.Session) error {
+	return n.note(n.Sessions.UnbindMany(ctx, ss))
+}
+
 func newCloudService(cfg *Config, role, nodeID string, log *zap.Logger, b *backends, m *cloud.Metrics, admin http.Handler) (*cloudService, error) {
 	cc := cfg.Cloud
 	dedup := cc.DedupWindow
@@ -87,6 +122,7 @@ func newCloudService(cfg *Config, role, nodeID string, log *zap.Logger, b *backe
 		// with it: no push can be delivered twice, so none is remembered.
 		dedup = 0
 	}
+	c := &cloudService{cfg: cfg, nodeID: nodeID, log: log, b: b, admin: admin, errs: make(chan error, 4)}
 	hub, err := cloud.New(cloud.Config{
 		NodeID: nodeID, HandshakeTimeout: cc.HandshakeTimeout, HeartbeatTimeout: cc.HeartbeatTimeout,
 		WriteTimeout: cc.WriteTimeout, MaxBody: cc.MaxBody, SendQueue: cc.SendQueue, Buckets: cc.Buckets,
@@ -95,11 +131,11 @@ func newCloudService(cfg *Config, role, nodeID string, log *zap.Logger, b *backe
 		// With heartbeats at least every 3/4 of store.ttl, bindings never
 		// lapse; more frequent heartbeats skip the store.
 		RefreshEvery: cfg.Store.TTL / 4,
-	}, b.sessions, log, m)
+	}, noteSessions{b.sessions, c}, log, m)
 	if err != nil {
 		return nil, err
 	}
-	c := &cloudService{cfg: cfg, nodeID: nodeID, log: log, b: b, hub: hub, admin: admin, errs: make(chan error, 4)}
+	c.hub = hub
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.svc = cloud.NewService(c.bgCtx, hub)
 	return c, nil
@@ -265,7 +301,8 @@ func (c *cloudService) Run(ctx context.Context) error {
 		case <-t.C:
 			c.report(ctx, &wg)
 		case <-probe.C:
-			if c.troubled {
+			// Swapped first: a failure during this probe is one to see at the next.
+			if failed := c.sessionsFailed.Swap(false); c.troubled || failed {
 				c.reportStore(ctx, true)
 			}
 		}
@@ -309,7 +346,8 @@ func (c *cloudService) reportStore(ctx context.Context, probe bool) {
 		ok, rebinding = c.followClusterCounts(sctx, probe) // before this report replaces the last one
 	}
 	if !ok && probe {
-		return // still down; the report would fail too
+		c.troubled = true // still down (the report would fail too): probe on
+		return
 	}
 	conns, ips := c.hub.Online()
 	r := store.NodeOnline{Node: c.nodeID, Conns: conns, IPs: ips, Rooms: c.hub.Rooms()}

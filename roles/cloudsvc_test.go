@@ -463,7 +463,7 @@ func TestStoreBackRebindsWithinProbe(t *testing.T) {
 	online.mu.Unlock()
 	up := time.Now()
 	for logs.FilterMessage(back).Len() == 0 {
-		if d := time.Since(up); d > 4*storeProbeEvery {
+		if d := time.Since(up); d > 30*time.Second {
 			t.Fatalf("no rebind %v after the store came back (the next report cycle is an hour away)", d)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -472,4 +472,63 @@ func TestStoreBackRebindsWithinProbe(t *testing.T) {
 		t.Errorf("reports after the store came back: %v, %v; want n1's", r, err)
 	}
 	t.Logf("sessions rebound %v after the store came back", time.Since(up).Round(time.Millisecond))
+}
+
+// failingSessions fails every call while down; a key bound elsewhere is
+// ErrMoved when moved.
+type failingSessions struct {
+	store.Sessions
+	err error
+}
+
+func (f failingSessions) Bind(ctx context.Context, ss store.Session) error {
+	if f.err != nil {
+		return f.err
+	}
+	return f.Sessions.Bind(ctx, ss)
+}
+
+// TestHubStoreFailureProbes: a store outage that no report cycle saw but a
+// session's bind did (a Redis restarted empty between cycles) is probed at
+// once: the node finds its report gone and has every session bound again,
+// instead of waiting for the next cycle. A key moved elsewhere is no
+// failure.
+func TestHubStoreFailureProbes(t *testing.T) {
+	cfg := Default()
+	cfg.Cloud.PublicTCPAddr, cfg.Cloud.PublicWSAddr, cfg.Cloud.AdvertiseAddr = "127.0.0.1:1", "ws://127.0.0.1:2/sub", "127.0.0.1:3"
+	cfg.Cloud.OnlineReportInterval = time.Hour // no cycle but the first within the test
+	online := &lossyOnline{cur: storememory.New(time.Minute)}
+	core, logs := observer.New(zapcore.InfoLevel)
+	b := &backends{registrar: memory.New(), sessions: storememory.New(time.Minute), online: online, shared: true}
+	c, err := newCloudService(&cfg, RoleCloud, "n1", zap.New(core), b, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := noteSessions{failingSessions{Sessions: b.sessions, err: store.ErrMoved}, c}
+	if err := ns.Bind(context.Background(), store.Session{Key: "k", Node: "n1"}); !errors.Is(err, store.ErrMoved) || c.sessionsFailed.Load() {
+		t.Fatalf("a moved key: %v, failure noted %v; want ErrMoved passed on, no failure", err, c.sessionsFailed.Load())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitFor(t, "the first report", func() bool {
+		r, err := online.AllOnline(ctx)
+		return err == nil && len(r) == 1
+	})
+	// The store restarts empty between cycles; a bind sees it fail.
+	online.mu.Lock()
+	online.cur = storememory.New(time.Minute)
+	online.mu.Unlock()
+	ns = noteSessions{failingSessions{Sessions: b.sessions, err: errDown}, c}
+	if err := ns.Bind(ctx, store.Session{Key: "k", Node: "n1"}); !errors.Is(err, errDown) {
+		t.Fatalf("Bind: %v", err)
+	}
+	const gone = "this node's online report is gone from the store; rebinding every session"
+	waitFor(t, "the rebind (the next report cycle is an hour away)", func() bool { return logs.FilterMessage(gone).Len() == 1 })
 }
