@@ -296,6 +296,9 @@ func plainNames(names map[string]bool) bool {
 func urlencodedNames(body []byte) map[string]bool {
 	names := make(map[string]bool)
 	for pair := range strings.SplitSeq(string(body), "&") {
+		if pair == "" {
+			continue // "a=1&", "&&": no field, as url.ParseQuery reads it
+		}
 		name, _, assigned := strings.Cut(pair, "=")
 		if n, err := url.QueryUnescape(name); err == nil {
 			name = n
