@@ -302,7 +302,16 @@ func (c *cloudService) Run(ctx context.Context) error {
 			c.report(ctx, &wg)
 		case <-probe.C:
 			// Swapped first: a failure during this probe is one to see at the next.
-			if failed := c.sessionsFailed.Swap(false); c.troubled || failed {
+			if failed := c.sessionsFailed.Swap(false); !c.troubled && !failed {
+				continue
+			}
+			// A due cycle goes first: a store that hangs holds a probe as
+			// long as a cycle, and probes chosen over due ticks would
+			// starve the cycles (and their registry updates).
+			select {
+			case <-t.C:
+				c.report(ctx, &wg)
+			default:
 				c.reportStore(ctx, true)
 			}
 		}

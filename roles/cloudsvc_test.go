@@ -534,3 +534,56 @@ func TestHubStoreFailureProbes(t *testing.T) {
 	const gone = "this node's online report is gone from the store; rebinding every session"
 	waitFor(t, "the rebind (the next report cycle is an hour away)", func() bool { return logs.FilterMessage(gone).Len() == 1 })
 }
+
+// countingRegistrar counts Update calls.
+type countingRegistrar struct {
+	*memory.Registry
+	updates atomic.Int64
+}
+
+func (r *countingRegistrar) Update(ctx context.Context, n registry.Node) error {
+	r.updates.Add(1)
+	return r.Registry.Update(ctx, n)
+}
+
+// hungOnline is an online store that never answers: every call waits for
+// its context.
+type hungOnline struct{}
+
+func (hungOnline) ReportOnline(ctx context.Context, _ store.NodeOnline, _ time.Duration) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (hungOnline) AllOnline(ctx context.Context) ([]store.NodeOnline, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestHungStoreProbesKeepCycles: a store that hangs holds each probe as
+// long as a report cycle; the probes must not take the place of due cycles,
+// whose registry updates went on at about half their rate.
+func TestHungStoreProbesKeepCycles(t *testing.T) {
+	cfg := Default()
+	cfg.Cloud.PublicTCPAddr, cfg.Cloud.PublicWSAddr, cfg.Cloud.AdvertiseAddr = "127.0.0.1:1", "ws://127.0.0.1:2/sub", "127.0.0.1:3"
+	cfg.Cloud.OnlineReportInterval = 200 * time.Millisecond
+	reg := &countingRegistrar{Registry: memory.New()}
+	b := &backends{registrar: reg, sessions: storememory.New(time.Minute), online: hungOnline{}, shared: true}
+	c, err := newCloudService(&cfg, RoleCloud, "n1", zap.NewNop(), b, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- c.Run(ctx) }()
+	const span = 4 * time.Second
+	time.Sleep(span)
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	due := int64(span / cfg.Cloud.OnlineReportInterval)
+	if got := reg.updates.Load(); got < due*8/10 {
+		t.Errorf("%d registry updates in %v, want about %d (one per cycle)", got, span, due)
+	}
+}
