@@ -323,6 +323,9 @@ func TestMessageSource(t *testing.T) {
 		{"bare words naming parameters are a message", "", "application/x-www-form-urlencoded", "keys&msg", "keys&msg", nil, 200, ""},
 		{"a bare word beside a form", "", "application/x-www-form-urlencoded", "keys&msg=hi", "hi", nil, 200, ""},
 		{"another route's parameter is a message", "", "application/x-www-form-urlencoded", "room=full", "room=full", nil, 200, ""},
+		{"form with a trailing &", "", "application/x-www-form-urlencoded", "msg=hi&", "hi", nil, 200, ""},
+		{"form with a leading &", "", "application/x-www-form-urlencoded", "&msg=hi", "hi", nil, 200, ""},
+		{"form with an empty pair", "", "application/x-www-form-urlencoded", "keys=k2&&msg=hi", "hi", []string{"k1a", "k2"}, 200, ""},
 		{"empty body: the op alone", "", "", "", "", nil, 200, ""},
 		{"empty form-typed body: the op alone", "", "application/x-www-form-urlencoded", "", "", nil, 200, ""},
 	}
