@@ -424,7 +424,10 @@ func (r *Registry) followLoop(ctx context.Context, role string, m map[string]reg
 		for attempt := 1; ; attempt++ {
 			fresh, fat, err := r.load(ctx, role)
 			if err == nil {
-				if reset {
+				// The watch may have failed for another reason first (no
+				// leader while a restored cluster elects one): the load
+				// itself tells a new history too.
+				if reset || fat.cluster != at.cluster || fat.rev < at.rev {
 					r.holdMissing(prefix, held, m, fresh)
 				}
 				held.keep(fresh)
