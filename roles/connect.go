@@ -98,6 +98,17 @@ func connectRetrying[T io.Closer](ctx context.Context, log *zap.Logger, what str
 		r.mu.Lock()
 		r.lastErr = res.err
 		r.mu.Unlock()
+		if lctx.Err() != nil {
+			close(r.done) // closed while the attempt ran: nothing to retry
+			return
+		}
+		if !retryable(res.err) {
+			// Too late to fail the start: say so once; readiness and the
+			// 503s name the error until a restart with a fixed config.
+			log.Error("backend cannot be used: retrying will not help", zap.String("backend", what), zap.Error(res.err))
+			close(r.done)
+			return
+		}
 		r.loop(lctx, log, open, res.err)
 	}()
 	return r, nil

@@ -165,6 +165,34 @@ func TestRetryingStopWhileFirstAttemptHangs(t *testing.T) {
 	}
 }
 
+// TestRetryingLateBadConfig: a first attempt that fails for good after the
+// start went on is not retried: logged once, and named by pending.
+func TestRetryingLateBadConfig(t *testing.T) {
+	bad := errors.New("queue/kafka: bad version")
+	release := make(chan struct{})
+	var calls atomic.Int32
+	core, logs := observer.New(zapcore.InfoLevel)
+	r, err := connectRetrying(context.Background(), zap.New(core), "kafka producer", func(context.Context) (queue.Producer, error) {
+		calls.Add(1)
+		<-release
+		return nil, bad
+	}, unavailable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	waitFor(t, "the error logged", func() bool { return logs.FilterMessage("backend cannot be used: retrying will not help").Len() == 1 })
+	if err := r.pending(); !errors.Is(err, bad) {
+		t.Errorf("pending: %v, want it to name %v", err, bad)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d attempts, want 1", n)
+	}
+}
+
 func TestRetryingBadConfigFailsAtOnce(t *testing.T) {
 	bad := errors.New("queue/kafka: bad version")
 	_, err := connectRetrying(context.Background(), zap.NewNop(), "kafka producer",
