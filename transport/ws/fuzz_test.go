@@ -199,6 +199,10 @@ func refParse(in []byte, maxBody int) (res parsed) {
 				n = uint64(binary.BigEndian.Uint16(ext))
 			} else {
 				n = binary.BigEndian.Uint64(ext)
+				if n>>63 != 0 { // RFC 6455 section 5.2: the top bit must be 0
+					res.end, res.closeCode = "protocol", transport.CloseProtocolError
+					return res
+				}
 			}
 		}
 		key, ok := take(4)
