@@ -109,23 +109,8 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := buildBinary(t)
 	tcpAddr, httpAddr := freeport.Addr(t), freeport.Addr(t)
-	cmd := exec.Command(bin, "all", "--config", filepath.Join("..", "config.yaml"))
-	cmd.Env = append(os.Environ(),
-		"IMCLOUD_CLOUD_TCP_ADDR="+tcpAddr, "IMCLOUD_CLOUD_WS_ADDR="+freeport.Addr(t),
-		"IMCLOUD_CLOUD_GRPC_ADDR="+freeport.Addr(t), "IMCLOUD_LOGIC_HTTP_ADDR="+httpAddr,
-		"IMCLOUD_NODE_ID=bin-test")
-	var logs lockedbuf.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-	})
+	cmd, logs, exited := startBinary(t, "IMCLOUD_CLOUD_TCP_ADDR="+tcpAddr, "IMCLOUD_LOGIC_HTTP_ADDR="+httpAddr, "IMCLOUD_NODE_ID=bin-test")
 
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -214,6 +199,27 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
+// startBinary builds imcloud and starts `imcloud all` on config.yaml with
+// every listener on a free loopback port and env (later entries win)
+// applied; it is killed when the test ends.
+func startBinary(t *testing.T, env ...string) (*exec.Cmd, *lockedbuf.Buffer, <-chan error) {
+	t.Helper()
+	cmd := exec.Command(buildBinary(t), "all", "--config", filepath.Join("..", "config.yaml"))
+	cmd.Env = append(os.Environ(),
+		"IMCLOUD_CLOUD_TCP_ADDR="+freeport.Addr(t), "IMCLOUD_CLOUD_WS_ADDR="+freeport.Addr(t),
+		"IMCLOUD_CLOUD_GRPC_ADDR="+freeport.Addr(t), "IMCLOUD_LOGIC_HTTP_ADDR="+freeport.Addr(t))
+	cmd.Env = append(cmd.Env, env...)
+	logs := &lockedbuf.Buffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return cmd, logs, exited
+}
+
 // TestBinaryLameDuckAndSecondSignal: with node.lame_duck the binary says
 // not ready while it still serves; a second signal then exits at once,
 // with code 1.
@@ -221,21 +227,8 @@ func TestBinaryLameDuckAndSecondSignal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := buildBinary(t)
 	httpAddr := freeport.Addr(t)
-	cmd := exec.Command(bin, "all", "--config", filepath.Join("..", "config.yaml"))
-	cmd.Env = append(os.Environ(),
-		"IMCLOUD_CLOUD_TCP_ADDR="+freeport.Addr(t), "IMCLOUD_CLOUD_WS_ADDR="+freeport.Addr(t),
-		"IMCLOUD_CLOUD_GRPC_ADDR="+freeport.Addr(t), "IMCLOUD_LOGIC_HTTP_ADDR="+httpAddr,
-		"IMCLOUD_NODE_ID=lame-test", "IMCLOUD_NODE_LAME_DUCK=5m")
-	var logs lockedbuf.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	cmd, logs, exited := startBinary(t, "IMCLOUD_LOGIC_HTTP_ADDR="+httpAddr, "IMCLOUD_NODE_ID=lame-test", "IMCLOUD_NODE_LAME_DUCK=5m")
 	readyz := func() int {
 		resp, err := http.Get("http://" + httpAddr + "/readyz")
 		if err != nil {

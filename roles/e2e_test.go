@@ -658,23 +658,31 @@ func TestBadFramesCloseOnlyThatConnection(t *testing.T) {
 	expect(t, wsWatch, 1000, "still-here")
 }
 
-func TestShutdownIsPrompt(t *testing.T) {
-	cfg := roles.Default()
-	cfg.Node.ID = "stop-node"
+// runAll runs `imcloud all` on cfg, moved to random loopback ports, until
+// the returned cancel; done yields Run's result. It returns once ready.
+func runAll(t *testing.T, cfg roles.Config) (s *server, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
 	cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr, cfg.Logic.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	app, err := roles.New(cfg, roles.RoleAll, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
+	t.Cleanup(cancel)
+	ran := make(chan error, 1)
+	go func() { ran <- app.Run(ctx) }()
 	for deadline := time.Now().Add(wait); !app.Ready(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("not ready")
 		}
 	}
-	s := &server{app: app, addrs: app.Addrs(), base: "http://" + app.Addrs().HTTP}
+	return &server{app: app, addrs: app.Addrs(), base: "http://" + app.Addrs().HTTP}, cancel, ran
+}
+
+func TestShutdownIsPrompt(t *testing.T) {
+	cfg := roles.Default()
+	cfg.Node.ID = "stop-node"
+	s, cancel, done := runAll(t, cfg)
 	c := s.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://1", Accepts: []int32{1000}})
 	s.push(t, "/goim/push/mids", qv("operation", "1000", "mids", "1"), "before-stop")
 	cancel()
@@ -700,21 +708,7 @@ func TestLameDuck(t *testing.T) {
 	cfg := roles.Default()
 	cfg.Node.ID = "lame-node"
 	cfg.Node.LameDuck = 2 * time.Second
-	cfg.Cloud.TCPAddr, cfg.Cloud.WSAddr, cfg.Cloud.GRPCAddr, cfg.Logic.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	app, err := roles.New(cfg, roles.RoleAll, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	for deadline := time.Now().Add(wait); !app.Ready(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("not ready")
-		}
-	}
-	s := &server{app: app, addrs: app.Addrs(), base: "http://" + app.Addrs().HTTP}
+	s, cancel, done := runAll(t, cfg)
 	c := s.dial(t, "tcp", protocol.Auth{Mid: 1, RoomID: "live://1", Accepts: []int32{1000}})
 	cancel()
 	// Ready until the signal is seen, then 503 on a listener still open.
