@@ -33,19 +33,36 @@ type Producer struct {
 	closeOnce sync.Once
 	routers   sync.WaitGroup // one route per sarama producer made, until its result channels are drained
 
-	// recreating is set while a background ensureTopic runs, lastRecreate
-	// is when the last one started (under recreateMu): a topic that went
-	// missing (deleted, or a broker that kept it only in memory restarted)
-	// is created again, at most once per recreateEvery.
-	recreating   atomic.Bool
-	recreateMu   sync.Mutex
-	lastRecreate time.Time
+	// A topic that went missing (deleted, or a broker that kept it only in
+	// memory restarted) is created again, at most once per recreateEvery;
+	// the sarama producer is replaced at most once per renewEvery.
+	recreating, renewing throttled
+}
 
-	// renewing is set while a background renew runs, lastRenew is when the
-	// last one started (under renewMu).
-	renewing  atomic.Bool
-	renewMu   sync.Mutex
-	lastRenew time.Time
+// throttled runs a background task at most once per period, never two at
+// once. Safe for concurrent use.
+type throttled struct {
+	running atomic.Bool
+	mu      sync.Mutex
+	last    time.Time // when the last run started
+}
+
+// start runs fn in a new goroutine unless a run is under way or the last
+// one started within every.
+func (t *throttled) start(every time.Duration, fn func()) {
+	t.mu.Lock()
+	due := time.Since(t.last) >= every
+	if due {
+		t.last = time.Now()
+	}
+	t.mu.Unlock()
+	if !due || !t.running.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer t.running.Store(false)
+		fn()
+	}()
 }
 
 // renewEvery bounds how often the sarama producer is replaced (renew).
@@ -179,24 +196,14 @@ func (p *Producer) Publish(ctx context.Context, m *pb.PushMsg) error {
 // under way or was tried within recreateEvery. Publishes fail meanwhile
 // (503 upstream) and succeed once the topic is back.
 func (p *Producer) recreateTopic() {
-	p.recreateMu.Lock()
-	due := time.Since(p.lastRecreate) >= recreateEvery
-	if due {
-		p.lastRecreate = time.Now()
-	}
-	p.recreateMu.Unlock()
-	if !due || !p.recreating.CompareAndSwap(false, true) {
-		return
-	}
-	p.log.Warn("kafka topic missing, creating it again", zap.String("topic", p.cfg.Topic))
-	go func() {
-		defer p.recreating.Store(false)
+	p.recreating.start(recreateEvery, func() {
+		p.log.Warn("kafka topic missing, creating it again", zap.String("topic", p.cfg.Topic))
 		ctx, cancel := context.WithTimeout(context.Background(), recreateEvery)
 		defer cancel()
 		if err := ensureTopic(ctx, p.cfg, p.log); err != nil {
 			p.log.Warn("kafka topic could not be created again", zap.String("topic", p.cfg.Topic), zap.Error(err))
 		}
-	}()
+	})
 }
 
 // renew replaces the sarama producer once the cluster answers again.
@@ -211,17 +218,7 @@ func (p *Producer) recreateTopic() {
 // changes while the cluster is still down. The old producer is closed
 // asynchronously: what it holds still gets its results.
 func (p *Producer) renew() {
-	p.renewMu.Lock()
-	due := time.Since(p.lastRenew) >= renewEvery
-	if due {
-		p.lastRenew = time.Now()
-	}
-	p.renewMu.Unlock()
-	if !due || !p.renewing.CompareAndSwap(false, true) {
-		return
-	}
-	go func() {
-		defer p.renewing.Store(false)
+	p.renewing.start(renewEvery, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), renewEvery)
 		defer cancel()
 		if err := ensureTopic(ctx, p.cfg, p.log); err != nil {
@@ -251,7 +248,7 @@ func (p *Producer) renew() {
 		old.AsyncClose()
 		p.log.Info("kafka producer renewed: the cluster answers again, and the old producer's circuit breakers were open",
 			zap.String("topic", p.cfg.Topic))
-	}()
+	})
 }
 
 // publishError maps a sarama produce result to the queue's errors.
