@@ -287,13 +287,7 @@ func TestCrashedHolderExpires(t *testing.T) {
 	if err := holder.Register(t.Context(), node("n1", 1)); err != nil {
 		t.Fatal(err)
 	}
-	ch, err := watcher.Watch(t.Context(), registry.RoleCloud)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := listString(<-ch); got != "[n1:1]" {
-		t.Fatalf("first list %s", got)
-	}
+	ch := watchFirst(t, t.Context(), watcher, "[n1:1]")
 	// The keepalive keeps it past the TTL.
 	time.Sleep(testTTL + time.Second)
 	if got := nodesNow(watcher); got != "[n1:1]" {
@@ -568,13 +562,7 @@ func TestEtcdRestart(t *testing.T) {
 	if err := cloud.Register(ctx, node("n1", 1)); err != nil {
 		t.Fatal(err)
 	}
-	ch, err := job.Watch(ctx, registry.RoleCloud)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := listString(<-ch); got != "[n1:1]" {
-		t.Fatalf("first list %s", got)
-	}
+	ch := watchFirst(t, ctx, job, "[n1:1]")
 
 	srv.Stop()
 	down := time.Now()
@@ -726,13 +714,7 @@ func TestBadRecordSkipped(t *testing.T) {
 	if _, err := cli.Put(ctx, r.nodeKey(registry.RoleCloud, "junk"), "not json"); err != nil {
 		t.Fatal(err)
 	}
-	ch, err := r.Watch(ctx, registry.RoleCloud)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := listString(<-ch); got != "[n1:1]" {
-		t.Fatalf("first list %s", got)
-	}
+	ch := watchFirst(t, ctx, r, "[n1:1]")
 	if _, err := cli.Put(ctx, r.nodeKey(registry.RoleCloud, "junk2"), "{"); err != nil {
 		t.Fatal(err)
 	}
@@ -881,13 +863,7 @@ func TestWatchAfterHistoryReset(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ch, err := watcher.Watch(ctx, registry.RoleCloud)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := listString(<-ch); got != "[n1:30]" {
-		t.Fatalf("first list %s", got)
-	}
+	ch := watchFirst(t, ctx, watcher, "[n1:30]")
 	srv.Stop()
 	srv.Wipe()
 	srv.Start()
@@ -942,13 +918,7 @@ func TestWatchKeepsNodesAcrossHistoryReset(t *testing.T) {
 	if err := gone.Register(ctx, node("n3", 3)); err != nil {
 		t.Fatal(err)
 	}
-	ch, err := watcher.Watch(ctx, registry.RoleCloud)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := listString(<-ch); got != "[n1:1 n3:3]" {
-		t.Fatalf("first list %s", got)
-	}
+	ch := watchFirst(t, ctx, watcher, "[n1:1 n3:3]")
 	srv.Stop()
 	_ = gone.Close() // n3's process dies while etcd is down: it never registers again
 	srv.Wipe()
@@ -1009,4 +979,18 @@ func TestWatchLogsEtcdOutage(t *testing.T) {
 	if d, b := countLogs(logs, down), countLogs(logs, back); d != 1 || b != 1 {
 		t.Errorf("logged %d times that etcd does not answer and %d that it answers again, want once each", d, b)
 	}
+}
+
+// watchFirst watches the cloud role on r and requires the first list to
+// be want (listString's form).
+func watchFirst(t *testing.T, ctx context.Context, r *Registry, want string) <-chan []registry.Node {
+	t.Helper()
+	ch, err := r.Watch(ctx, registry.RoleCloud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := listString(<-ch); got != want {
+		t.Fatalf("first list %s, want %s", got, want)
+	}
+	return ch
 }
